@@ -1,0 +1,32 @@
+//! Errors of the gradient mask.
+
+/// Why a gradient mask could not be built or applied.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GradMaskError {
+    /// A configuration field holds an invalid value.
+    #[error("invalid GradMaskConfig.{field}: {reason}")]
+    InvalidField {
+        /// The field, as named in [`GradMaskConfig`](crate::GradMaskConfig).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The configuration cannot run where it was used.
+    #[error("GradMaskConfig.{field} = {value} is not supported here: {reason}")]
+    Unsupported {
+        /// The field, as named in [`GradMaskConfig`](crate::GradMaskConfig).
+        field: &'static str,
+        /// Its value.
+        value: String,
+        /// What to use instead.
+        reason: &'static str,
+    },
+    /// A gradient has a dtype the mask cannot rank (quantized, or not a float).
+    #[error("gradient of parameter {param} has dtype {dtype}, which gradient masking does not support (use f32, f64, f16 or bf16)")]
+    UnsupportedDType {
+        /// The parameter's path or id.
+        param: String,
+        /// The dtype.
+        dtype: String,
+    },
+}

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+mod mask;
+mod module;
+mod optimizer;
+mod select;
+mod stats;
+
+pub use burn_gmt_kernels as kernels;
+pub use config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
+pub use error::GradMaskError;
+pub use module::GradMask;
+pub use optimizer::{GradMasked, GradMaskedState, MaskStatsHandle, WithGradMask};
+pub use select::{masked_count, select_kth_abs};
+pub use stats::{MaskStats, TensorMaskStats};

@@ -1,0 +1,178 @@
+//! What the mask does to one parameter tensor: deciding, masking the gradient, and holding
+//! masked parameters still. Shared by the optimizer wrapper and the module-level mask.
+
+use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn_gmt_kernels::MaskOps;
+use burn_gmt_kernels::element::{inf_key, key_bits, key_to_f64};
+use burn_gmt_kernels::random::{draw_key, is_drawn, ratio_bound};
+
+use crate::config::MaskStrategy;
+use crate::error::GradMaskError;
+use crate::select::{self, Counts, masked_count};
+use crate::stats::TensorMaskStats;
+
+/// What the mask does to one parameter tensor at one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum TensorMask {
+    /// Nothing is masked: the gradient passes through untouched.
+    Keep,
+    /// Entries whose `|g|` key is below `key` are masked (never NaN or `±inf`).
+    Below { key: u64 },
+    /// Finite entries drawn below `bound` under `key` are masked; kept ones are scaled.
+    Random { key: u64, bound: u64, scale: f64 },
+}
+
+/// A decided mask with the statistics that came with deciding it.
+pub(crate) struct Plan {
+    pub mask: TensorMask,
+    pub counts: Option<Counts>,
+    pub threshold: Option<f64>,
+}
+
+impl Plan {
+    /// The statistics of this plan for parameter `param`, if counted.
+    pub fn stats(&self, param: String) -> Option<TensorMaskStats> {
+        self.counts.map(|c| TensorMaskStats {
+            param,
+            total: c.total,
+            masked: c.masked,
+            kept: c.total - c.masked,
+            non_finite: c.non_finite,
+            threshold: self.threshold,
+        })
+    }
+}
+
+/// Checks that a gradient's dtype can be ranked.
+pub(crate) fn check_dtype(dtype: DType, param: impl FnOnce() -> String) -> Result<(), GradMaskError> {
+    match key_bits(dtype) {
+        Some(_) => Ok(()),
+        None => Err(GradMaskError::UnsupportedDType { param: param(), dtype: format!("{dtype:?}") }),
+    }
+}
+
+/// Decides the mask of one tensor on its own (per-tensor scope, or the optimizer wrapper).
+///
+/// `stream` identifies the parameter for the random draws; `step` is the optimizer step.
+pub(crate) fn plan_tensor(
+    strategy: MaskStrategy,
+    grad: &DispatchTensor,
+    ratio: f64,
+    stream: u64,
+    step: u64,
+    collect_stats: bool,
+) -> Plan {
+    match strategy {
+        MaskStrategy::Magnitude => {
+            let dtype = grad.dtype();
+            let grads = [grad.clone()];
+            let rank = masked_count(ratio, grad.shape().num_elements() as u64);
+            if rank == 0 {
+                let counts = collect_stats.then(|| select::count_non_finite(&grads, dtype)[0]);
+                return Plan { mask: TensorMask::Keep, counts, threshold: None };
+            }
+            let selection = select::select(&grads, dtype, rank);
+            Plan {
+                mask: TensorMask::Below { key: selection.key },
+                counts: Some(selection.counts[0]),
+                threshold: Some(selection.threshold),
+            }
+        }
+        MaskStrategy::Random { seed, rescale } => {
+            let key = draw_key(seed, stream, step);
+            let bound = ratio_bound(ratio);
+            let scale = if rescale && ratio > 0.0 { 1.0 / (1.0 - ratio) } else { 1.0 };
+            let mask = if ratio > 0.0 { TensorMask::Random { key, bound, scale } } else { TensorMask::Keep };
+            let counts = collect_stats.then(|| random_counts(grad, key, bound));
+            Plan { mask, counts, threshold: None }
+        }
+        MaskStrategy::Hft { seed, stage_steps } => {
+            // On its own a tensor is frozen with probability `ratio` for the whole stage.
+            let stage_key = draw_key(seed, stream, step / stage_steps);
+            plan_frozen(grad, is_drawn(stage_key, 0, ratio_bound(ratio)) && ratio > 0.0, collect_stats)
+        }
+    }
+}
+
+/// The plan of a tensor frozen (every finite entry masked) or left alone for an HFT stage.
+pub(crate) fn plan_frozen(grad: &DispatchTensor, frozen: bool, collect_stats: bool) -> Plan {
+    let dtype = grad.dtype();
+    let counts = collect_stats.then(|| {
+        let mut counts = select::count_non_finite(std::slice::from_ref(grad), dtype)[0];
+        if frozen {
+            counts.masked = counts.total - counts.non_finite;
+        }
+        counts
+    });
+    let inf = inf_key(dtype).expect("checked dtype");
+    match frozen {
+        true => Plan { mask: TensorMask::Below { key: inf }, counts, threshold: key_to_f64(dtype, inf) },
+        false => Plan { mask: TensorMask::Keep, counts, threshold: None },
+    }
+}
+
+fn random_counts(grad: &DispatchTensor, key: u64, bound: u64) -> Counts {
+    let counts = <Dispatch as MaskOps>::random_mask_count(grad, key, bound);
+    let counts: Vec<i64> = Tensor::<1, burn::tensor::Int>::from_dispatch(counts).into_data().iter::<i64>().collect();
+    Counts {
+        total: grad.shape().num_elements() as u64,
+        masked: counts[0] as u64,
+        non_finite: counts[1] as u64,
+    }
+}
+
+/// A one-entry tensor of `dtype` holding the value of `key` (exact: the value comes from
+/// that dtype).
+fn threshold_tensor(key: u64, dtype: DType, device: &Device) -> Tensor<1> {
+    let value = key_to_f64(dtype, key).expect("checked dtype");
+    Tensor::from_data(TensorData::from([value]), (device, dtype))
+}
+
+/// The gradient with its masked entries zeroed (in place when the backend can).
+pub(crate) fn mask_gradient<const D: usize>(grad: Tensor<D>, mask: TensorMask) -> Tensor<D> {
+    match mask {
+        TensorMask::Keep => grad,
+        TensorMask::Below { key } => {
+            let threshold = threshold_tensor(key, grad.dtype(), &grad.device());
+            Tensor::from_dispatch(<Dispatch as MaskOps>::abs_threshold_mask(
+                grad.into_dispatch(),
+                threshold.into_dispatch(),
+            ))
+        }
+        TensorMask::Random { key, bound, scale } => Tensor::from_dispatch(
+            <Dispatch as MaskOps>::random_mask(grad.into_dispatch(), key, bound, scale),
+        ),
+    }
+}
+
+/// `updated`, with the masked entries put back to `previous` (for
+/// [`MaskTarget::Update`](crate::MaskTarget::Update)). `masked_grad` is the gradient as
+/// [`mask_gradient`] returned it.
+pub(crate) fn hold_masked<const D: usize>(
+    updated: Tensor<D>,
+    previous: Tensor<D>,
+    masked_grad: Tensor<D>,
+    mask: TensorMask,
+) -> Tensor<D> {
+    let (marker, key) = match mask {
+        TensorMask::Keep => return updated,
+        // With a key above 0, an entry was masked exactly when its masked gradient is 0:
+        // kept entries have |g| >= T > 0. (Key 0 masks nothing and is planned as `Keep`.)
+        TensorMask::Below { key } => (masked_grad, key),
+        // 0 where drawn, 1 elsewhere; `g - g` turns non-finite entries (never masked) to NaN.
+        TensorMask::Random { key, bound, .. } => {
+            let drawn = <Dispatch as MaskOps>::random_mask(masked_grad.ones_like().into_dispatch(), key, bound, 1.0);
+            let marker = Tensor::<D>::from_dispatch(drawn) + (masked_grad.clone() - masked_grad);
+            let half = burn_gmt_kernels::element::key_of_f64(marker.dtype(), 0.5).expect("checked dtype");
+            (marker, half)
+        }
+    };
+    let threshold = threshold_tensor(key, marker.dtype(), &marker.device());
+    Tensor::from_dispatch(<Dispatch as MaskOps>::abs_threshold_select(
+        marker.into_dispatch(),
+        threshold.into_dispatch(),
+        updated.into_dispatch(),
+        previous.into_dispatch(),
+    ))
+}

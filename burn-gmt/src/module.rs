@@ -1,0 +1,340 @@
+//! [`GradMask`]: the mask as a transformation of a module's [`GradientsParams`].
+
+use std::collections::HashMap;
+
+use burn::backend::{DispatchTensor, TensorMetadata};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::tensor::Tensor;
+use burn_gmt_kernels::random::{draw, draw_key, mix64};
+
+use crate::config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
+use crate::error::GradMaskError;
+use crate::mask::{Plan, TensorMask, check_dtype, hold_masked, mask_gradient, plan_frozen, plan_tensor};
+use crate::select::{self, masked_count};
+use crate::stats::MaskStats;
+
+/// Gradient-Mask Tuning as a transformation of a module's gradients: it sees every
+/// parameter, so it supports [`MaskScope::Global`], `unmasked` groups and per-layer HFT.
+///
+/// Use it in a custom loop, or in burn-train by overriding `TrainStep::optimize`:
+///
+/// ```
+/// use burn::module::Module;
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn::optim::{AdamWConfig, GradientsParams};
+/// use burn::tensor::{Device, Distribution, Tensor};
+/// use burn_gmt::{GradMaskConfig, MaskScope};
+///
+/// #[derive(Module, Debug)]
+/// struct Model {
+///     layer: Linear,
+/// }
+///
+/// let device = Device::default().autodiff();
+/// let model = Model { layer: LinearConfig::new(8, 4).init(&device) };
+/// let mut optim = AdamWConfig::new().init();
+/// let mut mask = GradMaskConfig::new(0.3).with_scope(MaskScope::Global).init().unwrap();
+///
+/// let x = Tensor::<2>::random([16, 8], Distribution::Default, &device);
+/// let loss = model.layer.forward(x).powi_scalar(2).mean();
+/// let grads = GradientsParams::from_grads(loss.backward(), &model);
+/// let grads = mask.apply(&model, grads);
+/// let model = optim.step(1e-3, model, grads);
+///
+/// let stats = mask.last_stats();
+/// assert_eq!(stats.total(), 8 * 4 + 4);
+/// assert_eq!(stats.masked(), (0.3 * 36.0_f64).floor() as u64);
+/// # let _ = model;
+/// ```
+///
+/// In burn-train, keep the mask in the model (a `#[module(skip)]` field behind a shared
+/// handle) and override `TrainStep::optimize(self, optim, lr, grads)` to call
+/// `optim.step(lr, self, mask.apply(&self, grads))`; burn-train has already accumulated the
+/// gradients over `grads_accumulation` steps by then, which is what GMT masks.
+#[derive(Debug, Clone)]
+pub struct GradMask {
+    config: GradMaskConfig,
+    step: u64,
+    last_stats: MaskStats,
+}
+
+/// One masked parameter, as the first walk over the module finds it.
+struct Entry {
+    id: ParamId,
+    path: String,
+    stream: u64,
+    grad: DispatchTensor,
+}
+
+impl GradMask {
+    pub(crate) fn new(config: GradMaskConfig) -> Result<Self, GradMaskError> {
+        config.validate()?;
+        Ok(Self { config, step: 0, last_stats: MaskStats::default() })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GradMaskConfig {
+        &self.config
+    }
+
+    /// Optimizer steps masked so far (drives the warm-up, random draws and HFT stages).
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// Sets the step counter, for example when resuming from a checkpoint at step `step`.
+    pub fn set_steps(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    /// Statistics of the latest [`apply`](Self::apply) or [`step`](Self::step).
+    pub fn last_stats(&self) -> &MaskStats {
+        &self.last_stats
+    }
+
+    /// Masks `grads` (the gradients of `module`, already accumulated) for one optimizer
+    /// step. Parameters without a gradient are skipped.
+    ///
+    /// # Panics
+    /// If a gradient has a dtype the mask does not support; see [`try_apply`](Self::try_apply).
+    /// With [`MaskTarget::Update`], prefer [`step`](Self::step), which also holds the masked
+    /// parameters still.
+    pub fn apply<M: Module>(&mut self, module: &M, grads: GradientsParams) -> GradientsParams {
+        self.try_apply(module, grads).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// Like [`apply`](Self::apply), returning an error for an unsupported gradient.
+    pub fn try_apply<M: Module>(
+        &mut self,
+        module: &M,
+        grads: GradientsParams,
+    ) -> Result<GradientsParams, GradMaskError> {
+        self.mask_grads(module, grads).map(|(grads, _)| grads)
+    }
+
+    /// One optimizer step of `module` with masked gradients: [`apply`](Self::apply), then
+    /// `optim.step`; with [`MaskTarget::Update`] the masked parameters are then put back to
+    /// their previous values. (That keeps the previous values of the masked parameters
+    /// alive during the step; the [`GradMasked`](crate::GradMasked) wrapper does it tensor
+    /// by tensor instead.)
+    pub fn step<M: Module>(
+        &mut self,
+        optim: &mut ModuleOptimizer,
+        lr: impl Into<ModuleLearningRate>,
+        module: M,
+        grads: GradientsParams,
+    ) -> M {
+        let (grads, plans) = self.mask_grads(&module, grads).unwrap_or_else(|err| panic!("{err}"));
+        if self.config.target == MaskTarget::Gradient {
+            return optim.step(lr, module, grads);
+        }
+        let mut held = HeldParams::default();
+        module.visit(&mut CollectHeld { plans: &plans, grads: &grads, held: &mut held });
+        let updated = optim.step(lr, module, grads);
+        updated.map(&mut RestoreHeld { held })
+    }
+
+    /// Masks the gradients and returns the plan of every masked parameter.
+    fn mask_grads<M: Module>(
+        &mut self,
+        module: &M,
+        mut grads: GradientsParams,
+    ) -> Result<(GradientsParams, HashMap<ParamId, TensorMask>), GradMaskError> {
+        let mut entries = Vec::new();
+        module.visit(&mut CollectEntries {
+            grads: &grads,
+            config: &self.config,
+            path: Vec::new(),
+            stream: 0,
+            entries: &mut entries,
+        });
+        for entry in &entries {
+            check_dtype(entry.grad.dtype(), || entry.path.clone())?;
+        }
+        let ratio = self.config.ratio_at(self.step);
+        let plans = self.plan(&entries, ratio)?;
+
+        let mut stats = MaskStats { step: self.step, ratio, tensors: Vec::new() };
+        let mut masks = HashMap::with_capacity(entries.len());
+        for (entry, plan) in entries.iter().zip(&plans) {
+            stats.tensors.extend(plan.stats(entry.path.clone()));
+            masks.insert(entry.id, plan.mask);
+        }
+        // The gradients are only borrowed now: drop the borrows so masking can be in place.
+        drop(entries);
+        module.visit(&mut MaskGrads { masks: &masks, grads: &mut grads });
+
+        self.last_stats = stats;
+        self.step += 1;
+        Ok((grads, masks))
+    }
+
+    fn plan(&self, entries: &[Entry], ratio: f64) -> Result<Vec<Plan>, GradMaskError> {
+        let collect = self.config.collect_stats;
+        match (self.config.strategy, self.config.scope) {
+            (MaskStrategy::Magnitude, MaskScope::Global) => plan_global(entries, ratio, collect),
+            (MaskStrategy::Hft { seed, stage_steps }, _) => {
+                Ok(plan_hft(entries, ratio, seed, self.step / stage_steps, collect))
+            }
+            (strategy, _) => Ok(entries
+                .iter()
+                .map(|e| plan_tensor(strategy, &e.grad, ratio, e.stream, self.step, collect))
+                .collect()),
+        }
+    }
+}
+
+/// One threshold over every entry: histograms merged across tensors, no concatenation.
+fn plan_global(entries: &[Entry], ratio: f64, collect: bool) -> Result<Vec<Plan>, GradMaskError> {
+    let Some(dtype) = entries.first().map(|e| e.grad.dtype()) else {
+        return Ok(Vec::new());
+    };
+    if entries.iter().any(|e| e.grad.dtype() != dtype) {
+        return Err(GradMaskError::Unsupported {
+            field: "scope",
+            value: "MaskScope::Global".into(),
+            reason: "a global threshold needs every masked gradient in one dtype; mark the others `unmasked` or use MaskScope::PerTensor",
+        });
+    }
+    let grads: Vec<DispatchTensor> = entries.iter().map(|e| e.grad.clone()).collect();
+    let total = grads.iter().map(|g| g.shape().num_elements() as u64).sum();
+    let rank = masked_count(ratio, total);
+    if rank == 0 {
+        let counts = collect.then(|| select::count_non_finite(&grads, dtype));
+        return Ok((0..entries.len())
+            .map(|i| Plan { mask: TensorMask::Keep, counts: counts.as_ref().map(|c| c[i]), threshold: None })
+            .collect());
+    }
+    let selection = select::select(&grads, dtype, rank);
+    Ok(selection
+        .counts
+        .iter()
+        .map(|&counts| Plan {
+            mask: TensorMask::Below { key: selection.key },
+            counts: Some(counts),
+            threshold: Some(selection.threshold),
+        })
+        .collect())
+}
+
+/// HFT: in each layer (parameters sharing a parent module), freeze `ratio` of the tensors,
+/// rounded stochastically so the expected count is exact, re-drawn each stage.
+fn plan_hft(entries: &[Entry], ratio: f64, seed: u64, stage: u64, collect: bool) -> Vec<Plan> {
+    let mut layers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let layer = entry.path.rsplit_once('.').map_or("", |(parent, _)| parent);
+        layers.entry(layer).or_default().push(i);
+    }
+    let mut frozen = vec![false; entries.len()];
+    for (layer, members) in layers {
+        let key = draw_key(seed, mix64(layer.bytes().fold(0u64, |h, b| mix64(h ^ b as u64))), stage);
+        let wanted = ratio * members.len() as f64;
+        let fraction = (draw(key, u64::MAX) >> 11) as f64 / (1u64 << 53) as f64;
+        let count = (wanted.floor() + if fraction < wanted.fract() { 1.0 } else { 0.0 }) as usize;
+        let mut order = members.clone();
+        order.sort_by_key(|&i| draw(key, i as u64));
+        order.iter().take(count).for_each(|&i| frozen[i] = true);
+    }
+    entries.iter().zip(frozen).map(|(e, f)| plan_frozen(&e.grad, f, collect)).collect()
+}
+
+struct CollectEntries<'a> {
+    grads: &'a GradientsParams,
+    config: &'a GradMaskConfig,
+    path: Vec<String>,
+    stream: u64,
+    entries: &'a mut Vec<Entry>,
+}
+
+impl ModuleVisitor for CollectEntries<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let stream = self.stream;
+        self.stream += 1;
+        let path = self.path.join(".");
+        if let Some(group) = &self.config.unmasked
+            && group.matches(&param.id, Some(&path))
+        {
+            return;
+        }
+        if let Some(grad) = self.grads.get::<D>(param.id) {
+            self.entries.push(Entry { id: param.id, path, stream, grad: grad.into_dispatch() });
+        }
+    }
+}
+
+struct MaskGrads<'a> {
+    masks: &'a HashMap<ParamId, TensorMask>,
+    grads: &'a mut GradientsParams,
+}
+
+impl ModuleVisitor for MaskGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(&mask) = self.masks.get(&param.id)
+            && let Some(grad) = self.grads.remove::<D>(param.id)
+        {
+            self.grads.register::<D>(param.id, mask_gradient(grad, mask));
+        }
+    }
+}
+
+/// Previous value and masked gradient of each parameter [`MaskTarget::Update`] holds still.
+#[derive(Default)]
+struct HeldParams(HashMap<ParamId, (DispatchTensor, DispatchTensor, TensorMask)>);
+
+struct CollectHeld<'a> {
+    plans: &'a HashMap<ParamId, TensorMask>,
+    grads: &'a GradientsParams,
+    held: &'a mut HeldParams,
+}
+
+impl ModuleVisitor for CollectHeld<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(&mask) = self.plans.get(&param.id)
+            && mask != TensorMask::Keep
+            && let Some(grad) = self.grads.get::<D>(param.id)
+        {
+            let previous = param.val().inner().into_dispatch();
+            self.held.0.insert(param.id, (previous, grad.into_dispatch(), mask));
+        }
+    }
+}
+
+struct RestoreHeld {
+    held: HeldParams,
+}
+
+impl ModuleMapper for RestoreHeld {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some((previous, masked_grad, mask)) = self.held.0.remove(&param.id) else {
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let checkpointing = tensor.gradient_checkpointing_strategy();
+        let held = hold_masked(
+            tensor.inner(),
+            Tensor::from_dispatch(previous),
+            Tensor::from_dispatch(masked_grad),
+            mask,
+        );
+        // Lift the result back with the parameter's autodiff settings, as ModuleOptimizer does.
+        let mut tensor = Tensor::from_inner(held);
+        if let Some(strategy) = checkpointing {
+            tensor = tensor.with_gradient_checkpointing_strategy(strategy);
+        }
+        if require_grad {
+            tensor = tensor.require_grad();
+        }
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}

@@ -1,0 +1,173 @@
+//! The mask against the host reference, on random inputs: sizes 0, 1, odd and large, ties,
+//! exact and negative zeros, subnormals, NaN and infinities, f32, f16 and bf16, every CPU
+//! backend.
+
+mod common;
+
+use burn_gmt::{GradMaskConfig, MaskScope, select_kth_abs};
+use common::{Float, Params, Single, assert_same, devices, devices_for, grads_for, reference_mask, values};
+use proptest::prelude::*;
+
+/// Entries drawn from a mix that makes ties, zeros and special values common.
+fn entry() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        4 => -4.0f64..4.0,
+        2 => prop::sample::select(vec![0.0, -0.0, 0.5, -0.5, 1.0, -1.0, 2.0]),
+        1 => (1u32..0x0080_0000).prop_map(|bits| f32::from_bits(bits) as f64), // f32 subnormals
+        1 => prop::sample::select(vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY]),
+        1 => (-30i32..30).prop_map(|e| 2f64.powi(e)),
+    ]
+}
+
+fn float() -> impl Strategy<Value = Float> {
+    prop::sample::select(vec![Float::F32, Float::F16, Float::BF16])
+}
+
+fn sized_values() -> impl Strategy<Value = Vec<f64>> {
+    prop_oneof![
+        4 => prop::collection::vec(entry(), 0..64),
+        2 => prop::collection::vec(entry(), 64..700),
+        1 => prop::collection::vec(entry(), 66_000..70_000),
+    ]
+}
+
+fn check_per_tensor(raw: &[f64], float: Float, ratio: f64) {
+    let vals: Vec<f64> = raw.iter().map(|&v| float.round(v)).collect();
+    let (expected, expected_masked, expected_threshold) = reference_mask(&vals, ratio);
+    for device in devices_for(float) {
+        let module = Single::new(vals.len(), float, &device);
+        let grads = grads_for(&module, float.tensor(&vals, [vals.len()], &device));
+        let mut mask = GradMaskConfig::new(ratio).init().unwrap();
+        let mut grads = mask.apply(&module, grads);
+        let masked = grads.remove::<1>(module.weight.id).unwrap();
+        assert_eq!(masked.dtype(), float.dtype());
+        let context = format!("{float:?} n={} r={ratio} on {device:?}", vals.len());
+        assert_same(&values(masked), &expected, &context);
+
+        let stats = mask.last_stats();
+        assert_eq!(stats.tensors.len(), 1, "{context}");
+        let t = &stats.tensors[0];
+        assert_eq!(t.total, vals.len() as u64, "{context}");
+        assert_eq!(t.masked, expected_masked, "{context}");
+        assert_eq!(t.kept, t.total - t.masked, "{context}");
+        assert_eq!(t.non_finite, vals.iter().filter(|v| !v.is_finite()).count() as u64, "{context}");
+        assert_eq!(t.threshold, expected_threshold, "{context}");
+        // Never fewer kept than asked.
+        let k = (ratio * vals.len() as f64).floor() as u64;
+        assert!(t.masked <= k, "{context}: masked {} > k {k}", t.masked);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn per_tensor_mask_matches_reference(raw in sized_values(), float in float(), ratio in 0.0f64..0.999) {
+        check_per_tensor(&raw, float, ratio);
+    }
+
+    #[test]
+    fn global_mask_matches_reference(
+        a in prop::collection::vec(entry(), 1..40),
+        b in prop::collection::vec(entry(), 1..8),
+        c in prop::collection::vec(entry(), 1..5),
+        float in float(),
+        ratio in 0.0f64..0.999,
+    ) {
+        let rows = b.len();
+        let (depth, width) = (c.len(), 3);
+        let round = |v: &[f64]| v.iter().map(|&x| float.round(x)).collect::<Vec<_>>();
+        let vector = round(&a);
+        let matrix = round(&b.iter().flat_map(|&x| [x, -x * 0.5]).collect::<Vec<_>>());
+        let cube = round(&c.iter().flat_map(|&x| [x; 6]).collect::<Vec<_>>());
+        let all: Vec<f64> = vector.iter().chain(&matrix).chain(&cube).copied().collect();
+        let (expected, expected_masked, _) = reference_mask(&all, ratio);
+
+        for device in devices_for(float) {
+            let module = Params {
+                vector: burn::module::Param::from_tensor(float.tensor(&vector, [vector.len()], &device)),
+                matrix: burn::module::Param::from_tensor(float.tensor(&matrix, [rows, 2], &device)),
+                cube: burn::module::Param::from_tensor(float.tensor(&cube, [depth, width, 2], &device)),
+            };
+            let mut grads = burn::optim::GradientsParams::new();
+            grads.register(module.vector.id, module.vector.val());
+            grads.register(module.matrix.id, module.matrix.val());
+            grads.register(module.cube.id, module.cube.val());
+
+            let mut mask = GradMaskConfig::new(ratio).with_scope(MaskScope::Global).init().unwrap();
+            let mut grads = mask.apply(&module, grads);
+            let got: Vec<f64> = values(grads.remove::<1>(module.vector.id).unwrap())
+                .into_iter()
+                .chain(values(grads.remove::<2>(module.matrix.id).unwrap()))
+                .chain(values(grads.remove::<3>(module.cube.id).unwrap()))
+                .collect();
+            assert_same(&got, &expected, &format!("global {float:?} r={ratio} on {device:?}"));
+            prop_assert_eq!(mask.last_stats().masked(), expected_masked);
+            prop_assert_eq!(mask.last_stats().total(), all.len() as u64);
+            // The parameters themselves were not touched by masking their gradients.
+            assert_same(&values(module.vector.val()), &vector, "parameter untouched");
+        }
+    }
+
+    #[test]
+    fn select_kth_abs_matches_sort(raw in prop::collection::vec(entry(), 1..300), pick in 0.0f64..1.0) {
+        let vals: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
+        let k = ((pick * vals.len() as f64) as usize).min(vals.len() - 1);
+        let mut sorted: Vec<f64> = vals.iter().map(|v| if v.is_nan() { f64::NAN } else { v.abs() as f64 }).collect();
+        sorted.sort_by(|a, b| a.partial_cmp(b).unwrap_or(if a.is_nan() { std::cmp::Ordering::Greater } else { std::cmp::Ordering::Less }));
+        let expected = if sorted[k].is_nan() { f64::INFINITY } else { sorted[k] };
+        for device in devices() {
+            let t = burn::tensor::Tensor::<1>::from_floats(vals.as_slice(), &device);
+            prop_assert_eq!(select_kth_abs(&t, k as u64), Some(expected));
+            prop_assert_eq!(select_kth_abs(&t, vals.len() as u64), None);
+        }
+    }
+}
+
+#[test]
+fn edge_sizes_and_special_patterns() {
+    let patterns: Vec<(&str, Vec<f64>)> = vec![
+        ("empty", vec![]),
+        ("one", vec![3.0]),
+        ("all zeros", vec![0.0; 101]),
+        ("signed zeros", (0..57).map(|i| if i % 2 == 0 { 0.0 } else { -0.0 }).collect()),
+        ("all ties", vec![-1.5; 33]),
+        ("all nan", vec![f64::NAN; 10]),
+        ("nan and inf", vec![f64::NAN, f64::INFINITY, 1.0, f64::NEG_INFINITY, 0.5, f64::NAN, 2.0]),
+        ("subnormal ladder", (1..200).map(|b| f32::from_bits(b * 997) as f64 * if b % 3 == 0 { -1.0 } else { 1.0 }).collect()),
+    ];
+    for (name, vals) in patterns {
+        for float in [Float::F32, Float::F16, Float::BF16] {
+            for ratio in [0.0, 0.1, 0.3, 0.5, 0.9, 0.999] {
+                check_per_tensor(&vals, float, ratio);
+                let _ = name;
+            }
+        }
+    }
+}
+
+#[test]
+fn large_tensors_match_reference() {
+    // Sizes around the 16-bit digit boundaries and beyond one million entries.
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for n in [65_535usize, 65_536, 65_537, (1 << 20) + 7] {
+        let vals: Vec<f64> = (0..n)
+            .map(|_| {
+                let r = next();
+                match r % 16 {
+                    0 => 0.0,
+                    1 => 1e-3,
+                    _ => ((r >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 2f64.powi((r % 9) as i32 - 4),
+                }
+            })
+            .collect();
+        check_per_tensor(&vals, Float::F32, 0.3);
+        check_per_tensor(&vals, Float::BF16, 0.4);
+    }
+}
