@@ -1,0 +1,282 @@
+//! The optimizer wrapper: SFT at ratio 0, the two targets against their definitions, records,
+//! and configuration errors.
+
+mod common;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn_gmt::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, WithGradMask};
+use common::{assert_same, reference_mask};
+
+#[derive(Module, Debug)]
+struct Net {
+    hidden: Linear,
+    out: Linear,
+}
+
+fn net(device: &Device) -> Net {
+    Net { hidden: LinearConfig::new(6, 16).init(device), out: LinearConfig::new(16, 3).init(device) }
+}
+
+fn grads_of(model: &Net, seed: u64, device: &Device) -> GradientsParams {
+    Tensor::<1>::random([1], Distribution::Default, device); // keep the default RNG moving
+    let x = inputs(seed, device);
+    let y = model.out.forward(model.hidden.forward(x).tanh());
+    GradientsParams::from_grads((y.clone() * y).mean().backward(), model)
+}
+
+/// Deterministic inputs from a seed (independent of Burn's RNG).
+fn inputs(seed: u64, device: &Device) -> Tensor<2> {
+    let values: Vec<f32> = (0..8 * 6)
+        .map(|i| {
+            let z = burn_gmt::kernels::random::mix64(seed * 1000 + i);
+            (z >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, [8, 6]), device)
+}
+
+/// Every parameter's values, in module order, with their ids.
+#[derive(Default)]
+struct Collect(Vec<(ParamId, Vec<f64>)>);
+
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push((param.id, param.val().into_data().iter::<f64>().collect()));
+    }
+}
+
+fn params<M: Module>(model: &M) -> Vec<(ParamId, Vec<f64>)> {
+    let mut collect = Collect::default();
+    model.visit(&mut collect);
+    collect.0
+}
+
+/// The gradients masked per tensor by the host reference.
+struct ReferenceMask<'a> {
+    grads: &'a GradientsParams,
+    ratio: f64,
+    out: GradientsParams,
+    masked: Vec<(ParamId, Vec<bool>)>,
+}
+
+impl ModuleVisitor for ReferenceMask<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let grad = self.grads.get::<D>(param.id).unwrap();
+        let shape = grad.shape();
+        let values: Vec<f64> = grad.into_data().iter::<f64>().collect();
+        let (masked_values, _, threshold) = reference_mask(&values, self.ratio);
+        let threshold = threshold.unwrap_or(0.0);
+        self.masked.push((param.id, values.iter().map(|v| v.is_finite() && v.abs() < threshold).collect()));
+        let data = TensorData::new(masked_values.iter().map(|&v| v as f32).collect(), shape);
+        self.out.register::<D>(param.id, Tensor::from_data(data, &param.val().device()));
+    }
+}
+
+fn reference_masked(model: &Net, grads: &GradientsParams, ratio: f64) -> (GradientsParams, Vec<(ParamId, Vec<bool>)>) {
+    let mut visitor = ReferenceMask { grads, ratio, out: GradientsParams::new(), masked: Vec::new() };
+    model.visit(&mut visitor);
+    (visitor.out, visitor.masked)
+}
+
+fn sgd() -> SgdConfig {
+    SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new()))
+        .with_weight_decay(Some(WeightDecayConfig::new(0.01)))
+}
+
+fn adamw() -> AdamWConfig {
+    AdamWConfig::new().with_weight_decay(0.05)
+}
+
+#[test]
+fn ratio_zero_is_bit_identical_to_the_inner_optimizer() {
+    for device in common::devices() {
+        let device = device.autodiff();
+        type Pair = (ModuleOptimizer, ModuleOptimizer);
+        let pairs: Vec<(&str, Pair)> = vec![
+            ("sgd", (ModuleOptimizer::from(sgd().build()), ModuleOptimizer::from(sgd().build().with_grad_mask(0.0)))),
+            ("adamw", (ModuleOptimizer::from(adamw().build()), ModuleOptimizer::from(adamw().build().with_grad_mask(0.0)))),
+        ];
+        for (name, (mut plain, mut masked)) in pairs {
+            let mut a = net(&device);
+            let mut b = a.clone();
+            for step in 0..4 {
+                a = plain.step(1e-2, a.clone(), grads_of(&a, step, &device));
+                b = masked.step(1e-2, b.clone(), grads_of(&b, step, &device));
+            }
+            for ((_, pa), (_, pb)) in params(&a).iter().zip(params(&b).iter()) {
+                assert_same(pb, pa, &format!("{name} on {device:?}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn gradient_target_equals_the_inner_optimizer_fed_the_masked_gradient() {
+    for device in common::devices() {
+        let device = device.autodiff();
+        for ratio in [0.3, 0.7] {
+            let mut plain = ModuleOptimizer::from(adamw().build());
+            let mut masked = ModuleOptimizer::from(adamw().build().with_grad_mask(ratio));
+            let mut a = net(&device);
+            let mut b = a.clone();
+            for step in 0..4 {
+                let grads = grads_of(&a, step, &device);
+                let (reference, _) = reference_masked(&a, &grads, ratio);
+                a = plain.step(1e-2, a.clone(), reference);
+                b = masked.step(1e-2, b.clone(), grads_of(&b, step, &device));
+                for ((_, pa), (_, pb)) in params(&a).iter().zip(params(&b).iter()) {
+                    assert_same(pb, pa, &format!("r={ratio} step {step} on {device:?}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn update_target_holds_masked_parameters_still() {
+    for device in common::devices() {
+        let device = device.autodiff();
+        for (name, inner) in [("sgd", ModuleOptimizer::from(sgd().build())), ("adamw", ModuleOptimizer::from(adamw().build()))] {
+            let config = GradMaskConfig::new(0.4).with_target(MaskTarget::Update);
+            let mut masked = match name {
+                "sgd" => ModuleOptimizer::from(sgd().build().with_grad_mask_config(config)),
+                _ => ModuleOptimizer::from(adamw().build().with_grad_mask_config(config)),
+            };
+            // The plain optimizer fed the masked gradient on the same parameters keeps the
+            // same state as the wrapped inner optimizer.
+            let mut plain = inner;
+            let mut model = net(&device);
+            let mut moved_by_state = 0;
+            for step in 0..4 {
+                let grads = grads_of(&model, step, &device);
+                let (reference, masked_entries) = reference_masked(&model, &grads, 0.4);
+                let before = params(&model);
+                let free = params(&plain.step(1e-2, model.clone(), reference));
+                model = masked.step(1e-2, model.clone(), grads_of(&model, step, &device));
+                let after = params(&model);
+                for (((id, old), (_, new)), ((_, free), (mid, mask))) in
+                    before.iter().zip(&after).zip(free.iter().zip(&masked_entries))
+                {
+                    assert_eq!(id, mid);
+                    for i in 0..old.len() {
+                        if mask[i] {
+                            assert_eq!(new[i].to_bits(), old[i].to_bits(), "{name} step {step}: masked entry {i} moved");
+                            moved_by_state += usize::from(free[i] != old[i]);
+                        } else {
+                            assert_eq!(new[i].to_bits(), free[i].to_bits(), "{name} step {step}: kept entry {i}");
+                        }
+                    }
+                }
+            }
+            // Without the Update target, momentum and weight decay would have moved them.
+            assert!(moved_by_state > 0, "{name}: the test must see masked entries the inner optimizer moves");
+        }
+    }
+}
+
+#[test]
+fn records_resume_bit_identically_including_random_masks() {
+    let device = Device::flex().autodiff();
+    let strategies = [
+        MaskStrategy::Magnitude,
+        MaskStrategy::Random { seed: 7, rescale: true },
+        MaskStrategy::Hft { seed: 3, stage_steps: 2 },
+    ];
+    for strategy in strategies {
+        let config = GradMaskConfig::new(0.5).with_strategy(strategy).with_warmup_steps(3);
+        let build = || ModuleOptimizer::from(adamw().build().with_grad_mask_config(config.clone()));
+        let mut original = build();
+        let mut model = net(&device);
+        for step in 0..3 {
+            model = original.step(1e-2, model.clone(), grads_of(&model, step, &device));
+        }
+        let path = std::env::temp_dir().join(format!("burn-gmt-record-{}-{strategy:?}.bpk", std::process::id()));
+        original.save(&path).unwrap();
+        // The record is read lazily: keep the file until the resumed steps ran.
+        let mut resumed = build().load(&path).unwrap();
+        let mut fresh = build(); // no state: must differ, so the test can fail
+
+        let (mut a, mut b, mut c) = (model.clone(), model.clone(), model);
+        for step in 3..6 {
+            a = original.step(1e-2, a.clone(), grads_of(&a, step, &device));
+            b = resumed.step(1e-2, b.clone(), grads_of(&b, step, &device));
+            c = fresh.step(1e-2, c.clone(), grads_of(&c, step, &device));
+        }
+        for ((_, pa), (_, pb)) in params(&a).iter().zip(params(&b).iter()) {
+            assert_same(pb, pa, &format!("{strategy:?}"));
+        }
+        let _ = std::fs::remove_file(&path);
+        assert_ne!(params(&a)[0].1, params(&c)[0].1, "{strategy:?}: a fresh optimizer must differ");
+    }
+}
+
+#[test]
+fn stats_handle_reports_the_latest_step() {
+    let device = Device::flex().autodiff();
+    let wrapped = SgdConfig::new().build().with_grad_mask(0.25);
+    let stats = wrapped.stats_handle();
+    let mut optim = ModuleOptimizer::from(wrapped);
+    let mut model = net(&device);
+    for step in 0..2 {
+        model = optim.step(1e-2, model.clone(), grads_of(&model, step, &device));
+    }
+    let latest = stats.latest();
+    assert_eq!(latest.step, 1);
+    assert_eq!(latest.tensors.len(), 4);
+    for t in &latest.tensors {
+        let k = (0.25 * t.total as f64).floor() as u64;
+        assert_eq!(t.masked, k, "{t:?}");
+        // A threshold is selected exactly when something is to be masked.
+        assert_eq!(t.threshold.is_some(), k > 0, "{t:?}");
+    }
+}
+
+#[test]
+fn invalid_configs_name_the_field() {
+    for ratio in [f64::NAN, -0.1, 1.0, 1.5, f64::INFINITY] {
+        let err = GradMaskConfig::new(ratio).init().unwrap_err().to_string();
+        assert!(err.contains("GradMaskConfig.ratio"), "{err}");
+        let err = SgdConfig::new().build().try_with_grad_mask(ratio).err().unwrap().to_string();
+        assert!(err.contains("GradMaskConfig.ratio"), "{err}");
+    }
+    let hft = GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft { seed: 0, stage_steps: 0 });
+    assert!(hft.init().unwrap_err().to_string().contains("GradMaskConfig.strategy"));
+    let global = GradMaskConfig::new(0.3).with_scope(MaskScope::Global);
+    let err = SgdConfig::new().build().try_with_grad_mask_config(global).err().unwrap().to_string();
+    assert!(err.contains("GradMaskConfig.scope"), "{err}");
+    let unmasked = GradMaskConfig::new(0.3).with_unmasked(Some(burn::module::ParamGroup::from_predicate("bias")));
+    let err = SgdConfig::new().build().try_with_grad_mask_config(unmasked).err().unwrap().to_string();
+    assert!(err.contains("GradMaskConfig.unmasked"), "{err}");
+}
+
+#[test]
+#[should_panic(expected = "GradMaskConfig.ratio")]
+fn with_grad_mask_panics_on_an_invalid_ratio() {
+    let _ = AdamWConfig::new().build().with_grad_mask(1.0);
+}
+
+#[test]
+fn config_round_trips_through_json() {
+    use burn::config::Config;
+    let config = GradMaskConfig::new(0.25)
+        .with_scope(MaskScope::Global)
+        .with_target(MaskTarget::Update)
+        .with_strategy(MaskStrategy::Random { seed: 9, rescale: true })
+        .with_warmup_steps(10);
+    let path = std::env::temp_dir().join(format!("burn-gmt-config-{}.json", std::process::id()));
+    config.save(&path).unwrap();
+    let loaded = GradMaskConfig::load(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(loaded.ratio, 0.25);
+    assert_eq!(loaded.scope, MaskScope::Global);
+    assert_eq!(loaded.target, MaskTarget::Update);
+    assert_eq!(loaded.strategy, MaskStrategy::Random { seed: 9, rescale: true });
+    assert_eq!(loaded.warmup_steps, 10);
+    assert!(loaded.collect_stats);
+}
