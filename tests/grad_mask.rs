@@ -1,0 +1,255 @@
+//! The module-level mask: partial gradients, unmasked groups, the random and HFT baselines,
+//! warm-up, non-finite gradients and the Update target through `GradMask::step`.
+
+mod common;
+
+use burn::module::{Module, Param, ParamGroup};
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Tensor};
+use burn_gmt::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
+use common::{Float, Params, assert_same, reference_mask, values};
+
+fn sample(n: usize, seed: u64) -> Vec<f64> {
+    (0..n as u64)
+        .map(|i| {
+            let z = burn_gmt::kernels::random::mix64(seed.wrapping_mul(7919) ^ i);
+            // Non-zero, distinct magnitudes.
+            ((z >> 11) as f64 / (1u64 << 53) as f64 + 1e-3) * if z & 1 == 0 { 1.0 } else { -1.0 }
+        })
+        .map(|v| v as f32 as f64)
+        .collect()
+}
+
+fn params_module(device: &Device) -> Params {
+    Params {
+        vector: Param::from_tensor(Float::F32.tensor(&sample(40, 1), [40], device)),
+        matrix: Param::from_tensor(Float::F32.tensor(&sample(24, 2), [6, 4], device)),
+        cube: Param::from_tensor(Float::F32.tensor(&sample(30, 3), [2, 3, 5], device)),
+    }
+}
+
+/// Gradients equal to the parameter values (distinct, non-zero).
+fn grads_like(module: &Params) -> GradientsParams {
+    let mut grads = GradientsParams::new();
+    grads.register(module.vector.id, module.vector.val());
+    grads.register(module.matrix.id, module.matrix.val());
+    grads.register(module.cube.id, module.cube.val());
+    grads
+}
+
+#[test]
+fn partial_gradients_are_skipped() {
+    for device in common::devices() {
+        let module = params_module(&device);
+        for scope in [MaskScope::PerTensor, MaskScope::Global] {
+            let mut grads = GradientsParams::new();
+            grads.register(module.matrix.id, module.matrix.val());
+            let mut mask = GradMaskConfig::new(0.5).with_scope(scope).init().unwrap();
+            let mut out = mask.apply(&module, grads);
+            assert_eq!(out.len(), 1);
+            assert!(out.remove::<1>(module.vector.id).is_none());
+            let matrix = values(out.remove::<2>(module.matrix.id).unwrap());
+            let (expected, _, _) = reference_mask(&sample(24, 2), 0.5);
+            assert_same(&matrix, &expected, &format!("{scope:?}"));
+            assert_eq!(mask.last_stats().tensors.len(), 1);
+        }
+    }
+}
+
+#[test]
+fn unmasked_group_is_left_alone() {
+    for device in common::devices() {
+        let module = params_module(&device);
+        let config = GradMaskConfig::new(0.5)
+            .with_scope(MaskScope::Global)
+            .with_unmasked(Some(ParamGroup::from_predicate("vector")));
+        let mut mask = config.init().unwrap();
+        let mut out = mask.apply(&module, grads_like(&module));
+        assert_same(&values(out.remove::<1>(module.vector.id).unwrap()), &sample(40, 1), "unmasked");
+        let rest: Vec<f64> = sample(24, 2).into_iter().chain(sample(30, 3)).collect();
+        let (expected, _, _) = reference_mask(&rest, 0.5);
+        let got: Vec<f64> = values(out.remove::<2>(module.matrix.id).unwrap())
+            .into_iter()
+            .chain(values(out.remove::<3>(module.cube.id).unwrap()))
+            .collect();
+        assert_same(&got, &expected, "global over the rest");
+        let paths: Vec<&str> = mask.last_stats().tensors.iter().map(|t| t.param.as_str()).collect();
+        assert_eq!(paths, ["matrix", "cube"]);
+    }
+}
+
+#[test]
+fn random_mask_is_seeded_counted_and_rescaled() {
+    let device = Device::flex();
+    let module = Params {
+        vector: Param::from_tensor(Float::F32.tensor(&sample(20_000, 4), [20_000], &device)),
+        matrix: Param::from_tensor(Float::F32.tensor(&sample(24, 2), [6, 4], &device)),
+        cube: Param::from_tensor(Float::F32.tensor(&sample(30, 3), [2, 3, 5], &device)),
+    };
+    let ratio = 0.3;
+    let run = |seed: u64, rescale: bool| {
+        let config = GradMaskConfig::new(ratio).with_strategy(MaskStrategy::Random { seed, rescale });
+        let mut mask = config.init().unwrap();
+        let mut out = mask.apply(&module, grads_like(&module));
+        (values(out.remove::<1>(module.vector.id).unwrap()), mask.last_stats().clone())
+    };
+    let (a, stats) = run(5, false);
+    let (b, _) = run(5, false);
+    let (c, _) = run(6, false);
+    let (scaled, _) = run(5, true);
+    assert_same(&a, &b, "same seed, same mask");
+    assert_ne!(a, c, "another seed, another mask");
+
+    let zeros = a.iter().filter(|v| **v == 0.0).count() as u64;
+    assert_eq!(stats.tensors[0].masked, zeros, "stats count what was zeroed");
+    let sigma = (20_000.0 * ratio * (1.0 - ratio)).sqrt();
+    assert!((zeros as f64 - 20_000.0 * ratio).abs() < 5.0 * sigma, "{zeros}");
+    let original = sample(20_000, 4);
+    for ((m, s), o) in a.iter().zip(&scaled).zip(&original) {
+        let expected = if *m == 0.0 { 0.0 } else { (o * (1.0 / (1.0 - ratio))) as f32 as f64 };
+        if *m != 0.0 {
+            assert_eq!(m, o, "kept entries unchanged without rescale");
+        }
+        assert_eq!(s.to_bits(), expected.to_bits(), "rescaled entry");
+    }
+}
+
+#[derive(Module, Debug)]
+struct Layers {
+    first: Linear,
+    second: Linear,
+    third: Linear,
+}
+
+#[test]
+fn hft_freezes_half_of_each_layer_per_stage() {
+    let device = Device::flex().autodiff();
+    let model = Layers {
+        first: LinearConfig::new(4, 4).init(&device),
+        second: LinearConfig::new(4, 4).init(&device),
+        third: LinearConfig::new(4, 4).init(&device),
+    };
+    let grads = || {
+        let x = Tensor::<2>::ones([2, 4], &device);
+        let y = model.third.forward(model.second.forward(model.first.forward(x)));
+        GradientsParams::from_grads(y.sum().backward(), &model)
+    };
+    let config = GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft { seed: 11, stage_steps: 2 });
+    let mut mask = config.init().unwrap();
+    let mut choices = Vec::new();
+    for _step in 0..12 {
+        let mut out = mask.apply(&model, grads());
+        let mut choice = Vec::new();
+        for layer in [&model.first, &model.second, &model.third] {
+            let weight_frozen = values(out.remove::<2>(layer.weight.id).unwrap()).iter().all(|v| *v == 0.0);
+            let bias_frozen = values(out.remove::<1>(layer.bias.as_ref().unwrap().id).unwrap()).iter().all(|v| *v == 0.0);
+            // Two tensors per layer at ratio 0.5: exactly one frozen.
+            assert!(weight_frozen != bias_frozen, "one of two tensors frozen per layer");
+            choice.push(weight_frozen);
+        }
+        let stats = mask.last_stats();
+        // A frozen weight masks its 16 entries, a frozen bias its 4.
+        assert_eq!(stats.masked(), choice.iter().map(|&w| if w { 16 } else { 4 }).sum::<u64>());
+        choices.push(choice);
+    }
+    for stage in choices.chunks(2) {
+        assert_eq!(stage[0], stage[1], "the choice holds for a stage");
+    }
+    assert!(choices.chunks(2).any(|s| s[0] != choices[0]), "the choice is re-drawn across stages");
+}
+
+#[test]
+fn warmup_ramps_the_ratio() {
+    let device = Device::flex();
+    let module = params_module(&device);
+    let mut mask = GradMaskConfig::new(0.4).with_warmup_steps(4).init().unwrap();
+    for step in 0..6u64 {
+        let _ = mask.apply(&module, grads_like(&module));
+        let stats = mask.last_stats();
+        let ratio = 0.4 * (step.min(4) as f64) / 4.0;
+        assert_eq!(stats.step, step);
+        assert_eq!(stats.ratio, ratio);
+        assert_eq!(stats.tensors[0].masked, (ratio * 40.0).floor() as u64);
+    }
+    assert_eq!(mask.steps(), 6);
+}
+
+#[test]
+fn non_finite_gradients_are_kept_and_counted() {
+    for device in common::devices() {
+        let mut raw = sample(40, 1);
+        raw[3] = f64::NAN;
+        raw[7] = f64::INFINITY;
+        raw[8] = f64::NEG_INFINITY;
+        let module = params_module(&device);
+        let mut grads = GradientsParams::new();
+        grads.register(module.vector.id, Float::F32.tensor(&raw, [40], &device));
+        // Masking (almost) everything still leaves the non-finite entries in place.
+        let mut mask = GradMaskConfig::new(0.99).init().unwrap();
+        let mut out = mask.apply(&module, grads);
+        let got = values(out.remove::<1>(module.vector.id).unwrap());
+        assert!(got[3].is_nan());
+        assert_eq!(got[7], f64::INFINITY);
+        assert_eq!(got[8], f64::NEG_INFINITY);
+        let t = &mask.last_stats().tensors[0];
+        assert_eq!(t.non_finite, 3);
+        // floor(0.99 · 40) = 39 exceeds the 37 finite entries: all finite ones are masked.
+        assert_eq!(t.masked, 37, "{t:?}");
+        assert_eq!(t.threshold, Some(f64::INFINITY));
+    }
+}
+
+#[test]
+fn global_update_target_through_step_holds_masked_parameters() {
+    let device = Device::flex().autodiff();
+    let model = params_module(&device);
+    let model = Params {
+        vector: Param::from_tensor(model.vector.val().require_grad()),
+        matrix: Param::from_tensor(model.matrix.val().require_grad()),
+        cube: Param::from_tensor(model.cube.val().require_grad()),
+    };
+    let mut optim = AdamWConfig::new().with_weight_decay(0.1).init();
+    let mut mask = GradMaskConfig::new(0.5)
+        .with_scope(MaskScope::Global)
+        .with_target(MaskTarget::Update)
+        .init()
+        .unwrap();
+    let mut model = model;
+    for step in 0..3 {
+        let loss = (model.vector.val().powi_scalar(2).sum()
+            + model.matrix.val().powi_scalar(3).sum()
+            + model.cube.val().sin().sum())
+        .mul_scalar(step as f64 + 1.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let all_grads: Vec<f64> = values(grads.get::<1>(model.vector.id).unwrap())
+            .into_iter()
+            .chain(values(grads.get::<2>(model.matrix.id).unwrap()))
+            .chain(values(grads.get::<3>(model.cube.id).unwrap()))
+            .collect();
+        let (_, _, threshold) = reference_mask(&all_grads, 0.5);
+        let threshold = threshold.unwrap();
+        let before: Vec<f64> = values(model.vector.val())
+            .into_iter()
+            .chain(values(model.matrix.val()))
+            .chain(values(model.cube.val()))
+            .collect();
+        model = mask.step(&mut optim, 1e-2, model, grads);
+        let after: Vec<f64> = values(model.vector.val())
+            .into_iter()
+            .chain(values(model.matrix.val()))
+            .chain(values(model.cube.val()))
+            .collect();
+        let mut held = 0;
+        for i in 0..before.len() {
+            if all_grads[i].abs() < threshold {
+                assert_eq!(after[i].to_bits(), before[i].to_bits(), "step {step}: masked entry {i} moved");
+                held += 1;
+            } else {
+                assert_ne!(after[i], before[i], "step {step}: kept entry {i} did not move");
+            }
+        }
+        assert_eq!(held as u64, mask.last_stats().masked());
+        assert!(model.vector.val().is_require_grad(), "parameters stay trainable");
+    }
+}
