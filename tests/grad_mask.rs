@@ -66,7 +66,11 @@ fn unmasked_group_is_left_alone() {
             .with_unmasked(Some(ParamGroup::from_predicate("vector")));
         let mut mask = config.init().unwrap();
         let mut out = mask.apply(&module, grads_like(&module));
-        assert_same(&values(out.remove::<1>(module.vector.id).unwrap()), &sample(40, 1), "unmasked");
+        assert_same(
+            &values(out.remove::<1>(module.vector.id).unwrap()),
+            &sample(40, 1),
+            "unmasked",
+        );
         let rest: Vec<f64> = sample(24, 2).into_iter().chain(sample(30, 3)).collect();
         let (expected, _, _) = reference_mask(&rest, 0.5);
         let got: Vec<f64> = values(out.remove::<2>(module.matrix.id).unwrap())
@@ -74,7 +78,12 @@ fn unmasked_group_is_left_alone() {
             .chain(values(out.remove::<3>(module.cube.id).unwrap()))
             .collect();
         assert_same(&got, &expected, "global over the rest");
-        let paths: Vec<&str> = mask.last_stats().tensors.iter().map(|t| t.param.as_str()).collect();
+        let paths: Vec<&str> = mask
+            .last_stats()
+            .tensors
+            .iter()
+            .map(|t| t.param.as_str())
+            .collect();
         assert_eq!(paths, ["matrix", "cube"]);
     }
 }
@@ -89,10 +98,14 @@ fn random_mask_is_seeded_counted_and_rescaled() {
     };
     let ratio = 0.3;
     let run = |seed: u64, rescale: bool| {
-        let config = GradMaskConfig::new(ratio).with_strategy(MaskStrategy::Random { seed, rescale });
+        let config =
+            GradMaskConfig::new(ratio).with_strategy(MaskStrategy::Random { seed, rescale });
         let mut mask = config.init().unwrap();
         let mut out = mask.apply(&module, grads_like(&module));
-        (values(out.remove::<1>(module.vector.id).unwrap()), mask.last_stats().clone())
+        (
+            values(out.remove::<1>(module.vector.id).unwrap()),
+            mask.last_stats().clone(),
+        )
     };
     let (a, stats) = run(5, false);
     let (b, _) = run(5, false);
@@ -102,12 +115,22 @@ fn random_mask_is_seeded_counted_and_rescaled() {
     assert_ne!(a, c, "another seed, another mask");
 
     let zeros = a.iter().filter(|v| **v == 0.0).count() as u64;
-    assert_eq!(stats.tensors[0].masked, zeros, "stats count what was zeroed");
+    assert_eq!(
+        stats.tensors[0].masked, zeros,
+        "stats count what was zeroed"
+    );
     let sigma = (20_000.0 * ratio * (1.0 - ratio)).sqrt();
-    assert!((zeros as f64 - 20_000.0 * ratio).abs() < 5.0 * sigma, "{zeros}");
+    assert!(
+        (zeros as f64 - 20_000.0 * ratio).abs() < 5.0 * sigma,
+        "{zeros}"
+    );
     let original = sample(20_000, 4);
     for ((m, s), o) in a.iter().zip(&scaled).zip(&original) {
-        let expected = if *m == 0.0 { 0.0 } else { (o * (1.0 / (1.0 - ratio))) as f32 as f64 };
+        let expected = if *m == 0.0 {
+            0.0
+        } else {
+            (o * (1.0 / (1.0 - ratio))) as f32 as f64
+        };
         if *m != 0.0 {
             assert_eq!(m, o, "kept entries unchanged without rescale");
         }
@@ -132,38 +155,59 @@ fn hft_freezes_half_of_each_layer_per_stage() {
     };
     let grads = || {
         let x = Tensor::<2>::ones([2, 4], &device);
-        let y = model.third.forward(model.second.forward(model.first.forward(x)));
+        let y = model
+            .third
+            .forward(model.second.forward(model.first.forward(x)));
         GradientsParams::from_grads(y.sum().backward(), &model)
     };
-    let config = GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft { seed: 11, stage_steps: 2 });
+    let config = GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft {
+        seed: 11,
+        stage_steps: 2,
+    });
     let mut mask = config.init().unwrap();
     let mut choices = Vec::new();
     for _step in 0..12 {
         let mut out = mask.apply(&model, grads());
         let mut choice = Vec::new();
         for layer in [&model.first, &model.second, &model.third] {
-            let weight_frozen = values(out.remove::<2>(layer.weight.id).unwrap()).iter().all(|v| *v == 0.0);
-            let bias_frozen = values(out.remove::<1>(layer.bias.as_ref().unwrap().id).unwrap()).iter().all(|v| *v == 0.0);
+            let weight_frozen = values(out.remove::<2>(layer.weight.id).unwrap())
+                .iter()
+                .all(|v| *v == 0.0);
+            let bias_frozen = values(out.remove::<1>(layer.bias.as_ref().unwrap().id).unwrap())
+                .iter()
+                .all(|v| *v == 0.0);
             // Two tensors per layer at ratio 0.5: exactly one frozen.
-            assert!(weight_frozen != bias_frozen, "one of two tensors frozen per layer");
+            assert!(
+                weight_frozen != bias_frozen,
+                "one of two tensors frozen per layer"
+            );
             choice.push(weight_frozen);
         }
         let stats = mask.last_stats();
         // A frozen weight masks its 16 entries, a frozen bias its 4.
-        assert_eq!(stats.masked(), choice.iter().map(|&w| if w { 16 } else { 4 }).sum::<u64>());
+        assert_eq!(
+            stats.masked(),
+            choice.iter().map(|&w| if w { 16 } else { 4 }).sum::<u64>()
+        );
         choices.push(choice);
     }
     for stage in choices.chunks(2) {
         assert_eq!(stage[0], stage[1], "the choice holds for a stage");
     }
-    assert!(choices.chunks(2).any(|s| s[0] != choices[0]), "the choice is re-drawn across stages");
+    assert!(
+        choices.chunks(2).any(|s| s[0] != choices[0]),
+        "the choice is re-drawn across stages"
+    );
 }
 
 #[test]
 fn warmup_ramps_the_ratio() {
     let device = Device::flex();
     let module = params_module(&device);
-    let mut mask = GradMaskConfig::new(0.4).with_warmup_steps(4).init().unwrap();
+    let mut mask = GradMaskConfig::new(0.4)
+        .with_warmup_steps(4)
+        .init()
+        .unwrap();
     for step in 0..6u64 {
         let _ = mask.apply(&module, grads_like(&module));
         let stats = mask.last_stats();
@@ -243,13 +287,23 @@ fn global_update_target_through_step_holds_masked_parameters() {
         let mut held = 0;
         for i in 0..before.len() {
             if all_grads[i].abs() < threshold {
-                assert_eq!(after[i].to_bits(), before[i].to_bits(), "step {step}: masked entry {i} moved");
+                assert_eq!(
+                    after[i].to_bits(),
+                    before[i].to_bits(),
+                    "step {step}: masked entry {i} moved"
+                );
                 held += 1;
             } else {
-                assert_ne!(after[i], before[i], "step {step}: kept entry {i} did not move");
+                assert_ne!(
+                    after[i], before[i],
+                    "step {step}: kept entry {i} did not move"
+                );
             }
         }
         assert_eq!(held as u64, mask.last_stats().masked());
-        assert!(model.vector.val().is_require_grad(), "parameters stay trainable");
+        assert!(
+            model.vector.val().is_require_grad(),
+            "parameters stay trainable"
+        );
     }
 }

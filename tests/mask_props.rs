@@ -5,7 +5,9 @@
 mod common;
 
 use burn_gmt::{GradMaskConfig, MaskScope, select_kth_abs};
-use common::{Float, Params, Single, assert_same, devices, devices_for, grads_for, reference_mask, values};
+use common::{
+    Float, Params, Single, assert_same, devices, devices_for, grads_for, reference_mask, values,
+};
 use proptest::prelude::*;
 
 /// Entries drawn from a mix that makes ties, zeros and special values common.
@@ -50,7 +52,11 @@ fn check_per_tensor(raw: &[f64], float: Float, ratio: f64) {
         assert_eq!(t.total, vals.len() as u64, "{context}");
         assert_eq!(t.masked, expected_masked, "{context}");
         assert_eq!(t.kept, t.total - t.masked, "{context}");
-        assert_eq!(t.non_finite, vals.iter().filter(|v| !v.is_finite()).count() as u64, "{context}");
+        assert_eq!(
+            t.non_finite,
+            vals.iter().filter(|v| !v.is_finite()).count() as u64,
+            "{context}"
+        );
         assert_eq!(t.threshold, expected_threshold, "{context}");
         // Never fewer kept than asked.
         let k = (ratio * vals.len() as f64).floor() as u64;
@@ -130,11 +136,32 @@ fn edge_sizes_and_special_patterns() {
         ("empty", vec![]),
         ("one", vec![3.0]),
         ("all zeros", vec![0.0; 101]),
-        ("signed zeros", (0..57).map(|i| if i % 2 == 0 { 0.0 } else { -0.0 }).collect()),
+        (
+            "signed zeros",
+            (0..57)
+                .map(|i| if i % 2 == 0 { 0.0 } else { -0.0 })
+                .collect(),
+        ),
         ("all ties", vec![-1.5; 33]),
         ("all nan", vec![f64::NAN; 10]),
-        ("nan and inf", vec![f64::NAN, f64::INFINITY, 1.0, f64::NEG_INFINITY, 0.5, f64::NAN, 2.0]),
-        ("subnormal ladder", (1..200).map(|b| f32::from_bits(b * 997) as f64 * if b % 3 == 0 { -1.0 } else { 1.0 }).collect()),
+        (
+            "nan and inf",
+            vec![
+                f64::NAN,
+                f64::INFINITY,
+                1.0,
+                f64::NEG_INFINITY,
+                0.5,
+                f64::NAN,
+                2.0,
+            ],
+        ),
+        (
+            "subnormal ladder",
+            (1..200)
+                .map(|b| f32::from_bits(b * 997) as f64 * if b % 3 == 0 { -1.0 } else { 1.0 })
+                .collect(),
+        ),
     ];
     for (name, vals) in patterns {
         for float in [Float::F32, Float::F16, Float::BF16] {
@@ -163,7 +190,10 @@ fn large_tensors_match_reference() {
                 match r % 16 {
                     0 => 0.0,
                     1 => 1e-3,
-                    _ => ((r >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 2f64.powi((r % 9) as i32 - 4),
+                    _ => {
+                        ((r >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
+                            * 2f64.powi((r % 9) as i32 - 4)
+                    }
                 }
             })
             .collect();

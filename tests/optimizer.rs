@@ -19,7 +19,10 @@ struct Net {
 }
 
 fn net(device: &Device) -> Net {
-    Net { hidden: LinearConfig::new(6, 16).init(device), out: LinearConfig::new(16, 3).init(device) }
+    Net {
+        hidden: LinearConfig::new(6, 16).init(device),
+        out: LinearConfig::new(16, 3).init(device),
+    }
 }
 
 fn grads_of(model: &Net, seed: u64, device: &Device) -> GradientsParams {
@@ -46,7 +49,8 @@ struct Collect(Vec<(ParamId, Vec<f64>)>);
 
 impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.0.push((param.id, param.val().into_data().iter::<f64>().collect()));
+        self.0
+            .push((param.id, param.val().into_data().iter::<f64>().collect()));
     }
 }
 
@@ -71,14 +75,30 @@ impl ModuleVisitor for ReferenceMask<'_> {
         let values: Vec<f64> = grad.into_data().iter::<f64>().collect();
         let (masked_values, _, threshold) = reference_mask(&values, self.ratio);
         let threshold = threshold.unwrap_or(0.0);
-        self.masked.push((param.id, values.iter().map(|v| v.is_finite() && v.abs() < threshold).collect()));
+        self.masked.push((
+            param.id,
+            values
+                .iter()
+                .map(|v| v.is_finite() && v.abs() < threshold)
+                .collect(),
+        ));
         let data = TensorData::new(masked_values.iter().map(|&v| v as f32).collect(), shape);
-        self.out.register::<D>(param.id, Tensor::from_data(data, &param.val().device()));
+        self.out
+            .register::<D>(param.id, Tensor::from_data(data, &param.val().device()));
     }
 }
 
-fn reference_masked(model: &Net, grads: &GradientsParams, ratio: f64) -> (GradientsParams, Vec<(ParamId, Vec<bool>)>) {
-    let mut visitor = ReferenceMask { grads, ratio, out: GradientsParams::new(), masked: Vec::new() };
+fn reference_masked(
+    model: &Net,
+    grads: &GradientsParams,
+    ratio: f64,
+) -> (GradientsParams, Vec<(ParamId, Vec<bool>)>) {
+    let mut visitor = ReferenceMask {
+        grads,
+        ratio,
+        out: GradientsParams::new(),
+        masked: Vec::new(),
+    };
     model.visit(&mut visitor);
     (visitor.out, visitor.masked)
 }
@@ -99,8 +119,20 @@ fn ratio_zero_is_bit_identical_to_the_inner_optimizer() {
         let device = device.autodiff();
         type Pair = (ModuleOptimizer, ModuleOptimizer);
         let pairs: Vec<(&str, Pair)> = vec![
-            ("sgd", (ModuleOptimizer::from(sgd().build()), ModuleOptimizer::from(sgd().build().with_grad_mask(0.0)))),
-            ("adamw", (ModuleOptimizer::from(adamw().build()), ModuleOptimizer::from(adamw().build().with_grad_mask(0.0)))),
+            (
+                "sgd",
+                (
+                    ModuleOptimizer::from(sgd().build()),
+                    ModuleOptimizer::from(sgd().build().with_grad_mask(0.0)),
+                ),
+            ),
+            (
+                "adamw",
+                (
+                    ModuleOptimizer::from(adamw().build()),
+                    ModuleOptimizer::from(adamw().build().with_grad_mask(0.0)),
+                ),
+            ),
         ];
         for (name, (mut plain, mut masked)) in pairs {
             let mut a = net(&device);
@@ -142,7 +174,10 @@ fn gradient_target_equals_the_inner_optimizer_fed_the_masked_gradient() {
 fn update_target_holds_masked_parameters_still() {
     for device in common::devices() {
         let device = device.autodiff();
-        for (name, inner) in [("sgd", ModuleOptimizer::from(sgd().build())), ("adamw", ModuleOptimizer::from(adamw().build()))] {
+        for (name, inner) in [
+            ("sgd", ModuleOptimizer::from(sgd().build())),
+            ("adamw", ModuleOptimizer::from(adamw().build())),
+        ] {
             let config = GradMaskConfig::new(0.4).with_target(MaskTarget::Update);
             let mut masked = match name {
                 "sgd" => ModuleOptimizer::from(sgd().build().with_grad_mask_config(config)),
@@ -160,22 +195,35 @@ fn update_target_holds_masked_parameters_still() {
                 let free = params(&plain.step(1e-2, model.clone(), reference));
                 model = masked.step(1e-2, model.clone(), grads_of(&model, step, &device));
                 let after = params(&model);
-                for (((id, old), (_, new)), ((_, free), (mid, mask))) in
-                    before.iter().zip(&after).zip(free.iter().zip(&masked_entries))
+                for (((id, old), (_, new)), ((_, free), (mid, mask))) in before
+                    .iter()
+                    .zip(&after)
+                    .zip(free.iter().zip(&masked_entries))
                 {
                     assert_eq!(id, mid);
                     for i in 0..old.len() {
                         if mask[i] {
-                            assert_eq!(new[i].to_bits(), old[i].to_bits(), "{name} step {step}: masked entry {i} moved");
+                            assert_eq!(
+                                new[i].to_bits(),
+                                old[i].to_bits(),
+                                "{name} step {step}: masked entry {i} moved"
+                            );
                             moved_by_state += usize::from(free[i] != old[i]);
                         } else {
-                            assert_eq!(new[i].to_bits(), free[i].to_bits(), "{name} step {step}: kept entry {i}");
+                            assert_eq!(
+                                new[i].to_bits(),
+                                free[i].to_bits(),
+                                "{name} step {step}: kept entry {i}"
+                            );
                         }
                     }
                 }
             }
             // Without the Update target, momentum and weight decay would have moved them.
-            assert!(moved_by_state > 0, "{name}: the test must see masked entries the inner optimizer moves");
+            assert!(
+                moved_by_state > 0,
+                "{name}: the test must see masked entries the inner optimizer moves"
+            );
         }
     }
 }
@@ -185,18 +233,29 @@ fn records_resume_bit_identically_including_random_masks() {
     let device = Device::flex().autodiff();
     let strategies = [
         MaskStrategy::Magnitude,
-        MaskStrategy::Random { seed: 7, rescale: true },
-        MaskStrategy::Hft { seed: 3, stage_steps: 2 },
+        MaskStrategy::Random {
+            seed: 7,
+            rescale: true,
+        },
+        MaskStrategy::Hft {
+            seed: 3,
+            stage_steps: 2,
+        },
     ];
     for strategy in strategies {
-        let config = GradMaskConfig::new(0.5).with_strategy(strategy).with_warmup_steps(3);
+        let config = GradMaskConfig::new(0.5)
+            .with_strategy(strategy)
+            .with_warmup_steps(3);
         let build = || ModuleOptimizer::from(adamw().build().with_grad_mask_config(config.clone()));
         let mut original = build();
         let mut model = net(&device);
         for step in 0..3 {
             model = original.step(1e-2, model.clone(), grads_of(&model, step, &device));
         }
-        let path = std::env::temp_dir().join(format!("burn-gmt-record-{}-{strategy:?}.bpk", std::process::id()));
+        let path = std::env::temp_dir().join(format!(
+            "burn-gmt-record-{}-{strategy:?}.bpk",
+            std::process::id()
+        ));
         original.save(&path).unwrap();
         // The record is read lazily: keep the file until the resumed steps ran.
         let mut resumed = build().load(&path).unwrap();
@@ -212,7 +271,11 @@ fn records_resume_bit_identically_including_random_masks() {
             assert_same(pb, pa, &format!("{strategy:?}"));
         }
         let _ = std::fs::remove_file(&path);
-        assert_ne!(params(&a)[0].1, params(&c)[0].1, "{strategy:?}: a fresh optimizer must differ");
+        assert_ne!(
+            params(&a)[0].1,
+            params(&c)[0].1,
+            "{strategy:?}: a fresh optimizer must differ"
+        );
     }
 }
 
@@ -242,16 +305,40 @@ fn invalid_configs_name_the_field() {
     for ratio in [f64::NAN, -0.1, 1.0, 1.5, f64::INFINITY] {
         let err = GradMaskConfig::new(ratio).init().unwrap_err().to_string();
         assert!(err.contains("GradMaskConfig.ratio"), "{err}");
-        let err = SgdConfig::new().build().try_with_grad_mask(ratio).err().unwrap().to_string();
+        let err = SgdConfig::new()
+            .build()
+            .try_with_grad_mask(ratio)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("GradMaskConfig.ratio"), "{err}");
     }
-    let hft = GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft { seed: 0, stage_steps: 0 });
-    assert!(hft.init().unwrap_err().to_string().contains("GradMaskConfig.strategy"));
+    let hft = GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft {
+        seed: 0,
+        stage_steps: 0,
+    });
+    assert!(
+        hft.init()
+            .unwrap_err()
+            .to_string()
+            .contains("GradMaskConfig.strategy")
+    );
     let global = GradMaskConfig::new(0.3).with_scope(MaskScope::Global);
-    let err = SgdConfig::new().build().try_with_grad_mask_config(global).err().unwrap().to_string();
+    let err = SgdConfig::new()
+        .build()
+        .try_with_grad_mask_config(global)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("GradMaskConfig.scope"), "{err}");
-    let unmasked = GradMaskConfig::new(0.3).with_unmasked(Some(burn::module::ParamGroup::from_predicate("bias")));
-    let err = SgdConfig::new().build().try_with_grad_mask_config(unmasked).err().unwrap().to_string();
+    let unmasked = GradMaskConfig::new(0.3)
+        .with_unmasked(Some(burn::module::ParamGroup::from_predicate("bias")));
+    let err = SgdConfig::new()
+        .build()
+        .try_with_grad_mask_config(unmasked)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("GradMaskConfig.unmasked"), "{err}");
 }
 
@@ -267,7 +354,10 @@ fn config_round_trips_through_json() {
     let config = GradMaskConfig::new(0.25)
         .with_scope(MaskScope::Global)
         .with_target(MaskTarget::Update)
-        .with_strategy(MaskStrategy::Random { seed: 9, rescale: true })
+        .with_strategy(MaskStrategy::Random {
+            seed: 9,
+            rescale: true,
+        })
         .with_warmup_steps(10);
     let path = std::env::temp_dir().join(format!("burn-gmt-config-{}.json", std::process::id()));
     config.save(&path).unwrap();
@@ -276,7 +366,13 @@ fn config_round_trips_through_json() {
     assert_eq!(loaded.ratio, 0.25);
     assert_eq!(loaded.scope, MaskScope::Global);
     assert_eq!(loaded.target, MaskTarget::Update);
-    assert_eq!(loaded.strategy, MaskStrategy::Random { seed: 9, rescale: true });
+    assert_eq!(
+        loaded.strategy,
+        MaskStrategy::Random {
+            seed: 9,
+            rescale: true
+        }
+    );
     assert_eq!(loaded.warmup_steps, 10);
     assert!(loaded.collect_stats);
 }

@@ -40,9 +40,10 @@ fn values_mut<E: MaskElement>(tensor: &mut FlexTensor) -> &mut [E] {
 }
 
 fn threshold_key(threshold: &FlexTensor) -> u64 {
-    with_values(threshold, |t| {
-        with_mask_element!(t.dtype(), E => { values::<E>(t)[0].abs_key() })
-    })
+    with_values(
+        threshold,
+        |t| with_mask_element!(t.dtype(), E => { values::<E>(t)[0].abs_key() }),
+    )
 }
 
 impl MaskOps for Flex {
@@ -56,7 +57,10 @@ impl MaskOps for Flex {
         FlexTensor::from_data(histogram_data(hist))
     }
 
-    fn abs_threshold_mask(grad: FloatTensor<Self>, threshold: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn abs_threshold_mask(
+        grad: FloatTensor<Self>,
+        threshold: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         let key = threshold_key(&threshold);
         let mut out = contiguous(grad);
         with_mask_element!(out.dtype(), E => {
@@ -90,9 +94,10 @@ impl MaskOps for Flex {
     }
 
     fn random_mask_count(grad: &FloatTensor<Self>, key: u64, bound: u64) -> IntTensor<Self> {
-        let counts = with_values(grad, |g| {
-            with_mask_element!(g.dtype(), E => { host::random_mask_count::<E>(values(g), key, bound) })
-        });
+        let counts = with_values(
+            grad,
+            |g| with_mask_element!(g.dtype(), E => { host::random_mask_count::<E>(values(g), key, bound) }),
+        );
         FlexTensor::from_data(count_data(counts))
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::element::{BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement};
 use crate::random::is_drawn;
+use rayon::prelude::*;
 
 /// Key bits above the digit of a pass that starts at bit `shift` (0 when none are left).
 #[inline(always)]
@@ -13,37 +14,54 @@ fn high_bits(key: u64, shift: u32) -> u64 {
     key.checked_shr(shift + DIGIT_BITS).unwrap_or(0)
 }
 
+/// Fewest entries per parallel task: enough to pay for the task's own 256 KiB histogram.
+const PARALLEL_CHUNK: usize = 1 << 18;
+
+/// Entries per parallel task: one task per thread, no smaller than [`PARALLEL_CHUNK`].
+fn task_len(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads()).max(PARALLEL_CHUNK)
+}
+
 /// Adds to `hist` (length [`HISTOGRAM_LEN`]) the radix histogram of `|x|` for one pass.
 ///
 /// Entries whose key bits above `shift + 16` equal `prefix` are counted in the bin of their
 /// 16-bit digit `(key >> shift) & 0xFFFF`; entries whose high bits are below `prefix` are
-/// counted in [`BELOW_PREFIX_BIN`]; the others are ignored.
+/// counted in [`BELOW_PREFIX_BIN`]; the others are ignored. Large inputs are split across
+/// threads, each with its own histogram, summed at the end.
 pub fn abs_key_histogram<E: MaskElement>(values: &[E], shift: u32, prefix: u64, hist: &mut [u64]) {
     assert_eq!(hist.len(), HISTOGRAM_LEN, "histogram length");
+    let partial = |chunk: &[E]| {
+        let mut local = vec![0u32; HISTOGRAM_LEN];
+        histogram_chunk(chunk, shift, prefix, &mut local);
+        local
+    };
+    let partials: Vec<Vec<u32>> = values
+        .par_chunks(task_len(values.len()))
+        .map(partial)
+        .collect();
+    for local in partials {
+        hist.iter_mut().zip(local).for_each(|(h, c)| *h += c as u64);
+    }
+}
+
+/// One chunk's histogram in u32 counts (a chunk is shorter than `u32::MAX`).
+fn histogram_chunk<E: MaskElement>(values: &[E], shift: u32, prefix: u64, hist: &mut [u32]) {
     let digit_mask = (DIGITS - 1) as u64;
     if shift + DIGIT_BITS >= E::KEY_BITS && prefix == 0 {
-        // First pass: every entry is in the prefix. Count in u32 (a 256 KiB table that stays
-        // in L2), flushing before a bin could overflow.
-        let mut local = vec![0u32; DIGITS];
-        for chunk in values.chunks(u32::MAX as usize) {
-            for &x in chunk {
-                local[((x.abs_key() >> shift) & digit_mask) as usize] += 1;
-            }
-            for (total, count) in hist.iter_mut().zip(local.iter_mut()) {
-                *total += *count as u64;
-                *count = 0;
-            }
+        // First pass: every entry is in the prefix.
+        for &x in values {
+            hist[((x.abs_key() >> shift) & digit_mask) as usize] += 1;
         }
         return;
     }
-    let mut below = 0u64;
+    let mut below = 0u32;
     for &x in values {
         let key = x.abs_key();
         let high = high_bits(key, shift);
+        // Branch-free: in a later pass most entries fall outside the prefix, on either side.
+        below += u32::from(high < prefix);
         if high == prefix {
             hist[((key >> shift) & digit_mask) as usize] += 1;
-        } else if high < prefix {
-            below += 1;
         }
     }
     hist[BELOW_PREFIX_BIN] += below;
@@ -54,11 +72,17 @@ pub fn abs_key_histogram<E: MaskElement>(values: &[E], shift: u32, prefix: u64, 
 /// Callers keep `threshold_key` at most the key of `+inf`, so NaN and ±inf are never zeroed.
 pub fn abs_threshold_mask<E: MaskElement>(values: &mut [E], threshold_key: u64) {
     let zero = E::zero();
-    for x in values.iter_mut() {
-        if x.abs_key() < threshold_key {
-            *x = zero;
+    let len = task_len(values.len());
+    values.par_chunks_mut(len).for_each(|chunk| {
+        for x in chunk.iter_mut() {
+            // A select rather than a branch: the compiler vectorises it.
+            *x = if x.abs_key() < threshold_key {
+                zero
+            } else {
+                *x
+            };
         }
-    }
+    });
 }
 
 /// Writes into `updated` the entries of `previous` where the gradient's `|g|` key is below
@@ -69,11 +93,12 @@ pub fn abs_threshold_select<E: MaskElement>(
     updated: &mut [E],
     previous: &[E],
 ) {
-    assert!(grad.len() == updated.len() && grad.len() == previous.len(), "select lengths");
+    assert!(
+        grad.len() == updated.len() && grad.len() == previous.len(),
+        "select lengths"
+    );
     for ((g, u), p) in grad.iter().zip(updated.iter_mut()).zip(previous) {
-        if g.abs_key() < threshold_key {
-            *u = *p;
-        }
+        *u = if g.abs_key() < threshold_key { *p } else { *u };
     }
 }
 

@@ -37,7 +37,10 @@ pub trait MaskOps: Backend {
     }
 
     /// `grad` with the entries whose `|g|` is below `threshold` zeroed (NaN and ±inf kept).
-    fn abs_threshold_mask(grad: FloatTensor<Self>, threshold: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn abs_threshold_mask(
+        grad: FloatTensor<Self>,
+        threshold: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         let device = grad.device();
         let threshold = read_threshold_key::<Self>(threshold);
         let mut data = read_float::<Self>(grad);
@@ -96,7 +99,9 @@ pub trait MaskOps: Backend {
 /// Reads a float tensor to the host (row-major, contiguous).
 fn read_float<B: Backend>(tensor: FloatTensor<B>) -> TensorData {
     const MSG: &str = "gradient mask: reading a tensor back to the host failed";
-    try_read_sync(B::float_into_data(tensor)).expect(MSG).expect(MSG)
+    try_read_sync(B::float_into_data(tensor))
+        .expect(MSG)
+        .expect(MSG)
 }
 
 fn read_threshold_key<B: Backend>(threshold: FloatTensor<B>) -> u64 {
@@ -105,17 +110,22 @@ fn read_threshold_key<B: Backend>(threshold: FloatTensor<B>) -> u64 {
 }
 
 fn float_slice<E: MaskElement>(data: &TensorData) -> &[E] {
-    data.as_slice::<E>().expect("gradient mask: host data has the tensor's dtype")
+    data.as_slice::<E>()
+        .expect("gradient mask: host data has the tensor's dtype")
 }
 
 fn float_slice_mut<E: MaskElement>(data: &mut TensorData) -> &mut [E] {
-    data.as_mut_slice::<E>().expect("gradient mask: host data has the tensor's dtype")
+    data.as_mut_slice::<E>()
+        .expect("gradient mask: host data has the tensor's dtype")
 }
 
 /// A histogram as the `i64` tensor data the trait returns.
 pub(crate) fn histogram_data(hist: Vec<u64>) -> TensorData {
     let len = hist.len();
-    TensorData::new(hist.into_iter().map(|c| c as i64).collect::<Vec<_>>(), [len])
+    TensorData::new(
+        hist.into_iter().map(|c| c as i64).collect::<Vec<_>>(),
+        [len],
+    )
 }
 
 /// Random-mask counts as the `[masked, non_finite]` `i64` tensor data the trait returns.

@@ -55,16 +55,25 @@ mod tests {
             let hits = (0..n).filter(|&i| is_drawn(key, i, bound)).count() as f64;
             // 5 sigma of a binomial(n, ratio).
             let sigma = (n as f64 * ratio * (1.0 - ratio)).sqrt();
-            assert!((hits - n as f64 * ratio).abs() < 5.0 * sigma, "ratio {ratio}: {hits}");
+            assert!(
+                (hits - n as f64 * ratio).abs() < 5.0 * sigma,
+                "ratio {ratio}: {hits}"
+            );
         }
     }
 
     #[test]
     fn streams_and_steps_give_different_masks() {
         let bound = ratio_bound(0.5);
-        let a: Vec<bool> = (0..256).map(|i| is_drawn(draw_key(1, 0, 0), i, bound)).collect();
-        let b: Vec<bool> = (0..256).map(|i| is_drawn(draw_key(1, 1, 0), i, bound)).collect();
-        let c: Vec<bool> = (0..256).map(|i| is_drawn(draw_key(1, 0, 1), i, bound)).collect();
+        let a: Vec<bool> = (0..256)
+            .map(|i| is_drawn(draw_key(1, 0, 0), i, bound))
+            .collect();
+        let b: Vec<bool> = (0..256)
+            .map(|i| is_drawn(draw_key(1, 1, 0), i, bound))
+            .collect();
+        let c: Vec<bool> = (0..256)
+            .map(|i| is_drawn(draw_key(1, 0, 1), i, bound))
+            .collect();
         assert_ne!(a, b);
         assert_ne!(a, c);
         assert_eq!(ratio_bound(0.0), 0);

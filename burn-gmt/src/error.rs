@@ -22,7 +22,9 @@ pub enum GradMaskError {
         reason: &'static str,
     },
     /// A gradient has a dtype the mask cannot rank (quantized, or not a float).
-    #[error("gradient of parameter {param} has dtype {dtype}, which gradient masking does not support (use f32, f64, f16 or bf16)")]
+    #[error(
+        "gradient of parameter {param} has dtype {dtype}, which gradient masking does not support (use f32, f64, f16 or bf16)"
+    )]
     UnsupportedDType {
         /// The parameter's path or id.
         param: String,

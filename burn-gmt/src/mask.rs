@@ -45,10 +45,16 @@ impl Plan {
 }
 
 /// Checks that a gradient's dtype can be ranked.
-pub(crate) fn check_dtype(dtype: DType, param: impl FnOnce() -> String) -> Result<(), GradMaskError> {
+pub(crate) fn check_dtype(
+    dtype: DType,
+    param: impl FnOnce() -> String,
+) -> Result<(), GradMaskError> {
     match key_bits(dtype) {
         Some(_) => Ok(()),
-        None => Err(GradMaskError::UnsupportedDType { param: param(), dtype: format!("{dtype:?}") }),
+        None => Err(GradMaskError::UnsupportedDType {
+            param: param(),
+            dtype: format!("{dtype:?}"),
+        }),
     }
 }
 
@@ -70,7 +76,11 @@ pub(crate) fn plan_tensor(
             let rank = masked_count(ratio, grad.shape().num_elements() as u64);
             if rank == 0 {
                 let counts = collect_stats.then(|| select::count_non_finite(&grads, dtype)[0]);
-                return Plan { mask: TensorMask::Keep, counts, threshold: None };
+                return Plan {
+                    mask: TensorMask::Keep,
+                    counts,
+                    threshold: None,
+                };
             }
             let selection = select::select(&grads, dtype, rank);
             Plan {
@@ -82,15 +92,31 @@ pub(crate) fn plan_tensor(
         MaskStrategy::Random { seed, rescale } => {
             let key = draw_key(seed, stream, step);
             let bound = ratio_bound(ratio);
-            let scale = if rescale && ratio > 0.0 { 1.0 / (1.0 - ratio) } else { 1.0 };
-            let mask = if ratio > 0.0 { TensorMask::Random { key, bound, scale } } else { TensorMask::Keep };
+            let scale = if rescale && ratio > 0.0 {
+                1.0 / (1.0 - ratio)
+            } else {
+                1.0
+            };
+            let mask = if ratio > 0.0 {
+                TensorMask::Random { key, bound, scale }
+            } else {
+                TensorMask::Keep
+            };
             let counts = collect_stats.then(|| random_counts(grad, key, bound));
-            Plan { mask, counts, threshold: None }
+            Plan {
+                mask,
+                counts,
+                threshold: None,
+            }
         }
         MaskStrategy::Hft { seed, stage_steps } => {
             // On its own a tensor is frozen with probability `ratio` for the whole stage.
             let stage_key = draw_key(seed, stream, step / stage_steps);
-            plan_frozen(grad, is_drawn(stage_key, 0, ratio_bound(ratio)) && ratio > 0.0, collect_stats)
+            plan_frozen(
+                grad,
+                is_drawn(stage_key, 0, ratio_bound(ratio)) && ratio > 0.0,
+                collect_stats,
+            )
         }
     }
 }
@@ -107,14 +133,25 @@ pub(crate) fn plan_frozen(grad: &DispatchTensor, frozen: bool, collect_stats: bo
     });
     let inf = inf_key(dtype).expect("checked dtype");
     match frozen {
-        true => Plan { mask: TensorMask::Below { key: inf }, counts, threshold: key_to_f64(dtype, inf) },
-        false => Plan { mask: TensorMask::Keep, counts, threshold: None },
+        true => Plan {
+            mask: TensorMask::Below { key: inf },
+            counts,
+            threshold: key_to_f64(dtype, inf),
+        },
+        false => Plan {
+            mask: TensorMask::Keep,
+            counts,
+            threshold: None,
+        },
     }
 }
 
 fn random_counts(grad: &DispatchTensor, key: u64, bound: u64) -> Counts {
     let counts = <Dispatch as MaskOps>::random_mask_count(grad, key, bound);
-    let counts: Vec<i64> = Tensor::<1, burn::tensor::Int>::from_dispatch(counts).into_data().iter::<i64>().collect();
+    let counts: Vec<i64> = Tensor::<1, burn::tensor::Int>::from_dispatch(counts)
+        .into_data()
+        .iter::<i64>()
+        .collect();
     Counts {
         total: grad.shape().num_elements() as u64,
         masked: counts[0] as u64,
@@ -162,9 +199,15 @@ pub(crate) fn hold_masked<const D: usize>(
         TensorMask::Below { key } => (masked_grad, key),
         // 0 where drawn, 1 elsewhere; `g - g` turns non-finite entries (never masked) to NaN.
         TensorMask::Random { key, bound, .. } => {
-            let drawn = <Dispatch as MaskOps>::random_mask(masked_grad.ones_like().into_dispatch(), key, bound, 1.0);
+            let drawn = <Dispatch as MaskOps>::random_mask(
+                masked_grad.ones_like().into_dispatch(),
+                key,
+                bound,
+                1.0,
+            );
             let marker = Tensor::<D>::from_dispatch(drawn) + (masked_grad.clone() - masked_grad);
-            let half = burn_gmt_kernels::element::key_of_f64(marker.dtype(), 0.5).expect("checked dtype");
+            let half =
+                burn_gmt_kernels::element::key_of_f64(marker.dtype(), 0.5).expect("checked dtype");
             (marker, half)
         }
     };

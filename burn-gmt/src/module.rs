@@ -4,14 +4,16 @@ use std::collections::HashMap;
 
 use burn::backend::{DispatchTensor, TensorMetadata};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
-use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use burn_gmt_kernels::random::{draw, draw_key, mix64};
 
 use crate::config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
 use crate::error::GradMaskError;
-use crate::mask::{Plan, TensorMask, check_dtype, hold_masked, mask_gradient, plan_frozen, plan_tensor};
+use crate::mask::{
+    Plan, TensorMask, check_dtype, hold_masked, mask_gradient, plan_frozen, plan_tensor,
+};
 use crate::select::{self, masked_count};
 use crate::stats::MaskStats;
 
@@ -71,7 +73,11 @@ struct Entry {
 impl GradMask {
     pub(crate) fn new(config: GradMaskConfig) -> Result<Self, GradMaskError> {
         config.validate()?;
-        Ok(Self { config, step: 0, last_stats: MaskStats::default() })
+        Ok(Self {
+            config,
+            step: 0,
+            last_stats: MaskStats::default(),
+        })
     }
 
     /// The configuration.
@@ -102,7 +108,8 @@ impl GradMask {
     /// With [`MaskTarget::Update`], prefer [`step`](Self::step), which also holds the masked
     /// parameters still.
     pub fn apply<M: Module>(&mut self, module: &M, grads: GradientsParams) -> GradientsParams {
-        self.try_apply(module, grads).unwrap_or_else(|err| panic!("{err}"))
+        self.try_apply(module, grads)
+            .unwrap_or_else(|err| panic!("{err}"))
     }
 
     /// Like [`apply`](Self::apply), returning an error for an unsupported gradient.
@@ -126,12 +133,18 @@ impl GradMask {
         module: M,
         grads: GradientsParams,
     ) -> M {
-        let (grads, plans) = self.mask_grads(&module, grads).unwrap_or_else(|err| panic!("{err}"));
+        let (grads, plans) = self
+            .mask_grads(&module, grads)
+            .unwrap_or_else(|err| panic!("{err}"));
         if self.config.target == MaskTarget::Gradient {
             return optim.step(lr, module, grads);
         }
         let mut held = HeldParams::default();
-        module.visit(&mut CollectHeld { plans: &plans, grads: &grads, held: &mut held });
+        module.visit(&mut CollectHeld {
+            plans: &plans,
+            grads: &grads,
+            held: &mut held,
+        });
         let updated = optim.step(lr, module, grads);
         updated.map(&mut RestoreHeld { held })
     }
@@ -156,7 +169,11 @@ impl GradMask {
         let ratio = self.config.ratio_at(self.step);
         let plans = self.plan(&entries, ratio)?;
 
-        let mut stats = MaskStats { step: self.step, ratio, tensors: Vec::new() };
+        let mut stats = MaskStats {
+            step: self.step,
+            ratio,
+            tensors: Vec::new(),
+        };
         let mut masks = HashMap::with_capacity(entries.len());
         for (entry, plan) in entries.iter().zip(&plans) {
             stats.tensors.extend(plan.stats(entry.path.clone()));
@@ -164,7 +181,10 @@ impl GradMask {
         }
         // The gradients are only borrowed now: drop the borrows so masking can be in place.
         drop(entries);
-        module.visit(&mut MaskGrads { masks: &masks, grads: &mut grads });
+        module.visit(&mut MaskGrads {
+            masks: &masks,
+            grads: &mut grads,
+        });
 
         self.last_stats = stats;
         self.step += 1;
@@ -175,9 +195,13 @@ impl GradMask {
         let collect = self.config.collect_stats;
         match (self.config.strategy, self.config.scope) {
             (MaskStrategy::Magnitude, MaskScope::Global) => plan_global(entries, ratio, collect),
-            (MaskStrategy::Hft { seed, stage_steps }, _) => {
-                Ok(plan_hft(entries, ratio, seed, self.step / stage_steps, collect))
-            }
+            (MaskStrategy::Hft { seed, stage_steps }, _) => Ok(plan_hft(
+                entries,
+                ratio,
+                seed,
+                self.step / stage_steps,
+                collect,
+            )),
             (strategy, _) => Ok(entries
                 .iter()
                 .map(|e| plan_tensor(strategy, &e.grad, ratio, e.stream, self.step, collect))
@@ -204,7 +228,11 @@ fn plan_global(entries: &[Entry], ratio: f64, collect: bool) -> Result<Vec<Plan>
     if rank == 0 {
         let counts = collect.then(|| select::count_non_finite(&grads, dtype));
         return Ok((0..entries.len())
-            .map(|i| Plan { mask: TensorMask::Keep, counts: counts.as_ref().map(|c| c[i]), threshold: None })
+            .map(|i| Plan {
+                mask: TensorMask::Keep,
+                counts: counts.as_ref().map(|c| c[i]),
+                threshold: None,
+            })
             .collect());
     }
     let selection = select::select(&grads, dtype, rank);
@@ -229,7 +257,11 @@ fn plan_hft(entries: &[Entry], ratio: f64, seed: u64, stage: u64, collect: bool)
     }
     let mut frozen = vec![false; entries.len()];
     for (layer, members) in layers {
-        let key = draw_key(seed, mix64(layer.bytes().fold(0u64, |h, b| mix64(h ^ b as u64))), stage);
+        let key = draw_key(
+            seed,
+            mix64(layer.bytes().fold(0u64, |h, b| mix64(h ^ b as u64))),
+            stage,
+        );
         let wanted = ratio * members.len() as f64;
         let fraction = (draw(key, u64::MAX) >> 11) as f64 / (1u64 << 53) as f64;
         let count = (wanted.floor() + if fraction < wanted.fract() { 1.0 } else { 0.0 }) as usize;
@@ -237,7 +269,11 @@ fn plan_hft(entries: &[Entry], ratio: f64, seed: u64, stage: u64, collect: bool)
         order.sort_by_key(|&i| draw(key, i as u64));
         order.iter().take(count).for_each(|&i| frozen[i] = true);
     }
-    entries.iter().zip(frozen).map(|(e, f)| plan_frozen(&e.grad, f, collect)).collect()
+    entries
+        .iter()
+        .zip(frozen)
+        .map(|(e, f)| plan_frozen(&e.grad, f, collect))
+        .collect()
 }
 
 struct CollectEntries<'a> {
@@ -267,7 +303,12 @@ impl ModuleVisitor for CollectEntries<'_> {
             return;
         }
         if let Some(grad) = self.grads.get::<D>(param.id) {
-            self.entries.push(Entry { id: param.id, path, stream, grad: grad.into_dispatch() });
+            self.entries.push(Entry {
+                id: param.id,
+                path,
+                stream,
+                grad: grad.into_dispatch(),
+            });
         }
     }
 }
@@ -282,7 +323,8 @@ impl ModuleVisitor for MaskGrads<'_> {
         if let Some(&mask) = self.masks.get(&param.id)
             && let Some(grad) = self.grads.remove::<D>(param.id)
         {
-            self.grads.register::<D>(param.id, mask_gradient(grad, mask));
+            self.grads
+                .register::<D>(param.id, mask_gradient(grad, mask));
         }
     }
 }
@@ -304,7 +346,9 @@ impl ModuleVisitor for CollectHeld<'_> {
             && let Some(grad) = self.grads.get::<D>(param.id)
         {
             let previous = param.val().inner().into_dispatch();
-            self.held.0.insert(param.id, (previous, grad.into_dispatch(), mask));
+            self.held
+                .0
+                .insert(param.id, (previous, grad.into_dispatch(), mask));
         }
     }
 }

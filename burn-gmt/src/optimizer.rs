@@ -49,15 +49,29 @@ impl<S: RecordState> RecordState for GradMaskedState<S> {
     }
 
     fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
-        let scalar = |src: &mut StateSource, leaf| src.take_scalar(prefix, leaf).and_then(|s| u64::try_from(s).ok());
+        let scalar = |src: &mut StateSource, leaf| {
+            src.take_scalar(prefix, leaf)
+                .and_then(|s| u64::try_from(s).ok())
+        };
         let step = scalar(src, "mask_step")?;
         let stream = scalar(src, "mask_stream")?;
-        let has_inner = matches!(src.take_scalar(prefix, "has_inner"), Some(Scalar::Bool(true)));
+        let has_inner = matches!(
+            src.take_scalar(prefix, "has_inner"),
+            Some(Scalar::Bool(true))
+        );
         let inner = match has_inner {
-            true => Some(S::state_unflatten(&join_path(prefix, "inner"), src, device)?),
+            true => Some(S::state_unflatten(
+                &join_path(prefix, "inner"),
+                src,
+                device,
+            )?),
             false => None,
         };
-        Some(Self { inner, step, stream })
+        Some(Self {
+            inner,
+            step,
+            stream,
+        })
     }
 }
 
@@ -133,27 +147,49 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
         }
         let config = &self.config;
         let ratio = config.ratio_at(step);
-        let plan = plan_tensor(config.strategy, &grad.clone().into_dispatch(), ratio, stream, step, config.collect_stats);
+        let plan = plan_tensor(
+            config.strategy,
+            &grad.clone().into_dispatch(),
+            ratio,
+            stream,
+            step,
+            config.collect_stats,
+        );
         let masked = mask_gradient(grad, plan.mask);
 
         let (updated, inner_state) = match config.target {
             MaskTarget::Gradient => self.inner.step(lr, tensor, masked, inner_state),
             MaskTarget::Update => {
                 let previous = tensor.clone();
-                let (updated, inner_state) = self.inner.step(lr, tensor, masked.clone(), inner_state);
-                (hold_masked(updated, previous, masked, plan.mask), inner_state)
+                let (updated, inner_state) =
+                    self.inner.step(lr, tensor, masked.clone(), inner_state);
+                (
+                    hold_masked(updated, previous, masked, plan.mask),
+                    inner_state,
+                )
             }
         };
 
         if let Some(stats) = plan.stats(format!("stream {stream}")) {
             let mut latest = self.stats.lock().expect("mask statistics lock");
             if latest.step != step || latest.tensors.is_empty() {
-                *latest = MaskStats { step, ratio, tensors: Vec::new() };
+                *latest = MaskStats {
+                    step,
+                    ratio,
+                    tensors: Vec::new(),
+                };
             }
             latest.tensors.retain(|t| t.param != stats.param);
             latest.tensors.push(stats);
         }
-        (updated, Some(GradMaskedState { inner: inner_state, step: step + 1, stream }))
+        (
+            updated,
+            Some(GradMaskedState {
+                inner: inner_state,
+                step: step + 1,
+                stream,
+            }),
+        )
     }
 
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
@@ -196,7 +232,10 @@ pub trait WithGradMask: Optimizer + Sized {
     }
 
     /// Like [`with_grad_mask_config`](Self::with_grad_mask_config), returning the error.
-    fn try_with_grad_mask_config(self, config: GradMaskConfig) -> Result<GradMasked<Self>, GradMaskError> {
+    fn try_with_grad_mask_config(
+        self,
+        config: GradMaskConfig,
+    ) -> Result<GradMasked<Self>, GradMaskError> {
         GradMasked::new(self, config)
     }
 }

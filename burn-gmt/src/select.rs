@@ -9,7 +9,9 @@
 use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
 use burn::tensor::{DType, Int, Tensor};
 use burn_gmt_kernels::MaskOps;
-use burn_gmt_kernels::element::{BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, inf_key, key_bits, key_to_f64};
+use burn_gmt_kernels::element::{
+    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, inf_key, key_bits, key_to_f64,
+};
 
 /// How many entries of `n` a ratio masks: `floor(ratio · n)`, computed in f64.
 pub fn masked_count(ratio: f64, n: u64) -> u64 {
@@ -82,7 +84,10 @@ pub(crate) fn select(grads: &[DispatchTensor], dtype: DType, rank: u64) -> Selec
                         .collect(),
                 });
             }
-            merged.iter_mut().zip(&hist[..DIGITS]).for_each(|(m, h)| *m += h);
+            merged
+                .iter_mut()
+                .zip(&hist[..DIGITS])
+                .for_each(|(m, h)| *m += h);
         }
         let mut before = 0u64;
         let digit = merged
@@ -105,10 +110,20 @@ pub(crate) fn select(grads: &[DispatchTensor], dtype: DType, rank: u64) -> Selec
             count.total - count.non_finite
         } else {
             let digit = (key & (DIGITS as u64 - 1)) as usize;
-            last.below + last.digits.iter().filter(|(d, _)| *d < digit).map(|(_, c)| c).sum::<u64>()
+            last.below
+                + last
+                    .digits
+                    .iter()
+                    .filter(|(d, _)| *d < digit)
+                    .map(|(_, c)| c)
+                    .sum::<u64>()
         };
     }
-    Selection { key, threshold: key_to_f64(dtype, key).expect("supported dtype"), counts }
+    Selection {
+        key,
+        threshold: key_to_f64(dtype, key).expect("supported dtype"),
+        counts,
+    }
 }
 
 /// Entry and non-finite counts of each gradient, in one histogram pass; nothing masked.
@@ -126,7 +141,10 @@ pub(crate) fn count_non_finite(grads: &[DispatchTensor], dtype: DType) -> Vec<Co
 fn empty_counts(grads: &[DispatchTensor]) -> Vec<Counts> {
     grads
         .iter()
-        .map(|g| Counts { total: g.shape().num_elements() as u64, ..Counts::default() })
+        .map(|g| Counts {
+            total: g.shape().num_elements() as u64,
+            ..Counts::default()
+        })
         .collect()
 }
 

@@ -50,6 +50,10 @@ impl MaskStats {
     /// Fraction of entries kept (1 when there is nothing to mask).
     pub fn kept_fraction(&self) -> f64 {
         let total = self.total();
-        if total == 0 { 1.0 } else { self.kept() as f64 / total as f64 }
+        if total == 0 {
+            1.0
+        } else {
+            self.kept() as f64 / total as f64
+        }
     }
 }

@@ -53,12 +53,21 @@ impl Float {
     pub fn data(self, values: &[f64], shape: Vec<usize>) -> TensorData {
         match self {
             Float::F32 => TensorData::new(values.iter().map(|&v| v as f32).collect(), shape),
-            Float::F16 => TensorData::new(values.iter().map(|&v| f16::from_f64(v)).collect(), shape),
-            Float::BF16 => TensorData::new(values.iter().map(|&v| bf16::from_f64(v)).collect(), shape),
+            Float::F16 => {
+                TensorData::new(values.iter().map(|&v| f16::from_f64(v)).collect(), shape)
+            }
+            Float::BF16 => {
+                TensorData::new(values.iter().map(|&v| bf16::from_f64(v)).collect(), shape)
+            }
         }
     }
 
-    pub fn tensor<const D: usize>(self, values: &[f64], shape: [usize; D], device: &Device) -> Tensor<D> {
+    pub fn tensor<const D: usize>(
+        self,
+        values: &[f64],
+        shape: [usize; D],
+        device: &Device,
+    ) -> Tensor<D> {
         Tensor::from_data(self.data(values, shape.to_vec()), (device, self.dtype()))
     }
 }
@@ -77,14 +86,21 @@ pub fn reference_mask(values: &[f64], ratio: f64) -> (Vec<f64>, u64, Option<f64>
     if k == 0 || n == 0 {
         return (values.to_vec(), 0, None);
     }
-    let mut magnitudes: Vec<f64> = values.iter().map(|v| if v.is_nan() { f64::NAN } else { v.abs() }).collect();
+    let mut magnitudes: Vec<f64> = values
+        .iter()
+        .map(|v| if v.is_nan() { f64::NAN } else { v.abs() })
+        .collect();
     magnitudes.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
         (true, true) => std::cmp::Ordering::Equal,
         (true, false) => std::cmp::Ordering::Greater,
         (false, true) => std::cmp::Ordering::Less,
         (false, false) => a.partial_cmp(b).unwrap(),
     });
-    let threshold = if magnitudes[k].is_nan() { f64::INFINITY } else { magnitudes[k] };
+    let threshold = if magnitudes[k].is_nan() {
+        f64::INFINITY
+    } else {
+        magnitudes[k]
+    };
     let mut masked = 0;
     let out = values
         .iter()
@@ -125,7 +141,9 @@ pub struct Single {
 
 impl Single {
     pub fn new(len: usize, float: Float, device: &Device) -> Self {
-        Self { weight: Param::from_tensor(float.tensor(&vec![0.0; len], [len], device)) }
+        Self {
+            weight: Param::from_tensor(float.tensor(&vec![0.0; len], [len], device)),
+        }
     }
 }
 
