@@ -6,12 +6,38 @@
 //! gradient. Several gradients (the [`Global`](crate::MaskScope::Global) scope) are selected
 //! together by summing their histograms, so memory stays one histogram per tensor at most.
 
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
-use burn::tensor::{DType, Int, Tensor};
-use burn_gmt_kernels::MaskOps;
+use burn::tensor::{DType, Int, Tensor, try_read_sync};
+use burn_gmt_kernels::element::MaskElement;
 use burn_gmt_kernels::element::{
     BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, inf_key, key_bits, key_to_f64,
 };
+use burn_gmt_kernels::{MaskOps, with_mask_element};
+
+/// Up to this many entries in all, selection reads the keys to the host and runs an O(n)
+/// `select_nth_unstable`: a histogram pass has a fixed cost of one 65,536-bin table, which
+/// dominates on small tensors (biases, norms, small layers).
+pub const HOST_SELECT_MAX_ENTRIES: u64 = 1 << 16;
+
+thread_local! {
+    static FORCE_RADIX: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every selection on this thread going through the histogram passes, even
+/// for small inputs: lets tests check both selection paths against the same reference.
+#[doc(hidden)]
+pub fn with_radix_select<R>(f: impl FnOnce() -> R) -> R {
+    let previous = FORCE_RADIX.replace(true);
+    let out = f();
+    FORCE_RADIX.set(previous);
+    out
+}
+
+/// Whether inputs of `grads` are small enough for the host selection.
+fn on_host(grads: &[DispatchTensor]) -> bool {
+    !FORCE_RADIX.get() && total_entries(grads) <= HOST_SELECT_MAX_ENTRIES
+}
 
 /// How many entries of `n` a ratio masks: `floor(ratio · n)`, computed in f64.
 pub fn masked_count(ratio: f64, n: u64) -> u64 {
@@ -58,6 +84,9 @@ fn histogram(grad: &DispatchTensor, shift: u32, prefix: u64) -> Vec<u64> {
 /// supported float dtype, with `rank` below their total entry count), NaN ranking above
 /// `+inf`, and counts each gradient's masked and non-finite entries against it.
 pub(crate) fn select(grads: &[DispatchTensor], dtype: DType, rank: u64) -> Selection {
+    if on_host(grads) {
+        return select_on_host(grads, dtype, rank);
+    }
     let bits = key_bits(dtype).expect("selection on a supported float dtype");
     let inf = inf_key(dtype).expect("selection on a supported float dtype");
     let passes = bits / DIGIT_BITS;
@@ -128,6 +157,13 @@ pub(crate) fn select(grads: &[DispatchTensor], dtype: DType, rank: u64) -> Selec
 
 /// Entry and non-finite counts of each gradient, in one histogram pass; nothing masked.
 pub(crate) fn count_non_finite(grads: &[DispatchTensor], dtype: DType) -> Vec<Counts> {
+    if on_host(grads) {
+        let inf = inf_key(dtype).expect("a supported float dtype");
+        return grads
+            .iter()
+            .map(|g| count_keys(&host_keys(g), 0, inf))
+            .collect();
+    }
     let bits = key_bits(dtype).expect("a supported float dtype");
     let inf = inf_key(dtype).expect("a supported float dtype");
     let shift = bits - DIGIT_BITS;
@@ -136,6 +172,47 @@ pub(crate) fn count_non_finite(grads: &[DispatchTensor], dtype: DType) -> Vec<Co
         count.non_finite = non_finite_in(&histogram(grad, shift, 0), inf, shift);
     }
     counts
+}
+
+fn total_entries(grads: &[DispatchTensor]) -> u64 {
+    grads.iter().map(|g| g.shape().num_elements() as u64).sum()
+}
+
+/// The `|g|` keys of a (small) gradient, on the host.
+fn host_keys(grad: &DispatchTensor) -> Vec<u64> {
+    const MSG: &str = "gradient mask: reading a small gradient to the host failed";
+    let data = try_read_sync(<Dispatch as FloatTensorOps<Dispatch>>::float_into_data(
+        grad.clone(),
+    ))
+    .expect(MSG)
+    .expect(MSG);
+    with_mask_element!(data.dtype(), E => {
+        data.as_slice::<E>().expect(MSG).iter().map(|x| x.abs_key()).collect()
+    })
+}
+
+/// Counts of one gradient's keys against `key` (masked: finite keys below it).
+fn count_keys(keys: &[u64], key: u64, inf: u64) -> Counts {
+    Counts {
+        total: keys.len() as u64,
+        masked: keys.iter().filter(|&&k| k < key && k < inf).count() as u64,
+        non_finite: keys.iter().filter(|&&k| k >= inf).count() as u64,
+    }
+}
+
+/// [`select`] for small inputs: the keys of every gradient gathered on the host (at most
+/// [`HOST_SELECT_MAX_ENTRIES`]) and an O(n) selection.
+fn select_on_host(grads: &[DispatchTensor], dtype: DType, rank: u64) -> Selection {
+    let inf = inf_key(dtype).expect("a supported float dtype");
+    let keys: Vec<Vec<u64>> = grads.iter().map(host_keys).collect();
+    let mut all: Vec<u64> = keys.concat();
+    let (_, kth, _) = all.select_nth_unstable(rank as usize);
+    let key = (*kth).min(inf);
+    Selection {
+        key,
+        threshold: key_to_f64(dtype, key).expect("supported dtype"),
+        counts: keys.iter().map(|k| count_keys(k, key, inf)).collect(),
+    }
 }
 
 fn empty_counts(grads: &[DispatchTensor]) -> Vec<Counts> {

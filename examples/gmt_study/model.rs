@@ -1,0 +1,134 @@
+//! A small decoder-only transformer language model, trained through burn-train.
+
+use std::sync::{Arc, Mutex};
+
+use burn::module::Module;
+use burn::nn::attention::generate_autoregressive_mask;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor};
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use burn_gmt::GradMask;
+
+use crate::data::{LmBatch, PAD, SEQ_LEN, VOCAB};
+
+#[derive(burn::config::Config, Debug)]
+pub struct LmConfig {
+    pub d_model: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub d_ff: usize,
+}
+
+/// The language model proper (what checkpoints hold).
+#[derive(Module, Debug)]
+pub struct TinyLm {
+    tokens: Embedding,
+    positions: Embedding,
+    blocks: TransformerEncoder,
+    norm: LayerNorm,
+    head: Linear,
+}
+
+impl LmConfig {
+    pub fn init(&self, device: &Device) -> TinyLm {
+        TinyLm {
+            tokens: EmbeddingConfig::new(VOCAB, self.d_model).init(device),
+            positions: EmbeddingConfig::new(SEQ_LEN, self.d_model).init(device),
+            blocks: TransformerEncoderConfig::new(self.d_model, self.d_ff, self.heads, self.layers)
+                .with_norm_first(true)
+                .with_dropout(0.0)
+                .init(device),
+            norm: LayerNormConfig::new(self.d_model).init(device),
+            head: LinearConfig::new(self.d_model, VOCAB).init(device),
+        }
+    }
+}
+
+impl TinyLm {
+    /// Logits `[batch, len, vocab]` of the next token at every position.
+    pub fn forward(&self, inputs: Tensor<2, Int>) -> Tensor<3> {
+        let [batch, len] = inputs.dims();
+        let device = inputs.device();
+        let positions = Tensor::<1, Int>::arange(0..len as i64, &device)
+            .reshape([1, len])
+            .repeat_dim(0, batch);
+        let x = self.tokens.forward(inputs) + self.positions.forward(positions);
+        let mask = generate_autoregressive_mask(batch, len, &device);
+        let x = self
+            .blocks
+            .forward(TransformerEncoderInput::new(x).mask_attn(mask));
+        self.head.forward(self.norm.forward(x))
+    }
+
+    /// Loss on the answer tokens and the flattened logits and targets.
+    pub fn forward_loss(&self, batch: LmBatch) -> ClassificationOutput {
+        let logits = self.forward(batch.inputs);
+        let [b, t, v] = logits.dims();
+        let output = logits.reshape([b * t, v]);
+        let targets = batch.targets.reshape([b * t]);
+        let loss = CrossEntropyLossConfig::new()
+            .with_pad_tokens(Some(vec![PAD]))
+            .init(&output.device())
+            .forward(output.clone(), targets.clone());
+        ClassificationOutput {
+            loss,
+            output,
+            targets,
+        }
+    }
+}
+
+/// A GradMask shared between the training loop and whoever reads its statistics.
+#[derive(Clone, Debug)]
+pub struct SharedMask(pub Arc<Mutex<GradMask>>);
+
+/// The model burn-train trains: the LM, plus the module-level mask when the method uses one.
+#[derive(Module, Debug)]
+pub struct StudyModel {
+    pub lm: TinyLm,
+    #[module(skip)]
+    pub mask: Option<SharedMask>,
+}
+
+impl TrainStep for StudyModel {
+    type Input = LmBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: LmBatch) -> TrainOutput<ClassificationOutput> {
+        let item = self.lm.forward_loss(batch);
+        TrainOutput::new(self, item.loss.backward(), item)
+    }
+
+    /// burn-train hands over the gradients accumulated over `grads_accumulation` micro-batches:
+    /// the module-level mask (global threshold, per-layer HFT) applies to them here.
+    fn optimize(
+        self,
+        optim: &mut ModuleOptimizer,
+        lr: ModuleLearningRate,
+        grads: GradientsParams,
+    ) -> Self {
+        match self.mask.clone() {
+            Some(mask) => mask
+                .0
+                .lock()
+                .expect("mask lock")
+                .step(optim, lr, self, grads),
+            None => optim.step(lr, self, grads),
+        }
+    }
+}
+
+impl InferenceStep for StudyModel {
+    type Input = LmBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: LmBatch) -> ClassificationOutput {
+        self.lm.forward_loss(batch)
+    }
+}

@@ -1,0 +1,200 @@
+//! The results table and the plots (hand-written SVG: no plotting dependency).
+
+use std::fmt::Write;
+
+/// Mean and sample standard deviation.
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// One row of the results table: a method over all seeds.
+pub struct Row {
+    pub method: String,
+    pub ratio: Option<f64>,
+    pub target_acc: Vec<f64>,
+    pub target_loss: Vec<f64>,
+    pub base_acc: Vec<f64>,
+    pub step_ms: Vec<f64>,
+    pub kept: Vec<f64>,
+}
+
+pub fn markdown_table(rows: &[Row], sft_step_ms: f64) -> String {
+    let mut out = String::new();
+    out.push_str("| method | target exact match (%) | target loss | base exact match after FT (%) | ms / step | overhead vs SFT | kept (%) |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+    for row in rows {
+        let (acc, acc_sd) = mean_std(&row.target_acc);
+        let (loss, loss_sd) = mean_std(&row.target_loss);
+        let (base, base_sd) = mean_std(&row.base_acc);
+        let (ms, _) = mean_std(&row.step_ms);
+        let (kept, _) = mean_std(&row.kept);
+        writeln!(
+            out,
+            "| {} | {:.2} ± {:.2} | {:.4} ± {:.4} | {:.2} ± {:.2} | {:.1} | {:.2}× | {:.1} |",
+            row.method,
+            100.0 * acc,
+            100.0 * acc_sd,
+            loss,
+            loss_sd,
+            100.0 * base,
+            100.0 * base_sd,
+            ms,
+            ms / sft_step_ms,
+            100.0 * kept
+        )
+        .unwrap();
+    }
+    out
+}
+
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#7f7f7f",
+];
+
+/// A line chart: each series is (name, points); optional horizontal reference lines.
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64, f64)>)],
+    hlines: &[(String, f64)],
+) -> String {
+    let (w, h, left, right, top, bottom) = (720.0, 440.0, 70.0, 190.0, 40.0, 50.0);
+    let xs = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0));
+    let ys = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().flat_map(|q| [q.1 - q.2, q.1 + q.2]))
+        .chain(hlines.iter().map(|l| l.1));
+    let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+    let (mut y0, mut y1) = ys.fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
+    if y1 - y0 < 1e-9 {
+        y0 -= 0.5;
+        y1 += 0.5;
+    }
+    let pad = (y1 - y0) * 0.08;
+    let (y0, y1) = (y0 - pad, y1 + pad);
+    let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+    let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
+    let py = |y: f64| top + (1.0 - (y - y0) / (y1 - y0)) * (h - top - bottom);
+
+    let mut svg = String::new();
+    writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#).unwrap();
+    writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#).unwrap();
+    writeln!(
+        svg,
+        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#,
+        (w - right + left) / 2.0
+    )
+    .unwrap();
+    writeln!(
+        svg,
+        r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+        h - bottom,
+        w - right,
+        h - bottom
+    )
+    .unwrap();
+    writeln!(
+        svg,
+        r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#,
+        h - bottom
+    )
+    .unwrap();
+    for i in 0..=5 {
+        let y = y0 + (y1 - y0) * i as f64 / 5.0;
+        writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="end">{:.3}</text>"#,
+            left - 6.0,
+            py(y) + 4.0,
+            y
+        )
+        .unwrap();
+        writeln!(
+            svg,
+            r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#eee"/>"##,
+            py(y),
+            w - right
+        )
+        .unwrap();
+        let x = x0 + (x1 - x0) * i as f64 / 5.0;
+        writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="middle">{:.2}</text>"#,
+            px(x),
+            h - bottom + 16.0,
+            x
+        )
+        .unwrap();
+    }
+    writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle">{x_label}</text>"#,
+        (w - right + left) / 2.0,
+        h - 10.0
+    )
+    .unwrap();
+    writeln!(svg, r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{y_label}</text>"#, (h - bottom + top) / 2.0, (h - bottom + top) / 2.0).unwrap();
+    let mut legend_y = top + 10.0;
+    for (i, (name, value)) in hlines.iter().enumerate() {
+        let color = COLORS[(series.len() + i) % COLORS.len()];
+        writeln!(svg, r#"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="{color}" stroke-dasharray="6 4"/>"#, py(*value), w - right).unwrap();
+        writeln!(
+            svg,
+            r#"<text x="{}" y="{legend_y}" fill="{color}">- - {name}</text>"#,
+            w - right + 10.0
+        )
+        .unwrap();
+        legend_y += 18.0;
+    }
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(x, y, _)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        writeln!(
+            svg,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        )
+        .unwrap();
+        for &(x, y, sd) in points {
+            if sd > 0.0 {
+                writeln!(
+                    svg,
+                    r#"<line x1="{0:.1}" y1="{1:.1}" x2="{0:.1}" y2="{2:.1}" stroke="{color}"/>"#,
+                    px(x),
+                    py(y - sd),
+                    py(y + sd)
+                )
+                .unwrap();
+            }
+            if points.len() < 30 {
+                writeln!(
+                    svg,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                    px(x),
+                    py(y)
+                )
+                .unwrap();
+            }
+        }
+        writeln!(
+            svg,
+            r#"<text x="{}" y="{legend_y}" fill="{color}">— {name}</text>"#,
+            w - right + 10.0
+        )
+        .unwrap();
+        legend_y += 18.0;
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
