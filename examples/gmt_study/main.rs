@@ -13,6 +13,7 @@
 mod data;
 mod metric;
 mod model;
+mod progress;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -237,7 +238,8 @@ fn train(
     )
     .metrics((LossMetric::new(), AccuracyMetric::new().with_pad_token(PAD)))
     .grads_accumulation(preset.accumulation)
-    .num_epochs(epochs);
+    .num_epochs(epochs)
+    .renderer(Box::new(progress::LineRenderer::new(dir.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()))));
     if let Some(stats) = stats {
         training = training.metric_train_numeric(MaskKeptMetric::new(stats));
     }
