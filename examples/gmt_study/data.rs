@@ -1,63 +1,71 @@
-//! Procedurally generated arithmetic tasks, written as token sequences and answered by exact
-//! match (as GSM8K is). No download: every split is a pure function of a seed.
+//! Procedurally generated sequence tasks, answered by exact match (as GSM8K is): every
+//! answer digit must be right. No download: every split is a pure function of a seed.
+//!
+//! - Base tasks ("pre-training"): reverse a sequence of digits; add one to every digit, mod 10.
+//! - Target task: reverse the sequence *and* add one to every digit: a new instruction that
+//!   composes the two base skills, learned from few examples.
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::InMemDataset;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Tokens: the ten digits, then the symbols.
-pub const PLUS: usize = 10;
-pub const MINUS: usize = 11;
-pub const EQUALS: usize = 12;
-pub const BOS: usize = 13;
-pub const PAD: usize = 14;
-pub const VOCAB: usize = 15;
-/// Every sequence is padded to this length.
-pub const SEQ_LEN: usize = 12;
+pub const EQUALS: usize = 10;
+pub const BOS: usize = 11;
+pub const PAD: usize = 12;
+/// Task markers: the model is told which task it is asked, so both can coexist and the base
+/// task's accuracy after fine-tuning measures forgetting.
+pub const REVERSE: usize = 13;
+pub const INCREMENT: usize = 14;
+pub const REVERSE_INCREMENT: usize = 15;
+pub const VOCAB: usize = 16;
+/// Digits in a problem and in its answer.
+pub const DIGITS: usize = 6;
+/// `BOS`, the task marker, the digits, `=`, the answer.
+pub const SEQ_LEN: usize = 2 * DIGITS + 3;
+/// Position of the first answer token.
+pub const ANSWER_START: usize = DIGITS + 3;
 
-/// One problem: its tokens (padded) and where its answer starts.
+/// One problem: its tokens.
 #[derive(Debug, Clone)]
 pub struct Problem {
     pub tokens: Vec<usize>,
-    pub answer_start: usize,
 }
 
-/// The task family.
+/// The tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
-    /// Base ("pre-training") task: `a+b=` or `a-b=`, answer mod 100 in two digits.
-    Base,
-    /// Target task: the two-step `a+b-c=`, answer mod 100 in two digits.
-    Target,
+    /// Base: reverse the digits.
+    Reverse,
+    /// Base: add one to every digit, mod 10.
+    Increment,
+    /// Target: reverse the digits and add one to each, mod 10.
+    ReverseIncrement,
 }
 
-fn digits(n: usize) -> [usize; 2] {
-    [n / 10, n % 10]
-}
+/// The base ("pre-training") tasks.
+pub const BASE: &[Task] = &[Task::Reverse, Task::Increment];
+/// The target (fine-tuning) task.
+pub const TARGET: &[Task] = &[Task::ReverseIncrement];
 
-fn problem(task: Task, operands: [usize; 3], op: usize) -> Problem {
-    let [a, b, c] = operands;
-    let mut tokens = vec![BOS];
-    tokens.extend(digits(a));
-    tokens.push(op);
-    tokens.extend(digits(b));
-    let answer = match (task, op) {
-        (Task::Base, PLUS) => (a + b) % 100,
-        (Task::Base, _) => (a + 100 - b) % 100,
-        (Task::Target, _) => {
-            tokens.push(MINUS);
-            tokens.extend(digits(c));
-            (a + b + 100 - c) % 100
-        }
+fn problem(task: Task, digits: [usize; DIGITS]) -> Problem {
+    let marker = match task {
+        Task::Reverse => REVERSE,
+        Task::Increment => INCREMENT,
+        Task::ReverseIncrement => REVERSE_INCREMENT,
     };
+    let mut tokens = vec![BOS, marker];
+    tokens.extend(digits);
     tokens.push(EQUALS);
-    let answer_start = tokens.len();
-    tokens.extend(digits(answer));
-    tokens.resize(SEQ_LEN, PAD);
-    Problem {
-        tokens,
-        answer_start,
-    }
+    tokens.extend((0..DIGITS).map(|i| {
+        let mirrored = digits[DIGITS - 1 - i];
+        match task {
+            Task::Reverse => mirrored,
+            Task::Increment => (digits[i] + 1) % 10,
+            Task::ReverseIncrement => (mirrored + 1) % 10,
+        }
+    }));
+    Problem { tokens }
 }
 
 /// SplitMix64 step: a tiny seeded generator, so splits never depend on a library's RNG.
@@ -66,40 +74,25 @@ fn next(state: &mut u64) -> u64 {
     burn_gmt::kernels::random::mix64(*state)
 }
 
-/// Whether a problem belongs to the held-out test split: decided by a hash of its operands
-/// alone, so train and test share no item whatever the sizes drawn.
-fn is_test(task: Task, operands: [usize; 3], op: usize) -> bool {
-    let id = (operands[0] * 100 + operands[1]) * 100
-        + operands[2]
-        + op * 1_000_000
-        + task as usize * 10_000_000;
-    burn_gmt::kernels::random::mix64(id as u64 ^ 0xC0FF_EE00) % 5 == 0
+/// Whether a digit sequence belongs to the held-out test split: decided by a hash of the
+/// sequence alone, so train and test share no item whatever the sizes drawn.
+fn is_test(digits: &[usize; DIGITS]) -> bool {
+    let id = digits.iter().fold(0u64, |acc, &d| acc * 10 + d as u64);
+    burn_gmt::kernels::random::mix64(id ^ 0xC0FF_EE00) % 5 == 0
 }
 
-/// `count` distinct problems of `task` from the train or test split, drawn from `seed`.
-pub fn split(task: Task, test: bool, count: usize, seed: u64) -> Vec<Problem> {
-    let mut state = seed ^ (task as u64) << 32 ^ u64::from(test) << 40;
+/// `count` distinct problems of `tasks` (in turn) from the train or test split, drawn from
+/// `seed`.
+pub fn split(tasks: &[Task], test: bool, count: usize, seed: u64) -> Vec<Problem> {
+    let mut state = seed ^ (tasks[0] as u64) << 32 ^ u64::from(test) << 40;
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
         let r = next(&mut state);
-        let operands = [
-            (r % 100) as usize,
-            (r / 100 % 100) as usize,
-            (r / 10_000 % 100) as usize,
-        ];
-        let operands = if task == Task::Base {
-            [operands[0], operands[1], 0]
-        } else {
-            operands
-        };
-        let op = if task == Task::Base && r >> 40 & 1 == 1 {
-            MINUS
-        } else {
-            PLUS
-        };
-        if is_test(task, operands, op) == test && seen.insert((operands, op)) {
-            out.push(problem(task, operands, op));
+        let digits: [usize; DIGITS] = std::array::from_fn(|i| (r >> (8 * i)) as usize % 10);
+        let task = tasks[out.len() % tasks.len()];
+        if is_test(&digits) == test && seen.insert((task as usize, digits)) {
+            out.push(problem(task, digits));
         }
     }
     out
@@ -127,13 +120,7 @@ impl Batcher<Problem, LmBatch> for LmBatcher {
         let mut targets = Vec::with_capacity(items.len() * len);
         for item in &items {
             inputs.extend(item.tokens[..len].iter().map(|&t| t as i64));
-            targets.extend((1..SEQ_LEN).map(|i| {
-                if i >= item.answer_start && i < item.answer_start + 2 {
-                    item.tokens[i] as i64
-                } else {
-                    PAD as i64
-                }
-            }));
+            targets.extend((1..SEQ_LEN).map(|i| if i >= ANSWER_START { item.tokens[i] as i64 } else { PAD as i64 }));
         }
         let shape = [items.len(), len];
         LmBatch {

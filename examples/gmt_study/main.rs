@@ -29,7 +29,7 @@ use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStrategy, WithGradMask};
 
-use data::{PAD, Problem, Task};
+use data::{PAD, Problem};
 use metric::{MaskKeptMetric, StatsSource};
 use model::{LmConfig, SharedMask, StudyModel, TinyLm};
 use report::Row;
@@ -46,7 +46,8 @@ struct Preset {
     test_items: usize,
     batch: usize,
     accumulation: usize,
-    lr: f64,
+    pretrain_lr: f64,
+    finetune_lr: f64,
 }
 
 impl Preset {
@@ -55,14 +56,15 @@ impl Preset {
             "default" => Ok(Self {
                 name: "default",
                 lm: LmConfig::new(48, 2, 4, 96),
-                pretrain_items: 6000,
-                pretrain_epochs: 6,
-                finetune_items: 1500,
-                finetune_epochs: 6,
+                pretrain_items: 20_000,
+                pretrain_epochs: 4,
+                finetune_items: 600,
+                finetune_epochs: 10,
                 test_items: 1000,
                 batch: 32,
                 accumulation: 2,
-                lr: 3e-3,
+                pretrain_lr: 3e-3,
+                finetune_lr: 1e-3,
             }),
             "full" => Ok(Self {
                 name: "full",
@@ -74,7 +76,8 @@ impl Preset {
                 test_items: 2000,
                 batch: 32,
                 accumulation: 4,
-                lr: 2e-3,
+                pretrain_lr: 2e-3,
+                finetune_lr: 7e-4,
             }),
             // A seconds-long run that exercises every path (used by the tests).
             "smoke" => Ok(Self {
@@ -87,7 +90,8 @@ impl Preset {
                 test_items: 128,
                 batch: 32,
                 accumulation: 2,
-                lr: 3e-3,
+                pretrain_lr: 3e-3,
+                finetune_lr: 1e-3,
             }),
             other => Err(format!("unknown preset `{other}` (default, full, smoke)")),
         }
@@ -223,11 +227,12 @@ fn train(
     train_set: Vec<Problem>,
     valid_set: Vec<Problem>,
     epochs: usize,
+    lr: f64,
     seed: u64,
     device: &Device,
 ) -> (TinyLm, f64) {
     let steps = preset.optimizer_steps(train_set.len(), epochs);
-    let scheduler = CosineAnnealingLrSchedulerConfig::new(preset.lr, steps)
+    let scheduler = CosineAnnealingLrSchedulerConfig::new(lr, steps)
         .init()
         .expect("valid schedule");
     let learner = Learner::new(StudyModel { lm, mask }, optim, scheduler);
@@ -302,8 +307,8 @@ fn main() {
 
     // Pre-training: once, saved with burn's recorder and reused by every method and seed.
     let checkpoint = out.join(format!("pretrained-{}.bpk", preset.name));
-    let base_test = data::split(Task::Base, true, preset.test_items, 1);
-    let target_test = data::split(Task::Target, true, preset.test_items, 2);
+    let base_test = data::split(data::BASE, true, preset.test_items, 1);
+    let target_test = data::split(data::TARGET, true, preset.test_items, 2);
     if !checkpoint.exists() {
         println!(
             "\n== pre-training on the base task ({} items, {} epochs)",
@@ -317,9 +322,10 @@ fn main() {
             None,
             AdamWConfig::new().with_weight_decay(0.01).init(),
             None,
-            data::split(Task::Base, false, preset.pretrain_items, 10),
+            data::split(data::BASE, false, preset.pretrain_items, 10),
             base_test[..256.min(base_test.len())].to_vec(),
             preset.pretrain_epochs,
+            preset.pretrain_lr,
             0,
             &device,
         );
@@ -364,7 +370,7 @@ fn main() {
     let mut curves: Vec<(String, Vec<f64>)> = Vec::new();
 
     for seed in 0..args.seeds {
-        let train_set = data::split(Task::Target, false, preset.finetune_items, 100 + seed);
+        let train_set = data::split(data::TARGET, false, preset.finetune_items, 100 + seed);
         for (method, row) in methods.iter().zip(rows.iter_mut()) {
             println!("\n== fine-tuning: {} (seed {seed})", method.name());
             let (optim, mask, stats): (ModuleOptimizer, Option<SharedMask>, Option<StatsSource>) =
@@ -420,6 +426,7 @@ fn main() {
                 train_set.clone(),
                 target_test[..256.min(target_test.len())].to_vec(),
                 preset.finetune_epochs,
+                preset.finetune_lr,
                 seed,
                 &device,
             );
