@@ -120,7 +120,13 @@ impl Batcher<Problem, LmBatch> for LmBatcher {
         let mut targets = Vec::with_capacity(items.len() * len);
         for item in &items {
             inputs.extend(item.tokens[..len].iter().map(|&t| t as i64));
-            targets.extend((1..SEQ_LEN).map(|i| if i >= ANSWER_START { item.tokens[i] as i64 } else { PAD as i64 }));
+            targets.extend((1..SEQ_LEN).map(|i| {
+                if i >= ANSWER_START {
+                    item.tokens[i] as i64
+                } else {
+                    PAD as i64
+                }
+            }));
         }
         let shape = [items.len(), len];
         LmBatch {

@@ -3,12 +3,12 @@
 //! and HFT, over several seeds, and report exact-match accuracy, loss, forgetting and cost.
 //!
 //! ```text
-//! cargo run --example gmt_study                      # default preset, flex CPU, ~10 min on 2 cores
+//! cargo run --example gmt_study                      # default preset, flex CPU, a few minutes on 2 cores
 //! cargo run --example gmt_study -- --preset full     # larger model and data
 //! cargo run --example gmt_study --features wgpu -- --device wgpu
 //! ```
 //! Options: `--preset default|full|smoke`, `--device flex|ndarray|wgpu|vulkan|metal|cuda|rocm`,
-//! `--seeds N`, `--out DIR` (default `results`).
+//! `--seeds N` (default 5), `--out DIR` (default `results`).
 
 mod data;
 mod metric;
@@ -58,8 +58,8 @@ impl Preset {
                 lm: LmConfig::new(48, 2, 4, 96),
                 pretrain_items: 20_000,
                 pretrain_epochs: 4,
-                finetune_items: 600,
-                finetune_epochs: 10,
+                finetune_items: 400,
+                finetune_epochs: 12,
                 test_items: 1000,
                 batch: 32,
                 accumulation: 2,
@@ -170,7 +170,7 @@ fn device_by_name(name: &str) -> Result<Device, String> {
 fn parse_args() -> Result<Args, String> {
     let mut preset = Preset::by_name("default")?;
     let mut device_name = "flex".to_string();
-    let mut seeds = 3;
+    let mut seeds = 5;
     let mut out = PathBuf::from("results");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -244,7 +244,10 @@ fn train(
     .metrics((LossMetric::new(), AccuracyMetric::new().with_pad_token(PAD)))
     .grads_accumulation(preset.accumulation)
     .num_epochs(epochs)
-    .renderer(Box::new(progress::LineRenderer::new(dir.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()))));
+    .renderer(Box::new(progress::LineRenderer::new(
+        dir.file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+    )));
     if let Some(stats) = stats {
         training = training.metric_train_numeric(MaskKeptMetric::new(stats));
     }
@@ -314,6 +317,7 @@ fn main() {
             "\n== pre-training on the base task ({} items, {} epochs)",
             preset.pretrain_items, preset.pretrain_epochs
         );
+        device.seed(0);
         let lm = preset.lm.init(&device);
         let (lm, _) = train(
             preset,

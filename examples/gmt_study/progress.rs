@@ -7,7 +7,8 @@ use burn::train::LearnerSummary;
 use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
 use burn::train::metric::{MetricDefinition, MetricId};
 use burn::train::renderer::{
-    EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining,
+    EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation,
+    MetricsRendererTraining,
 };
 
 #[derive(Default)]
@@ -26,7 +27,10 @@ pub struct LineRenderer {
 
 impl LineRenderer {
     pub fn new(label: impl Into<String>) -> Self {
-        Self { label: label.into(), ..Self::default() }
+        Self {
+            label: label.into(),
+            ..Self::default()
+        }
     }
 
     fn record(&mut self, state: MetricState) {
@@ -35,10 +39,23 @@ impl LineRenderer {
         };
         // Formatted as "epoch X - batch Y": show the running epoch value.
         let formatted = entry.serialized_entry.formatted;
-        let value = formatted.split(" - ").next().unwrap_or(&formatted).trim_start_matches("epoch ").to_string();
-        let name = self.names.iter().find(|(id, _)| *id == entry.metric_id).map_or("?", |(_, n)| n.as_str());
+        let value = formatted
+            .split(" - ")
+            .next()
+            .unwrap_or(&formatted)
+            .trim_start_matches("epoch ")
+            .to_string();
+        let name = self
+            .names
+            .iter()
+            .find(|(id, _)| *id == entry.metric_id)
+            .map_or("?", |(_, n)| n.as_str());
         let text = format!("{name}: {value}");
-        match self.metrics.iter_mut().find(|(id, _)| *id == entry.metric_id) {
+        match self
+            .metrics
+            .iter_mut()
+            .find(|(id, _)| *id == entry.metric_id)
+        {
             Some(slot) => slot.1 = text,
             None => self.metrics.push((entry.metric_id, text)),
         }
@@ -46,7 +63,11 @@ impl LineRenderer {
 
     fn draw(&self) {
         let width = 24;
-        let filled = if self.total == 0 { 0 } else { self.done * width / self.total };
+        let filled = if self.total == 0 {
+            0
+        } else {
+            self.done * width / self.total
+        };
         print!(
             "\r  {} epoch {}/{} {:<5} [{}{}] {:>5}/{:<5} {}   ",
             self.label,
@@ -57,7 +78,11 @@ impl LineRenderer {
             ".".repeat(width - filled),
             self.done,
             self.total,
-            self.metrics.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join(" | ")
+            self.metrics
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join(" | ")
         );
         let _ = std::io::stdout().flush();
     }
@@ -72,7 +97,10 @@ impl MetricsRendererTraining for LineRenderer {
         self.record(state);
     }
 
-    fn on_train_end(&mut self, _summary: Option<LearnerSummary>) -> Result<(), Box<dyn core::error::Error>> {
+    fn on_train_end(
+        &mut self,
+        _summary: Option<LearnerSummary>,
+    ) -> Result<(), Box<dyn core::error::Error>> {
         Ok(())
     }
 }
@@ -84,7 +112,13 @@ impl MetricsRendererEvaluation for LineRenderer {
 }
 
 impl TrainingProgressLogger for LineRenderer {
-    fn start(&mut self, total_epochs: usize, starting_epoch: usize, _total_items: Option<usize>, _label: Option<&str>) {
+    fn start(
+        &mut self,
+        total_epochs: usize,
+        starting_epoch: usize,
+        _total_items: Option<usize>,
+        _label: Option<&str>,
+    ) {
         self.epochs = total_epochs;
         self.epoch = starting_epoch.max(1);
     }
@@ -133,6 +167,7 @@ impl EvaluationProgressLogger for LineRenderer {
 impl MetricsRenderer for LineRenderer {
     fn manual_close(&mut self) {}
     fn register_metric(&mut self, definition: MetricDefinition) {
-        self.names.push((definition.metric_id, definition.name.to_string()));
+        self.names
+            .push((definition.metric_id, definition.name.to_string()));
     }
 }
