@@ -52,9 +52,64 @@ use crate::stats::MaskStats;
 /// ```
 ///
 /// In burn-train, keep the mask in the model (a `#[module(skip)]` field behind a shared
-/// handle) and override `TrainStep::optimize(self, optim, lr, grads)` to call
-/// `optim.step(lr, self, mask.apply(&self, grads))`; burn-train has already accumulated the
-/// gradients over `grads_accumulation` steps by then, which is what GMT masks.
+/// handle) and override `TrainStep::optimize`: burn-train calls it once per optimizer step with
+/// the gradients it has already accumulated over `grads_accumulation` micro-batches, which is
+/// what GMT masks.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// use burn::module::Module;
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+/// use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+/// use burn::tensor::{Device, Distribution, Tensor};
+/// use burn::train::{RegressionOutput, TrainOutput, TrainStep};
+/// use burn_gmt::{GradMask, GradMaskConfig, MaskScope};
+///
+/// #[derive(Clone, Debug)]
+/// pub struct SharedMask(Arc<Mutex<GradMask>>);
+///
+/// #[derive(Module, Debug)]
+/// pub struct Regressor {
+///     layer: Linear,
+///     #[module(skip)]
+///     mask: SharedMask,
+/// }
+///
+/// impl TrainStep for Regressor {
+///     type Input = (Tensor<2>, Tensor<2>);
+///     type Output = RegressionOutput;
+///
+///     fn step(&self, (x, y): Self::Input) -> TrainOutput<RegressionOutput> {
+///         let output = self.layer.forward(x);
+///         let loss = (output.clone() - y.clone()).powi_scalar(2).mean();
+///         TrainOutput::new(self, loss.backward(), RegressionOutput { loss, output, targets: y })
+///     }
+///
+///     // One global threshold over the whole model, on the accumulated gradients.
+///     fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: GradientsParams) -> Self {
+///         let mask = self.mask.clone();
+///         let grads = mask.0.lock().unwrap().apply(&self, grads);
+///         optim.step(lr, self, grads)
+///     }
+/// }
+///
+/// let device = Device::default().autodiff();
+/// let config = GradMaskConfig::new(0.3).with_scope(MaskScope::Global);
+/// let mask = SharedMask(Arc::new(Mutex::new(config.init().unwrap())));
+/// let model = Regressor { layer: LinearConfig::new(8, 2).init(&device), mask: mask.clone() };
+///
+/// // What burn-train's Learner does at each optimizer step:
+/// let x = Tensor::<2>::random([4, 8], Distribution::Default, &device);
+/// let y = Tensor::<2>::random([4, 2], Distribution::Default, &device);
+/// let output = model.step((x, y));
+/// let mut optim = AdamWConfig::new().init();
+/// let model = model.optimize(&mut optim, 1e-3.into(), output.grads);
+///
+/// assert_eq!(mask.0.lock().unwrap().last_stats().masked(), (0.3 * 18.0_f64).floor() as u64);
+/// # let _ = model;
+/// ```
 #[derive(Debug, Clone)]
 pub struct GradMask {
     config: GradMaskConfig,
