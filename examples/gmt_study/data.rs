@@ -78,7 +78,7 @@ fn next(state: &mut u64) -> u64 {
 /// sequence alone, so train and test share no item whatever the sizes drawn.
 fn is_test(digits: &[usize; DIGITS]) -> bool {
     let id = digits.iter().fold(0u64, |acc, &d| acc * 10 + d as u64);
-    burn_gmt::kernels::random::mix64(id ^ 0xC0FF_EE00) % 5 == 0
+    burn_gmt::kernels::random::mix64(id ^ 0xC0FF_EE00).is_multiple_of(5)
 }
 
 /// `count` distinct problems of `tasks` (in turn) from the train or test split, drawn from

@@ -160,6 +160,7 @@ fn device_by_name(name: &str) -> Result<Device, String> {
         "cuda" => Ok(Device::cuda(0)),
         #[cfg(feature = "rocm")]
         "rocm" => Ok(Device::rocm(0)),
+        #[allow(unreachable_patterns)] // each name is matched above when its feature is on
         "ndarray" | "wgpu" | "vulkan" | "metal" | "cuda" | "rocm" => missing(name),
         other => Err(format!(
             "unknown device `{other}` (flex, ndarray, wgpu, vulkan, metal, cuda, rocm)"
@@ -500,7 +501,7 @@ fn write_report(
     std::fs::write(args.out.join("results.md"), format!("{header}{table}"))
         .expect("write results.md");
 
-    let by_ratio = |prefix: &str| -> Vec<(f64, f64, f64)> {
+    let by_ratio = |prefix: &str| -> report::Points {
         rows.iter()
             .filter(|r| r.method.starts_with(prefix) && !r.method.contains("global"))
             .map(|r| {
@@ -529,7 +530,7 @@ fn write_report(
         &hlines,
     );
     std::fs::write(args.out.join("accuracy_vs_ratio.svg"), accuracy).expect("write plot");
-    let series: Vec<(String, Vec<(f64, f64, f64)>)> = curves
+    let series: Vec<(String, report::Points)> = curves
         .iter()
         .filter(|(name, c)| {
             !c.is_empty()

@@ -63,11 +63,7 @@ impl LineRenderer {
 
     fn draw(&self) {
         let width = 24;
-        let filled = if self.total == 0 {
-            0
-        } else {
-            self.done * width / self.total
-        };
+        let filled = (self.done * width).checked_div(self.total).unwrap_or(0);
         print!(
             "\r  {} epoch {}/{} {:<5} [{}{}] {:>5}/{:<5} {}   ",
             self.label,

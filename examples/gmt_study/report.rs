@@ -58,12 +58,15 @@ const COLORS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#7f7f7f",
 ];
 
+/// Points of a series: (x, mean, standard deviation).
+pub type Points = Vec<(f64, f64, f64)>;
+
 /// A line chart: each series is (name, points); optional horizontal reference lines.
 pub fn line_chart(
     title: &str,
     x_label: &str,
     y_label: &str,
-    series: &[(String, Vec<(f64, f64, f64)>)],
+    series: &[(String, Points)],
     hlines: &[(String, f64)],
 ) -> String {
     let (w, h, left, right, top, bottom) = (720.0, 440.0, 70.0, 190.0, 40.0, 50.0);
