@@ -22,10 +22,16 @@ use crate::with_mask_element;
 /// - Thresholds are one-element tensors of the gradient's dtype, so a device can keep them in
 ///   its own memory between selection and masking.
 /// - Random draws use the row-major index of each entry ([`crate::random`]).
-#[backend_extension(Flex: cfg(feature = "flex"), NdArray: cfg(feature = "ndarray"))]
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "cube"),
+)]
 pub trait MaskOps: Backend {
     /// Radix histogram of `|grad|` for one pass, as an `i64` tensor of length
     /// [`HISTOGRAM_LEN`]; see [`host::abs_key_histogram`].
+    #[fusion(default)]
     fn abs_key_histogram(grad: &FloatTensor<Self>, shift: u32, prefix: u64) -> IntTensor<Self> {
         let device = grad.device();
         let data = read_float::<Self>(grad.clone());
@@ -37,6 +43,7 @@ pub trait MaskOps: Backend {
     }
 
     /// `grad` with the entries whose `|g|` is below `threshold` zeroed (NaN and ±inf kept).
+    #[fusion(default)]
     fn abs_threshold_mask(
         grad: FloatTensor<Self>,
         threshold: FloatTensor<Self>,
@@ -52,6 +59,7 @@ pub trait MaskOps: Backend {
 
     /// `updated`, except that entries whose gradient `|g|` is below `threshold` take their
     /// `previous` value: masked parameters do not move.
+    #[fusion(default)]
     fn abs_threshold_select(
         grad: FloatTensor<Self>,
         threshold: FloatTensor<Self>,
@@ -76,6 +84,7 @@ pub trait MaskOps: Backend {
 
     /// `grad` with a random fraction of its finite entries zeroed (entry drawn when its draw
     /// under `key` is below `bound`) and the kept finite entries multiplied by `scale`.
+    #[fusion(default)]
     fn random_mask(grad: FloatTensor<Self>, key: u64, bound: u64, scale: f64) -> FloatTensor<Self> {
         let device = grad.device();
         let mut data = read_float::<Self>(grad);
@@ -86,6 +95,7 @@ pub trait MaskOps: Backend {
     }
 
     /// `[masked, non_finite]` (`i64`) of what [`MaskOps::random_mask`] does to `grad`.
+    #[fusion(default)]
     fn random_mask_count(grad: &FloatTensor<Self>, key: u64, bound: u64) -> IntTensor<Self> {
         let device = grad.device();
         let data = read_float::<Self>(grad.clone());
@@ -135,3 +145,8 @@ pub(crate) fn count_data(counts: host::RandomMaskCounts) -> TensorData {
 
 #[cfg(feature = "ndarray")]
 impl MaskOps for burn::backend::NdArray {}
+
+/// Every CubeCL runtime (wgpu, Vulkan, Metal, WebGPU, CUDA, ROCm) runs the host fallback of
+/// the default bodies until the fused GPU kernels land; the results are exact all the same.
+#[cfg(feature = "cube")]
+impl MaskOps for burn_cubecl::CubeBackend {}

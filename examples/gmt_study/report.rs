@@ -146,16 +146,19 @@ pub fn line_chart(
     .unwrap();
     writeln!(svg, r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{y_label}</text>"#, (h - bottom + top) / 2.0, (h - bottom + top) / 2.0).unwrap();
     let mut legend_y = top + 10.0;
-    for (i, (name, value)) in hlines.iter().enumerate() {
-        let color = COLORS[(series.len() + i) % COLORS.len()];
-        writeln!(svg, r#"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="{color}" stroke-dasharray="6 4"/>"#, py(*value), w - right).unwrap();
+    let mut legend = |svg: &mut String, color: &str, label: String| {
         writeln!(
             svg,
-            r#"<text x="{}" y="{legend_y}" fill="{color}">- - {name}</text>"#,
+            r#"<text x="{}" y="{legend_y}" fill="{color}">{label}</text>"#,
             w - right + 10.0
         )
         .unwrap();
         legend_y += 18.0;
+    };
+    for (i, (name, value)) in hlines.iter().enumerate() {
+        let color = COLORS[(series.len() + i) % COLORS.len()];
+        writeln!(svg, r#"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="{color}" stroke-dasharray="6 4"/>"#, py(*value), w - right).unwrap();
+        legend(&mut svg, color, format!("- - {name}"));
     }
     for (i, (name, points)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
@@ -190,13 +193,7 @@ pub fn line_chart(
                 .unwrap();
             }
         }
-        writeln!(
-            svg,
-            r#"<text x="{}" y="{legend_y}" fill="{color}">— {name}</text>"#,
-            w - right + 10.0
-        )
-        .unwrap();
-        legend_y += 18.0;
+        legend(&mut svg, color, format!("— {name}"));
     }
     svg.push_str("</svg>\n");
     svg

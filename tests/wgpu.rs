@@ -1,0 +1,192 @@
+//! The mask on a wgpu device (Mesa's lavapipe in CI: a real Vulkan driver on the CPU),
+//! against the host reference. Without a wgpu adapter each test reports itself skipped,
+//! unless `GMT_REQUIRE_WGPU=1`, which turns a missing adapter into a failure.
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use burn::module::Param;
+use burn::tensor::{Device, Tensor};
+use burn_gmt::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, select_kth_abs};
+use common::{Float, Params, Single, assert_same, grads_for, reference_mask, values};
+
+/// The wgpu device, or `None` (after saying so) when there is no adapter.
+fn wgpu_device(test: &str) -> Option<Device> {
+    let probe = std::panic::catch_unwind(|| {
+        let device = Device::wgpu(Default::default());
+        let t = Tensor::<1>::from_floats([1.0, 2.0], &device);
+        let _ = t.sum().into_scalar::<f32>();
+        device
+    });
+    match probe {
+        Ok(device) => Some(device),
+        Err(_) if std::env::var("GMT_REQUIRE_WGPU").as_deref() == Ok("1") => {
+            panic!("{test}: no wgpu adapter, and GMT_REQUIRE_WGPU=1")
+        }
+        Err(_) => {
+            println!("skipped: {test} (no wgpu adapter)");
+            None
+        }
+    }
+}
+
+fn sample(n: usize, seed: u64) -> Vec<f64> {
+    (0..n as u64)
+        .map(|i| {
+            let z = burn_gmt::kernels::random::mix64(seed ^ i.wrapping_mul(0x9E37));
+            match z % 11 {
+                0 => 0.0,
+                1 => -0.0,
+                2 => 0.25,
+                3 if i % 97 == 0 => f64::NAN,
+                4 if i % 89 == 0 => f64::INFINITY,
+                _ => ((z >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 8.0,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn per_tensor_mask_matches_reference_on_wgpu() {
+    let Some(device) = wgpu_device("per_tensor_mask_matches_reference_on_wgpu") else {
+        return;
+    };
+    for n in [1, 2, 3, 255, 256, 257, 4095, 70_000, (1 << 20) + 7] {
+        for float in [Float::F32, Float::F16] {
+            let vals: Vec<f64> = sample(n, n as u64)
+                .iter()
+                .map(|&v| float.round(v))
+                .collect();
+            for ratio in [0.3, 0.7] {
+                let (expected, masked, threshold) = reference_mask(&vals, ratio);
+                let module = Single::new(n, float, &device);
+                let mut mask = GradMaskConfig::new(ratio).init().unwrap();
+                let mut out = mask.apply(
+                    &module,
+                    grads_for(&module, float.tensor(&vals, [n], &device)),
+                );
+                let got = values(out.remove::<1>(module.weight.id).unwrap());
+                assert_same(&got, &expected, &format!("wgpu {float:?} n={n} r={ratio}"));
+                assert_eq!(mask.last_stats().masked(), masked);
+                assert_eq!(mask.last_stats().tensors[0].threshold, threshold);
+            }
+        }
+    }
+}
+
+#[test]
+fn global_random_and_update_paths_run_on_wgpu() {
+    let Some(device) = wgpu_device("global_random_and_update_paths_run_on_wgpu") else {
+        return;
+    };
+    let (a, b, c) = (sample(300, 1), sample(40, 2), sample(30, 3));
+    let module = Params {
+        vector: Param::from_tensor(Float::F32.tensor(&a, [300], &device)),
+        matrix: Param::from_tensor(Float::F32.tensor(&b, [8, 5], &device)),
+        cube: Param::from_tensor(Float::F32.tensor(&c, [2, 3, 5], &device)),
+    };
+    let grads = || {
+        let mut g = burn::optim::GradientsParams::new();
+        g.register(module.vector.id, module.vector.val());
+        // A transposed (non-contiguous) gradient.
+        g.register(
+            module.matrix.id,
+            Float::F32.tensor(&b, [5, 8], &device).transpose(),
+        );
+        g.register(module.cube.id, module.cube.val());
+        g
+    };
+    let transposed: Vec<f64> = (0..8)
+        .flat_map(|i| (0..5).map(move |j| (i, j)))
+        .map(|(i, j)| b[j * 8 + i])
+        .collect();
+    let all: Vec<f64> = a
+        .iter()
+        .chain(&transposed)
+        .chain(&c)
+        .copied()
+        .map(|v| v as f32 as f64)
+        .collect();
+    let (expected, _, _) = reference_mask(&all, 0.4);
+    let mut mask = GradMaskConfig::new(0.4)
+        .with_scope(MaskScope::Global)
+        .init()
+        .unwrap();
+    let mut out = mask.apply(&module, grads());
+    let got: Vec<f64> = values(out.remove::<1>(module.vector.id).unwrap())
+        .into_iter()
+        .chain(values(out.remove::<2>(module.matrix.id).unwrap()))
+        .chain(values(out.remove::<3>(module.cube.id).unwrap()))
+        .collect();
+    assert_same(&got, &expected, "global on wgpu");
+
+    // The random mask draws the same entries on every backend.
+    let config = GradMaskConfig::new(0.3).with_strategy(MaskStrategy::Random {
+        seed: 4,
+        rescale: true,
+    });
+    let mut on_wgpu = config.init().unwrap();
+    let mut on_flex = config.init().unwrap();
+    let flex = Device::flex();
+    let flex_module = Params {
+        vector: Param::from_tensor(Float::F32.tensor(&a, [300], &flex)),
+        matrix: Param::from_tensor(Float::F32.tensor(&b, [8, 5], &flex)),
+        cube: Param::from_tensor(Float::F32.tensor(&c, [2, 3, 5], &flex)),
+    };
+    let mut flex_grads = burn::optim::GradientsParams::new();
+    flex_grads.register(flex_module.vector.id, flex_module.vector.val());
+    let mut wgpu_grads = burn::optim::GradientsParams::new();
+    wgpu_grads.register(module.vector.id, module.vector.val());
+    let x = values(
+        on_wgpu
+            .apply(&module, wgpu_grads)
+            .remove::<1>(module.vector.id)
+            .unwrap(),
+    );
+    let y = values(
+        on_flex
+            .apply(&flex_module, flex_grads)
+            .remove::<1>(flex_module.vector.id)
+            .unwrap(),
+    );
+    assert_same(&x, &y, "random mask, wgpu vs flex");
+
+    // Update target through the optimizer wrapper: masked parameters stay put.
+    use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+    use burn_gmt::WithGradMask;
+    let autodiff = device.clone().autodiff();
+    let model = Single {
+        weight: Param::from_tensor(Float::F32.tensor(&a, [300], &autodiff).require_grad()),
+    };
+    let config = GradMaskConfig::new(0.5).with_target(MaskTarget::Update);
+    let mut optim = ModuleOptimizer::from(
+        AdamWConfig::new()
+            .with_weight_decay(0.1)
+            .build()
+            .with_grad_mask_config(config),
+    );
+    let loss = model.weight.val().powi_scalar(2).sum();
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let g = values(grads.get::<1>(model.weight.id).unwrap());
+    let (_, _, threshold) = reference_mask(&g, 0.5);
+    let before = values(model.weight.val());
+    let model = optim.step(1e-2, model, grads);
+    let after = values(model.weight.val());
+    for i in 0..before.len() {
+        if g[i].is_finite() && g[i].abs() < threshold.unwrap() {
+            assert_eq!(
+                after[i].to_bits(),
+                before[i].to_bits(),
+                "masked entry {i} moved on wgpu"
+            );
+        }
+    }
+
+    let t = Float::F32.tensor(&all, [all.len()], &device);
+    let mut sorted: Vec<f64> = all
+        .iter()
+        .map(|v| if v.is_nan() { f64::INFINITY } else { v.abs() })
+        .collect();
+    sorted.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    assert_eq!(select_kth_abs(&t, 100), Some(sorted[100]));
+}
