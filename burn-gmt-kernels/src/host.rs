@@ -17,9 +17,11 @@ fn high_bits(key: u64, shift: u32) -> u64 {
 /// Fewest entries per parallel task: enough to pay for the task's own 256 KiB histogram.
 const PARALLEL_CHUNK: usize = 1 << 18;
 
-/// Entries per parallel task: one task per thread, no smaller than [`PARALLEL_CHUNK`].
+/// Entries per parallel task: one task per thread, no smaller than [`PARALLEL_CHUNK`], and
+/// below `u32::MAX` so a task's histogram can count in u32.
 fn task_len(n: usize) -> usize {
-    n.div_ceil(rayon::current_num_threads()).max(PARALLEL_CHUNK)
+    n.div_ceil(rayon::current_num_threads())
+        .clamp(PARALLEL_CHUNK, u32::MAX as usize)
 }
 
 /// Adds to `hist` (length [`HISTOGRAM_LEN`]) the radix histogram of `|x|` for one pass.

@@ -30,7 +30,7 @@ use burn::train::{Learner, SupervisedTraining};
 use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStrategy, WithGradMask};
 
 use data::{PAD, Problem};
-use metric::{MaskKeptMetric, StatsSource};
+use metric::{MaskStat, MaskStatMetric, StatsSource};
 use model::{LmConfig, SharedMask, StudyModel, TinyLm};
 use report::Row;
 
@@ -250,7 +250,9 @@ fn train(
             .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
     )));
     if let Some(stats) = stats {
-        training = training.metric_train_numeric(MaskKeptMetric::new(stats));
+        training = training
+            .metric_train_numeric(MaskStatMetric::new(MaskStat::KeptPercent, stats.clone()))
+            .metric_train_numeric(MaskStatMetric::new(MaskStat::MeanThreshold, stats));
     }
     let start = Instant::now();
     let result = training.launch(learner);

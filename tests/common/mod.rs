@@ -7,12 +7,13 @@ use burn::tensor::{DType, Device, Tensor, TensorData, bf16, f16};
 
 /// Every CPU device compiled in.
 pub fn devices() -> Vec<Device> {
-    let mut devices = vec![Device::flex()];
     // burn-ndarray is deprecated upstream, but our users still run it.
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)]
-    devices.push(Device::ndarray());
-    devices
+    let ndarray = Some(Device::ndarray());
+    #[cfg(not(feature = "ndarray"))]
+    let ndarray = None;
+    std::iter::once(Device::flex()).chain(ndarray).collect()
 }
 
 /// The CPU devices that store `float` (burn-ndarray has no f16 or bf16 storage).
