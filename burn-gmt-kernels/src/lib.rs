@@ -6,6 +6,28 @@
 //! - [`random`]: counter-based draws for the random-mask baseline.
 //! - [`MaskOps`]: the backend extension the library calls; CPU backends implement it on their
 //!   storage, any other backend falls back to the host through its default bodies.
+//!
+//! The host passes on a slice, as the CPU backends run them:
+//!
+//! ```
+//! use burn_gmt_kernels::element::{HISTOGRAM_LEN, MaskElement};
+//! use burn_gmt_kernels::host;
+//!
+//! let mut grad = [0.5f32, -3.0, 0.0, 2.0, -1.0, f32::NAN];
+//! // |x| keys order like |x|; NaN ranks above every number.
+//! assert!((-3.0f32).abs_key() > 2.0f32.abs_key());
+//! assert!(f32::NAN.abs_key() > f32::INFINITY.abs_key());
+//!
+//! // First radix pass (bits 16..32 of the key): every entry lands in a digit bin.
+//! let mut hist = vec![0u64; HISTOGRAM_LEN];
+//! host::abs_key_histogram(&grad, 16, 0, &mut hist);
+//! assert_eq!(hist.iter().sum::<u64>(), 6);
+//!
+//! // Mask |x| < 1: 0.5 and 0 are zeroed, NaN is kept.
+//! host::abs_threshold_mask(&mut grad, 1.0f32.abs_key());
+//! assert_eq!(&grad[..5], &[0.0, -3.0, 0.0, 2.0, -1.0]);
+//! assert!(grad[5].is_nan());
+//! ```
 
 pub mod element;
 pub mod host;
