@@ -36,5 +36,7 @@ pub mod random;
 mod ops;
 pub use ops::MaskOps;
 
+#[cfg(feature = "cube")]
+mod cube;
 #[cfg(feature = "flex")]
 mod flex;

@@ -43,7 +43,7 @@ pub trait MaskOps: Backend {
     }
 
     /// `grad` with the entries whose `|g|` is below `threshold` zeroed (NaN and ±inf kept).
-    #[fusion(default)]
+    #[fusion(dtype = grad, shape = grad)]
     fn abs_threshold_mask(
         grad: FloatTensor<Self>,
         threshold: FloatTensor<Self>,
@@ -59,7 +59,7 @@ pub trait MaskOps: Backend {
 
     /// `updated`, except that entries whose gradient `|g|` is below `threshold` take their
     /// `previous` value: masked parameters do not move.
-    #[fusion(default)]
+    #[fusion(dtype = updated, shape = updated)]
     fn abs_threshold_select(
         grad: FloatTensor<Self>,
         threshold: FloatTensor<Self>,
@@ -145,8 +145,3 @@ pub(crate) fn count_data(counts: host::RandomMaskCounts) -> TensorData {
 
 #[cfg(feature = "ndarray")]
 impl MaskOps for burn::backend::NdArray {}
-
-/// Every CubeCL runtime (wgpu, Vulkan, Metal, WebGPU, CUDA, ROCm) runs the host fallback of
-/// the default bodies until the fused GPU kernels land; the results are exact all the same.
-#[cfg(feature = "cube")]
-impl MaskOps for burn_cubecl::CubeBackend {}
