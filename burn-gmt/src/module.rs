@@ -51,64 +51,118 @@ use crate::stats::MaskStats;
 /// # let _ = model;
 /// ```
 ///
-/// In burn-train, keep the mask in the model (a `#[module(skip)]` field behind a shared
-/// handle) and override `TrainStep::optimize`: burn-train calls it once per optimizer step with
-/// the gradients it has already accumulated over `grads_accumulation` micro-batches, which is
-/// what GMT masks.
+/// In burn-train, override `TrainStep::optimize`: `Learner` calls it once per optimizer step
+/// with the gradients it has already summed (not averaged) over the `grads_accumulation`
+/// micro-batches, which is what GMT masks; a last, shorter group at the end of an epoch gets a
+/// step too. Keep the mask in the model as a `#[module(skip)]` field behind an
+/// `Arc<Mutex<_>>`: burn-train clones and moves the model, and a skipped field is carried
+/// along as it is (never visited, mapped or saved), so every clone shares one mask and its
+/// step counter.
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
 ///
+/// use burn::data::dataloader::DataLoaderBuilder;
+/// use burn::data::dataset::InMemDataset;
 /// use burn::module::Module;
 /// use burn::nn::{Linear, LinearConfig};
 /// use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 /// use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-/// use burn::tensor::{Device, Distribution, Tensor};
-/// use burn::train::{RegressionOutput, TrainOutput, TrainStep};
+/// use burn::tensor::{Device, Tensor};
+/// use burn::train::{Learner, RegressionOutput, SupervisedTraining, TrainOutput, TrainStep};
 /// use burn_gmt::{GradMask, GradMaskConfig, MaskScope};
-///
-/// #[derive(Clone, Debug)]
-/// pub struct SharedMask(Arc<Mutex<GradMask>>);
+/// # use burn::data::dataloader::batcher::Batcher;
+/// # use burn::tensor::TensorData;
+/// # use burn::train::InferenceStep;
+/// # use burn::train::logger::InMemoryMetricLogger;
 ///
 /// #[derive(Module, Debug)]
 /// pub struct Regressor {
 ///     layer: Linear,
+///     // Not a parameter: shared by the clones burn-train makes, never saved.
 ///     #[module(skip)]
-///     mask: SharedMask,
+///     mask: Arc<Mutex<GradMask>>,
+/// }
+///
+/// impl Regressor {
+///     fn forward(&self, (x, y): (Tensor<2>, Tensor<2>)) -> RegressionOutput {
+///         let output = self.layer.forward(x);
+///         let loss = (output.clone() - y.clone()).powi_scalar(2).mean();
+///         RegressionOutput { loss, output, targets: y }
+///     }
 /// }
 ///
 /// impl TrainStep for Regressor {
 ///     type Input = (Tensor<2>, Tensor<2>);
 ///     type Output = RegressionOutput;
 ///
-///     fn step(&self, (x, y): Self::Input) -> TrainOutput<RegressionOutput> {
-///         let output = self.layer.forward(x);
-///         let loss = (output.clone() - y.clone()).powi_scalar(2).mean();
-///         TrainOutput::new(self, loss.backward(), RegressionOutput { loss, output, targets: y })
+///     fn step(&self, batch: Self::Input) -> TrainOutput<RegressionOutput> {
+///         let item = self.forward(batch);
+///         TrainOutput::new(self, item.loss.backward(), item)
 ///     }
 ///
-///     // One global threshold over the whole model, on the accumulated gradients.
-///     fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: GradientsParams) -> Self {
-///         let mask = self.mask.clone();
-///         let grads = mask.0.lock().unwrap().apply(&self, grads);
+///     // Once per optimizer step, on the accumulated gradients: one threshold over the model.
+///     fn optimize(
+///         self,
+///         optim: &mut ModuleOptimizer,
+///         lr: ModuleLearningRate,
+///         grads: GradientsParams,
+///     ) -> Self {
+///         let grads = self.mask.lock().unwrap().apply(&self, grads);
 ///         optim.step(lr, self, grads)
 ///     }
 /// }
+/// # impl InferenceStep for Regressor {
+/// #     type Input = (Tensor<2>, Tensor<2>);
+/// #     type Output = RegressionOutput;
+/// #     fn step(&self, batch: Self::Input) -> RegressionOutput {
+/// #         self.forward(batch)
+/// #     }
+/// # }
+/// # /// Items of 8 inputs and 2 targets.
+/// # #[derive(Clone)]
+/// # struct Pairs;
+/// # impl Batcher<[f32; 10], (Tensor<2>, Tensor<2>)> for Pairs {
+/// #     fn batch(&self, items: Vec<[f32; 10]>, device: &Device) -> (Tensor<2>, Tensor<2>) {
+/// #         let n = items.len();
+/// #         let x: Vec<f32> = items.iter().flat_map(|i| i[..8].to_vec()).collect();
+/// #         let y: Vec<f32> = items.iter().flat_map(|i| i[8..].to_vec()).collect();
+/// #         (
+/// #             Tensor::from_data(TensorData::new(x, [n, 8]), device),
+/// #             Tensor::from_data(TensorData::new(y, [n, 2]), device),
+/// #         )
+/// #     }
+/// # }
+/// # let loader = |device: &Device| {
+/// #     let items: Vec<[f32; 10]> = (0..32)
+/// #         .map(|i| std::array::from_fn(|k| ((i * 10 + k) as f32 * 0.37).sin()))
+/// #         .collect();
+/// #     DataLoaderBuilder::new(Pairs)
+/// #         .batch_size(4)
+/// #         .set_device(device.clone())
+/// #         .build(InMemDataset::new(items))
+/// # };
 ///
 /// let device = Device::default().autodiff();
 /// let config = GradMaskConfig::new(0.3).with_scope(MaskScope::Global);
-/// let mask = SharedMask(Arc::new(Mutex::new(config.init().unwrap())));
+/// let mask = Arc::new(Mutex::new(config.init().unwrap()));
 /// let model = Regressor { layer: LinearConfig::new(8, 2).init(&device), mask: mask.clone() };
+/// let learner = Learner::new(model, AdamWConfig::new().init(), 1e-3);
 ///
-/// // What burn-train's Learner does at each optimizer step:
-/// let x = Tensor::<2>::random([4, 8], Distribution::Default, &device);
-/// let y = Tensor::<2>::random([4, 2], Distribution::Default, &device);
-/// let output = model.step((x, y));
-/// let mut optim = AdamWConfig::new().init();
-/// let model = model.optimize(&mut optim, 1e-3.into(), output.grads);
+/// // 8 micro-batches of 4 items, accumulated 4 at a time: 2 optimizer steps, 2 masks.
+/// let dir = std::env::temp_dir().join(format!("burn-gmt-doc-{}", std::process::id()));
+/// let result = SupervisedTraining::new(&dir, loader(&device), loader(&device))
+///     .grads_accumulation(4)
+///     .num_epochs(1)
+/// #   .with_metric_logger(InMemoryMetricLogger::new())
+/// #   .with_application_logger(None)
+///     .launch(learner);
+/// assert!(result.error.is_none());
 ///
-/// assert_eq!(mask.0.lock().unwrap().last_stats().masked(), (0.3 * 18.0_f64).floor() as u64);
-/// # let _ = model;
+/// let mask = mask.lock().unwrap();
+/// assert_eq!(mask.steps(), 2);
+/// assert_eq!(mask.last_stats().masked(), (0.3 * 18.0_f64).floor() as u64);
+/// # let _ = std::fs::remove_dir_all(&dir);
 /// ```
 #[derive(Debug, Clone)]
 pub struct GradMask {
