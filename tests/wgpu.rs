@@ -6,29 +6,9 @@
 mod common;
 
 use burn::module::Param;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use burn_gmt::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, select_kth_abs};
-use common::{Float, Params, Single, assert_same, grads_for, reference_mask, values};
-
-/// The wgpu device, or `None` (after saying so) when there is no adapter.
-fn wgpu_device(test: &str) -> Option<Device> {
-    let probe = std::panic::catch_unwind(|| {
-        let device = Device::wgpu(Default::default());
-        let t = Tensor::<1>::from_floats([1.0, 2.0], &device);
-        let _ = t.sum().into_scalar::<f32>();
-        device
-    });
-    match probe {
-        Ok(device) => Some(device),
-        Err(_) if std::env::var("GMT_REQUIRE_WGPU").as_deref() == Ok("1") => {
-            panic!("{test}: no wgpu adapter, and GMT_REQUIRE_WGPU=1")
-        }
-        Err(_) => {
-            println!("skipped: {test} (no wgpu adapter)");
-            None
-        }
-    }
-}
+use common::{Float, Params, Single, assert_same, grads_for, reference_mask, values, wgpu_device};
 
 fn sample(n: usize, seed: u64) -> Vec<f64> {
     (0..n as u64)

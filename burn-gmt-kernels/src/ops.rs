@@ -29,17 +29,16 @@ use crate::with_mask_element;
     Fusion: cfg(feature = "cube"),
 )]
 pub trait MaskOps: Backend {
-    /// Radix histogram of `|grad|` for one pass, as an `i64` tensor of length
+    /// Radix histogram of `|grad|` for one pass, as an integer tensor of length
     /// [`HISTOGRAM_LEN`]; see [`host::abs_key_histogram`].
-    #[fusion(default)]
+    ///
+    /// The count dtype is the backend's: `I64` on the CPU backends and in the host fallback,
+    /// `U32` on CubeCL (its devices count with 32-bit atomics and may have no 64-bit integers;
+    /// a tensor there holds fewer than 2^32 entries). Read it with
+    /// [`TensorData::iter::<i64>`](TensorData::iter), which widens either.
+    #[fusion(dtype = burn::tensor::DType::U32, shape = histogram_shape())]
     fn abs_key_histogram(grad: &FloatTensor<Self>, shift: u32, prefix: u64) -> IntTensor<Self> {
-        let device = grad.device();
-        let data = read_float::<Self>(grad.clone());
-        let mut hist = vec![0u64; HISTOGRAM_LEN];
-        with_mask_element!(data.dtype(), E => {
-            host::abs_key_histogram::<E>(float_slice(&data), shift, prefix, &mut hist);
-        });
-        Self::int_from_data(histogram_data(hist), &device)
+        host_abs_key_histogram::<Self>(grad, shift, prefix)
     }
 
     /// `grad` with the entries whose `|g|` is below `threshold` zeroed (NaN and ±inf kept).
@@ -48,13 +47,7 @@ pub trait MaskOps: Backend {
         grad: FloatTensor<Self>,
         threshold: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let device = grad.device();
-        let threshold = read_threshold_key::<Self>(threshold);
-        let mut data = read_float::<Self>(grad);
-        with_mask_element!(data.dtype(), E => {
-            host::abs_threshold_mask::<E>(float_slice_mut(&mut data), threshold);
-        });
-        Self::float_from_data(data, &device)
+        host_abs_threshold_mask::<Self>(grad, threshold)
     }
 
     /// `updated`, except that entries whose gradient `|g|` is below `threshold` take their
@@ -66,20 +59,7 @@ pub trait MaskOps: Backend {
         updated: FloatTensor<Self>,
         previous: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let device = updated.device();
-        let threshold = read_threshold_key::<Self>(threshold);
-        let grad = read_float::<Self>(grad);
-        let previous = read_float::<Self>(previous);
-        let mut updated = read_float::<Self>(updated);
-        with_mask_element!(updated.dtype(), E => {
-            host::abs_threshold_select::<E>(
-                float_slice(&grad),
-                threshold,
-                float_slice_mut(&mut updated),
-                float_slice(&previous),
-            );
-        });
-        Self::float_from_data(updated, &device)
+        host_abs_threshold_select::<Self>(grad, threshold, updated, previous)
     }
 
     /// `grad` with a random fraction of its finite entries zeroed (entry drawn when its draw
@@ -104,6 +84,75 @@ pub trait MaskOps: Backend {
         });
         Self::int_from_data(count_data(counts), &device)
     }
+}
+
+/// Shape of a histogram tensor: [`HISTOGRAM_LEN`] counts (the Fusion output metadata).
+#[cfg_attr(not(feature = "cube"), allow(dead_code))]
+pub(crate) fn histogram_shape() -> burn::tensor::Shape {
+    burn::tensor::Shape::new([HISTOGRAM_LEN])
+}
+
+/// [`MaskOps::abs_key_histogram`] on the host (any backend, at the price of a read-back), as
+/// an `I64` tensor.
+pub(crate) fn host_abs_key_histogram<B: Backend>(
+    grad: &FloatTensor<B>,
+    shift: u32,
+    prefix: u64,
+) -> IntTensor<B> {
+    let device = grad.device();
+    let hist = host_histogram_counts::<B>(grad, shift, prefix);
+    B::int_from_data(histogram_data(hist), &device)
+}
+
+/// The counts of [`MaskOps::abs_key_histogram`], computed on the host.
+pub(crate) fn host_histogram_counts<B: Backend>(
+    grad: &FloatTensor<B>,
+    shift: u32,
+    prefix: u64,
+) -> Vec<u64> {
+    let data = read_float::<B>(grad.clone());
+    let mut hist = vec![0u64; HISTOGRAM_LEN];
+    with_mask_element!(data.dtype(), E => {
+        host::abs_key_histogram::<E>(float_slice(&data), shift, prefix, &mut hist);
+    });
+    hist
+}
+
+/// [`MaskOps::abs_threshold_mask`] on the host (any backend).
+pub(crate) fn host_abs_threshold_mask<B: Backend>(
+    grad: FloatTensor<B>,
+    threshold: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let device = grad.device();
+    let threshold = read_threshold_key::<B>(threshold);
+    let mut data = read_float::<B>(grad);
+    with_mask_element!(data.dtype(), E => {
+        host::abs_threshold_mask::<E>(float_slice_mut(&mut data), threshold);
+    });
+    B::float_from_data(data, &device)
+}
+
+/// [`MaskOps::abs_threshold_select`] on the host (any backend).
+pub(crate) fn host_abs_threshold_select<B: Backend>(
+    grad: FloatTensor<B>,
+    threshold: FloatTensor<B>,
+    updated: FloatTensor<B>,
+    previous: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let device = updated.device();
+    let threshold = read_threshold_key::<B>(threshold);
+    let grad = read_float::<B>(grad);
+    let previous = read_float::<B>(previous);
+    let mut updated = read_float::<B>(updated);
+    with_mask_element!(updated.dtype(), E => {
+        host::abs_threshold_select::<E>(
+            float_slice(&grad),
+            threshold,
+            float_slice_mut(&mut updated),
+            float_slice(&previous),
+        );
+    });
+    B::float_from_data(updated, &device)
 }
 
 /// Reads a float tensor to the host (row-major, contiguous).

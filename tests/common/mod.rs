@@ -154,3 +154,25 @@ pub fn grads_for(module: &Single, grad: Tensor<1>) -> GradientsParams {
     grads.register(module.weight.id, grad);
     grads
 }
+
+/// The wgpu device, or `None` (after saying so) when there is no adapter. With
+/// `GMT_REQUIRE_WGPU=1` (set by `.ci/run`) a missing adapter fails the test instead.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device(test: &str) -> Option<Device> {
+    let probe = std::panic::catch_unwind(|| {
+        let device = Device::wgpu(Default::default());
+        let t = Tensor::<1>::from_floats([1.0, 2.0], &device);
+        let _ = t.sum().into_scalar::<f32>();
+        device
+    });
+    match probe {
+        Ok(device) => Some(device),
+        Err(_) if std::env::var("GMT_REQUIRE_WGPU").as_deref() == Ok("1") => {
+            panic!("{test}: no wgpu adapter, and GMT_REQUIRE_WGPU=1")
+        }
+        Err(_) => {
+            println!("skipped: {test} (no wgpu adapter)");
+            None
+        }
+    }
+}

@@ -1,16 +1,125 @@
-//! `MaskOps` on the CubeCL backend (wgpu, Vulkan, Metal, WebGPU, CUDA, ROCm): fused threshold
-//! kernels for masking and holding parameters; selection (histograms) and the random mask use
-//! the host fallback for now.
+//! `MaskOps` on the CubeCL backend (wgpu, Vulkan, Metal, WebGPU, CUDA, ROCm), and through the
+//! macro-generated `Fusion` implementation on `Fusion<CubeBackend>`, which is what a wgpu or
+//! CUDA device is by default.
+//!
+//! Kernels (one file each, the `#[cube]` function next to its launcher):
+//! - [`mask`]: the fused mask, in place, the threshold read from device memory.
+//! - [`select`]: the fused select of `MaskTarget::Update`, in place, same threshold.
+//! - [`histogram`]: one radix pass of the exact selection, shared-memory atomics per cube
+//!   merged into a global `u32` histogram.
+//!
+//! Launches and passes over a tensor of `n` entries (vector width `v`, chosen per device and
+//! dtype): each operation reads the tensor once (the select reads three tensors and writes
+//! one) in one vectorized launch over `n / v` vectors, plus one scalar launch over the
+//! `n % v` tail entries when there are any. The histogram also zeroes its 65,537 counters
+//! (one fill launch). A non-contiguous input is first made contiguous (one copy launch), and
+//! an input that is shared is copied before being written (one copy launch).
+//!
+//! `f32`, `f16` and `bf16` run the kernels (where the runtime has the type); `f64` (no
+//! order-preserving 32-bit key) and the random mask use the host fallback of
+//! [`MaskOps`]'s default bodies.
 
-mod threshold;
+mod histogram;
+mod key;
+mod mask;
+mod select;
 
 use burn::backend::TensorMetadata;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::ops::IntTensorOps;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::tensor::{DType, Shape, TensorData};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::zeros_client;
 use burn_cubecl::tensor::CubeTensor;
+use cubecl::calculate_cube_count_elemwise;
+use cubecl::client::Client;
+use cubecl::prelude::{AddressType, CubeCount, CubeDim, ElemType};
 
-use crate::ops::MaskOps;
+use crate::element::HISTOGRAM_LEN;
+use crate::ops::{
+    MaskOps, host_abs_threshold_mask, host_abs_threshold_select, host_histogram_counts,
+};
+
+/// How one operation covers a contiguous run of `len` entries of one dtype.
+pub(crate) struct Plan {
+    client: Client,
+    len: usize,
+    /// Entries per vector of the main launch.
+    vector_size: usize,
+    /// Key kind of the dtype ([`key::KIND_F32`] and friends).
+    kind: u32,
+    storage: ElemType,
+    address_type: AddressType,
+}
+
+/// One launch of a plan: positions `start..end` counted in vectors of `vector_size`.
+pub(crate) struct Launch {
+    vector_size: usize,
+    start: usize,
+    end: usize,
+    cube_count: CubeCount,
+    cube_dim: CubeDim,
+}
+
+impl Plan {
+    /// The plan for `len` entries of `tensors` (contiguous, one dtype), or `None` when the
+    /// dtype has no kernel (the caller falls back to the host).
+    fn new(tensors: &[&CubeTensor], len: usize) -> Option<Self> {
+        let first = tensors[0];
+        let kind = match first.dtype {
+            DType::F32 => key::KIND_F32,
+            DType::F16 => key::KIND_F16,
+            DType::BF16 => key::KIND_BF16,
+            _ => return None,
+        };
+        let vector_size = first
+            .client
+            .io_optimized_vector_sizes(first.dtype.size())
+            .find(|&v| v <= len)
+            .unwrap_or(1);
+        let address_type = tensors
+            .iter()
+            .map(|t| t.required_address_type())
+            .max()
+            .unwrap_or_default();
+        Some(Self {
+            client: first.client.clone(),
+            len,
+            vector_size,
+            kind,
+            storage: dtype_to_storage_type(first.dtype),
+            address_type,
+        })
+    }
+
+    /// The vectorized launch over the whole vectors, then the scalar launch over the tail.
+    fn launches(&self) -> Vec<Launch> {
+        let vectors = self.len / self.vector_size;
+        let tail = self.len % self.vector_size;
+        let mut launches = Vec::with_capacity(2);
+        if vectors > 0 {
+            launches.push(self.launch(self.vector_size, 0, vectors));
+        }
+        if tail > 0 {
+            launches.push(self.launch(1, self.len - tail, self.len));
+        }
+        launches
+    }
+
+    fn launch(&self, vector_size: usize, start: usize, end: usize) -> Launch {
+        let units = end - start;
+        let cube_dim = CubeDim::new(&self.client, units);
+        Launch {
+            vector_size,
+            start,
+            end,
+            cube_count: calculate_cube_count_elemwise(&self.client, units, cube_dim),
+            cube_dim,
+        }
+    }
+}
 
 /// A contiguous tensor this call may write to: the input itself when nothing else holds it,
 /// a copy otherwise.
@@ -24,6 +133,38 @@ fn writable(tensor: CubeTensor) -> CubeTensor {
 }
 
 impl MaskOps for CubeBackend {
+    fn abs_key_histogram(grad: &FloatTensor<Self>, shift: u32, prefix: u64) -> IntTensor<Self> {
+        let len = grad.shape().num_elements();
+        let hist = zeros_client(
+            grad.client.clone(),
+            grad.device.clone(),
+            Shape::new([HISTOGRAM_LEN]),
+            DType::U32,
+        );
+        let grad = into_contiguous(grad.clone());
+        match Plan::new(&[&grad], len) {
+            // The kernel's keys are 32-bit; a shift past them is the host's business.
+            Some(plan) if len > 0 && shift < 32 => {
+                assert!(
+                    len < u32::MAX as usize,
+                    "gradient mask: a CubeCL histogram counts fewer than 2^32 entries per tensor"
+                );
+                histogram::launch(&grad, &hist, &plan, shift, prefix);
+                hist
+            }
+            Some(_) if len == 0 => hist,
+            _ => {
+                // f64 and odd passes: counted on the host, returned in the kernel's dtype.
+                let counts = host_histogram_counts::<Self>(&grad, shift, prefix);
+                let counts: Vec<u32> = counts
+                    .into_iter()
+                    .map(|c| u32::try_from(c).expect("gradient mask: histogram count over u32"))
+                    .collect();
+                Self::int_from_data(TensorData::new(counts, [HISTOGRAM_LEN]), &grad.device)
+            }
+        }
+    }
+
     fn abs_threshold_mask(
         grad: FloatTensor<Self>,
         threshold: FloatTensor<Self>,
@@ -33,11 +174,18 @@ impl MaskOps for CubeBackend {
             "gradient mask: threshold dtype"
         );
         let len = grad.shape().num_elements();
-        let values = writable(grad);
-        if len > 0 {
-            threshold::launch_abs_threshold_mask(&values, into_contiguous(threshold), len);
+        if len == 0 {
+            return grad;
         }
-        values
+        let values = writable(grad);
+        let threshold = into_contiguous(threshold);
+        match Plan::new(&[&values, &threshold], len) {
+            Some(plan) => {
+                mask::launch(&values, &threshold, &plan);
+                values
+            }
+            None => host_abs_threshold_mask::<Self>(values, threshold),
+        }
     }
 
     fn abs_threshold_select(
@@ -52,19 +200,24 @@ impl MaskOps for CubeBackend {
             "gradient mask: gradient, updated and previous values must have one shape"
         );
         assert!(
-            grad.dtype == updated.dtype && previous.dtype == updated.dtype,
+            grad.dtype == updated.dtype
+                && previous.dtype == updated.dtype
+                && threshold.dtype == updated.dtype,
             "gradient mask: dtypes"
         );
-        let out = writable(updated);
-        if len > 0 {
-            threshold::launch_abs_threshold_select(
-                into_contiguous(grad),
-                into_contiguous(threshold),
-                &out,
-                into_contiguous(previous),
-                len,
-            );
+        if len == 0 {
+            return updated;
         }
-        out
+        let grad = into_contiguous(grad);
+        let threshold = into_contiguous(threshold);
+        let previous = into_contiguous(previous);
+        let out = writable(updated);
+        match Plan::new(&[&out, &grad, &previous, &threshold], len) {
+            Some(plan) => {
+                select::launch(&grad, &threshold, &out, &previous, &plan);
+                out
+            }
+            None => host_abs_threshold_select::<Self>(grad, threshold, out, previous),
+        }
     }
 }

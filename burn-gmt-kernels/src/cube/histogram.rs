@@ -1,0 +1,219 @@
+//! Radix digit histogram of the `|x|` keys, one pass over the tensor, exactly as
+//! [`crate::host::abs_key_histogram`] defines it: entries whose key bits above the digit equal
+//! `prefix` are counted in the bin of their 16-bit digit, entries whose high bits are below it
+//! in the last bin, the others nowhere.
+//!
+//! 65,536 bins do not fit in the shared memory of a cube, so each cube keeps a window of
+//! `window` consecutive bins in shared memory (plus one for digit 0, where zeros and ties at
+//! zero land, and one for the "below prefix" count), counts there with shared-memory atomics
+//! and merges the non-zero bins into the global histogram with one global atomic each at the
+//! end. The window is centred on the median digit of a few entries sampled from the cube's
+//! first slice, so the bulk of a gradient's digits (and a tie's hot digit) is counted in
+//! shared memory; digits outside it go straight to global atomics. The window is a matter of
+//! speed only: every entry is counted exactly once whatever it is. No plane (warp) operation
+//! is used, so this runs on lavapipe and the CubeCL CPU runtime too.
+
+use cubecl::prelude::*;
+
+use super::key::{narrow_key, wide_key};
+use super::{Launch, Plan};
+use crate::element::{BELOW_PREFIX_BIN, DIGITS};
+use burn_cubecl::tensor::CubeTensor;
+
+/// Entries sampled per cube to place its shared window.
+const SAMPLES: u32 = 16;
+/// No sample: the sampled entry is out of range or outside the prefix.
+const NO_SAMPLE: u32 = 0xFFFF_FFFF;
+
+/// Adds the histogram of `values[start..end]` to `hist` (`u32` atomics, [`HISTOGRAM_LEN`]
+/// bins). Digits are `(key >> shift) & 0xFFFF`, high bits `key >> high_shift` compared with
+/// `prefix` (`high_shift` at most 31, where the sign-free key has no bit left).
+///
+/// [`HISTOGRAM_LEN`]: crate::element::HISTOGRAM_LEN
+#[cube(launch_unchecked, address_type = "dynamic")]
+#[allow(clippy::too_many_arguments)]
+fn abs_key_histogram_kernel<F: Float, N: Size>(
+    values: &[Vector<F, N>],
+    hist: &mut [Atomic<u32>],
+    start: usize,
+    end: usize,
+    shift: u32,
+    high_shift: u32,
+    prefix: u32,
+    #[comptime] kind: u32,
+    #[comptime] window: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let units = CUBE_DIM as usize;
+    let digit_mask = (DIGITS as u32) - 1u32;
+    // [0, window): the window; window: digit 0; window + 1: below the prefix.
+    let local = Shared::<[Atomic<u32>]>::new_slice((window + 2u32) as usize);
+    let mut samples = Shared::<[u32]>::new_slice(SAMPLES as usize);
+
+    let mut bin = UNIT_POS;
+    while bin < window + 2u32 {
+        local[bin as usize].store(0u32);
+        bin += CUBE_DIM;
+    }
+    if UNIT_POS < SAMPLES {
+        // Lane 0 of vectors spread over this cube's first slice (with fewer units than samples, some samples coincide).
+        let step = units / (SAMPLES as usize);
+        let pos = start + CUBE_POS * units + (UNIT_POS as usize) * step;
+        let mut sample = 0xFFFF_FFFFu32;
+        if pos < end {
+            let key = narrow_key(wide_key::<F, N>(values[pos], kind).extract(0usize), kind);
+            if key >> high_shift == prefix {
+                sample = (key >> shift) & digit_mask;
+            }
+        }
+        samples[UNIT_POS as usize] = sample;
+    }
+    sync_cube();
+
+    // Every unit finds the median of the valid samples (16 × 16 comparisons).
+    let mut valid = 0u32;
+    for j in 0..SAMPLES {
+        if samples[j as usize] != NO_SAMPLE {
+            valid += 1u32;
+        }
+    }
+    let mut median = 0u32;
+    for j in 0..SAMPLES {
+        let s = samples[j as usize];
+        if s != NO_SAMPLE {
+            let mut rank = 0u32;
+            for k in 0..SAMPLES {
+                let t = samples[k as usize];
+                if t != NO_SAMPLE && (t < s || (t == s && k < j)) {
+                    rank += 1u32;
+                }
+            }
+            if rank == valid / 2u32 {
+                median = s;
+            }
+        }
+    }
+    let half = window / 2u32;
+    let last_base = (DIGITS as u32) - window;
+    let mut base = 0u32;
+    if median > half {
+        base = median - half;
+        if base > last_base {
+            base = last_base;
+        }
+    }
+
+    // Count: a grid-stride loop over whole vectors.
+    let mut below = 0u32;
+    let stride = CUBE_COUNT * units;
+    let mut pos = start + ABSOLUTE_POS;
+    while pos < end {
+        let keys = wide_key::<F, N>(values[pos], kind);
+        #[unroll]
+        for lane in 0..N::value() {
+            let key = narrow_key(keys.extract(lane), kind);
+            let high = key >> high_shift;
+            if high == prefix {
+                let digit = (key >> shift) & digit_mask;
+                if digit >= base && digit < base + window {
+                    local[(digit - base) as usize].fetch_add(1u32);
+                } else if digit == 0u32 {
+                    local[window as usize].fetch_add(1u32);
+                } else {
+                    hist[digit as usize].fetch_add(1u32);
+                }
+            } else if high < prefix {
+                below += 1u32;
+            }
+        }
+        pos += stride;
+    }
+    if below > 0u32 {
+        local[(window + 1u32) as usize].fetch_add(below);
+    }
+    sync_cube();
+
+    // Merge the non-zero shared bins into the global histogram.
+    let mut slot = UNIT_POS;
+    while slot < window {
+        let count = local[slot as usize].load();
+        if count > 0u32 {
+            hist[(base + slot) as usize].fetch_add(count);
+        }
+        slot += CUBE_DIM;
+    }
+    if UNIT_POS == 0u32 {
+        let zeros = local[window as usize].load();
+        if zeros > 0u32 {
+            hist[0usize].fetch_add(zeros);
+        }
+        let below = local[(window + 1u32) as usize].load();
+        if below > 0u32 {
+            hist[BELOW_PREFIX_BIN].fetch_add(below);
+        }
+    }
+}
+
+/// Units per cube of the histogram kernel.
+const UNITS: u32 = 256;
+/// Vectors per unit below which fewer cubes are launched (each cube pays for its window).
+const VECTORS_PER_UNIT: usize = 16;
+/// At most this many cubes; the grid-stride loop covers the rest.
+const MAX_CUBES: usize = 1024;
+
+/// Adds the histogram of `grad` (contiguous, `plan.len` entries) to `hist` (a zeroed `u32`
+/// buffer of [`HISTOGRAM_LEN`](crate::element::HISTOGRAM_LEN) entries).
+pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &Plan, shift: u32, prefix: u64) {
+    let client = &grad.client;
+    let props = client.properties();
+    let units = UNITS.min(props.hardware.max_units_per_cube).max(1);
+    let window = window_bins(props.hardware.max_shared_memory_size);
+    // Bits above the digit: none left past bit 31 of the sign-free key.
+    let high_shift = (shift + crate::element::DIGIT_BITS).min(31);
+    // High bits fit in 16 bits, so a prefix past u32 is above every entry, as on the host.
+    let prefix = u32::try_from(prefix).unwrap_or(u32::MAX);
+    for launch in plan.launches() {
+        let Launch {
+            vector_size,
+            start,
+            end,
+            ..
+        } = launch;
+        let vectors = end - start;
+        let per_cube = units as usize * VECTORS_PER_UNIT;
+        let cubes = vectors.div_ceil(per_cube).clamp(1, MAX_CUBES);
+        // SAFETY: every unit reads positions in `start..end`, within the `plan.len` entries;
+        // histogram indices are digits (< 65,536) or `BELOW_PREFIX_BIN`, within its length;
+        // shared indices stay below `window + 2`.
+        unsafe {
+            abs_key_histogram_kernel::launch_unchecked(
+                client,
+                CubeCount::new_1d(cubes as u32),
+                CubeDim::new_1d(units),
+                plan.address_type,
+                vector_size,
+                grad.clone().into_buffer_arg(),
+                hist.clone().into_buffer_arg(),
+                start,
+                end,
+                shift,
+                high_shift,
+                prefix,
+                plan.kind,
+                window,
+                plan.storage,
+            );
+        }
+    }
+}
+
+/// Shared bins per cube: a power of two, at most 8,192 (32 KiB), leaving room for the two
+/// extra counters and the samples within the device's shared memory.
+fn window_bins(max_shared_bytes: usize) -> u32 {
+    let words = (max_shared_bytes / 4).saturating_sub(2 + SAMPLES as usize + 16);
+    let mut bins = 8192usize;
+    while bins > 256 && bins > words {
+        bins /= 2;
+    }
+    bins as u32
+}

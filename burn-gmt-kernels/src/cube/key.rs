@@ -1,0 +1,58 @@
+//! The order-preserving key of `|x|` inside a kernel (see [`crate::element`]).
+//!
+//! A key is computed from the value's bits, never by float comparison, so the kernels agree
+//! with the host bit for bit: subnormals are ranked even on a device that flushes them in
+//! arithmetic, and NaN ranks above `+inf`.
+//!
+//! 32-bit floats reinterpret their bits. The 16-bit floats are widened to `f32` first (exact,
+//! and a `u16` type does not exist on every runtime, WGSL among them): the `f32` key orders
+//! exactly like the 16-bit key, which is enough to compare against a threshold, and
+//! [`narrow_key`] rebuilds the 16-bit key itself where a histogram needs its digits.
+
+use cubecl::prelude::*;
+
+/// Key kind of a 32-bit float (`f32`): the key is the bits with the sign cleared.
+pub const KIND_F32: u32 = 0;
+/// Key kind of `f16`.
+pub const KIND_F16: u32 = 1;
+/// Key kind of `bf16`.
+pub const KIND_BF16: u32 = 2;
+
+/// Sign-cleared `f32` bits of `x`, widened to `f32` first when `F` is a 16-bit float
+/// (`kind` is not [`KIND_F32`]). Orders like `|x|`, NaN above `+inf`.
+#[cube]
+pub fn wide_key<F: Float, N: Size>(x: Vector<F, N>, #[comptime] kind: u32) -> Vector<u32, N> {
+    let bits = if comptime!(kind == KIND_F32) {
+        Vector::<u32, N>::reinterpret(x)
+    } else {
+        Vector::<u32, N>::reinterpret(Vector::<f32, N>::cast_from(x))
+    };
+    bits & Vector::new(0x7FFF_FFFFu32)
+}
+
+/// The key of the element's own width ([`crate::element::MaskElement::abs_key`]) from its
+/// [`wide_key`]: unchanged for `f32`; for `f16` and `bf16`, the 16-bit pattern of the value
+/// the widened `f32` holds (exact: every 16-bit value is an `f32`).
+#[cube]
+pub fn narrow_key(wide: u32, #[comptime] kind: u32) -> u32 {
+    let mut key = wide;
+    if comptime!(kind == KIND_BF16) {
+        // bf16 is the high half of an f32.
+        key = wide >> 16u32;
+    } else if comptime!(kind == KIND_F16) {
+        let exp = wide >> 23u32;
+        let man = wide & 0x7F_FFFFu32;
+        key = 0u32;
+        if exp == 255u32 {
+            // inf and NaN: the payload keeps its top 10 bits.
+            key = 0x7C00u32 | (man >> 13u32);
+        } else if exp >= 113u32 {
+            // Normal f16: exponents 1..=30 are f32 exponents 113..=142.
+            key = ((exp - 112u32) << 10u32) | (man >> 13u32);
+        } else if exp >= 103u32 {
+            // Subnormal f16 (m * 2^-24): a normal f32 with exponent 103..=112.
+            key = (man | 0x80_0000u32) >> (126u32 - exp);
+        }
+    }
+    key
+}
