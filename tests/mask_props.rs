@@ -33,10 +33,12 @@ fn sized_values() -> impl Strategy<Value = Vec<f64>> {
     ]
 }
 
-/// Checks both selection paths: the host select for small inputs and the histogram passes.
+/// Checks every selection path: the host select for small inputs, the histogram passes read
+/// by the host, and the on-device steps (run here through the host bodies of `MaskOps`).
 fn check_per_tensor(raw: &[f64], float: Float, ratio: f64) {
     check_per_tensor_once(raw, float, ratio);
     burn_gmt::with_radix_select(|| check_per_tensor_once(raw, float, ratio));
+    burn_gmt::with_device_select(|| check_per_tensor_once(raw, float, ratio));
 }
 
 fn check_per_tensor_once(raw: &[f64], float: Float, ratio: f64) {
@@ -85,7 +87,7 @@ proptest! {
         c in prop::collection::vec(entry(), 1..5),
         float in float(),
         ratio in 0.0f64..0.999,
-        radix in any::<bool>(),
+        path in 0..3u8,
     ) {
         let rows = b.len();
         let (depth, width) = (c.len(), 3);
@@ -108,7 +110,11 @@ proptest! {
             grads.register(module.cube.id, module.cube.val());
 
             let mut mask = GradMaskConfig::new(ratio).with_scope(MaskScope::Global).init().unwrap();
-            let mut grads = if radix { burn_gmt::with_radix_select(|| mask.apply(&module, grads)) } else { mask.apply(&module, grads) };
+            let mut grads = match path {
+                0 => mask.apply(&module, grads),
+                1 => burn_gmt::with_radix_select(|| mask.apply(&module, grads)),
+                _ => burn_gmt::with_device_select(|| mask.apply(&module, grads)),
+            };
             let got: Vec<f64> = values(grads.remove::<1>(module.vector.id).unwrap())
                 .into_iter()
                 .chain(values(grads.remove::<2>(module.matrix.id).unwrap()))
@@ -133,6 +139,7 @@ proptest! {
             let t = burn::tensor::Tensor::<1>::from_floats(vals.as_slice(), &device);
             prop_assert_eq!(select_kth_abs(&t, k as u64), Some(expected));
             prop_assert_eq!(burn_gmt::with_radix_select(|| select_kth_abs(&t, k as u64)), Some(expected));
+            prop_assert_eq!(burn_gmt::with_device_select(|| select_kth_abs(&t, k as u64)), Some(expected));
             prop_assert_eq!(select_kth_abs(&t, vals.len() as u64), None);
         }
     }

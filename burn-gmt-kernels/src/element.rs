@@ -37,6 +37,14 @@ pub const DIGITS: usize = 1 << DIGIT_BITS;
 pub const HISTOGRAM_LEN: usize = DIGITS + 1;
 /// Index of the "below the prefix" bin of a histogram.
 pub const BELOW_PREFIX_BIN: usize = DIGITS;
+/// Length of a selection buffer (an on-device radix selection in progress, see
+/// [`MaskOps::radix_select_start`](crate::MaskOps::radix_select_start)): a histogram, then the
+/// key prefix chosen so far and the rank still sought within it.
+pub const SELECTION_LEN: usize = HISTOGRAM_LEN + 2;
+/// Index of the key prefix in a selection buffer.
+pub const SELECTION_PREFIX: usize = HISTOGRAM_LEN;
+/// Index of the remaining rank in a selection buffer.
+pub const SELECTION_REMAINING: usize = HISTOGRAM_LEN + 1;
 
 macro_rules! impl_mask_element {
     ($ty:ty, $bits:ty, $key_bits:expr, $inf:expr, $dtype:expr,

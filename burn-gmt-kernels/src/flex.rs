@@ -6,7 +6,7 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn_flex::FlexTensor;
 
 use crate::element::{HISTOGRAM_LEN, MaskElement};
-use crate::ops::{MaskOps, count_data, histogram_data};
+use crate::ops::{MaskOps, count_data, counter_data};
 use crate::{host, with_mask_element};
 
 /// The tensor laid out row-major over exactly its own buffer (a copy only when it is a
@@ -54,7 +54,7 @@ impl MaskOps for Flex {
                 host::abs_key_histogram::<E>(values(g), shift, prefix, &mut hist);
             })
         });
-        FlexTensor::from_data(histogram_data(hist))
+        FlexTensor::from_data(counter_data(hist))
     }
 
     fn abs_threshold_mask(

@@ -171,3 +171,58 @@ pub fn random_mask_count<E: MaskElement>(values: &[E], key: u64, bound: u64) -> 
     }
     counts
 }
+
+/// One step of a radix selection on a selection buffer (layout of
+/// [`SELECTION_LEN`](crate::element::SELECTION_LEN)): finds the digit bin that holds the
+/// remaining rank, appends that digit to the prefix, takes the entries of the lower bins off
+/// the remaining rank and clears the histogram for the next pass.
+///
+/// # Panics
+/// If the remaining rank is not below the number of entries counted in the digit bins (the
+/// caller asked for a rank past the end).
+pub fn select_digit(selection: &mut [u64]) {
+    use crate::element::{SELECTION_LEN, SELECTION_PREFIX, SELECTION_REMAINING};
+    assert_eq!(selection.len(), SELECTION_LEN, "selection buffer length");
+    let mut remaining = selection[SELECTION_REMAINING];
+    let digit = selection[..DIGITS]
+        .iter()
+        .position(|&count| {
+            let found = remaining < count;
+            if !found {
+                remaining -= count;
+            }
+            found
+        })
+        .expect("gradient mask: rank below the number of entries in the prefix");
+    selection[SELECTION_PREFIX] = (selection[SELECTION_PREFIX] << DIGIT_BITS) | digit as u64;
+    selection[SELECTION_REMAINING] = remaining;
+    selection[..HISTOGRAM_LEN].fill(0);
+}
+
+/// Entries of a gradient against a threshold: masked (finite, `|x|` key below the threshold
+/// key) and non-finite (NaN or ±inf, never masked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThresholdCounts {
+    /// Entries whose `|x|` key is below the threshold key.
+    pub masked: u64,
+    /// NaN and ±inf entries.
+    pub non_finite: u64,
+}
+
+/// Counts `values` against `threshold_key` (at most the key of `+inf`).
+pub fn abs_threshold_count<E: MaskElement>(values: &[E], threshold_key: u64) -> ThresholdCounts {
+    let count = |chunk: &[E]| {
+        chunk.iter().fold((0u64, 0u64), |(masked, non_finite), x| {
+            let key = x.abs_key();
+            (
+                masked + u64::from(key < threshold_key),
+                non_finite + u64::from(key >= E::INF_KEY),
+            )
+        })
+    };
+    let (masked, non_finite) = values
+        .par_chunks(task_len(values.len()))
+        .map(count)
+        .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    ThresholdCounts { masked, non_finite }
+}

@@ -7,7 +7,9 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, TensorMetadata, backend_extension};
 use burn::tensor::{TensorData, try_read_sync};
 
-use crate::element::{HISTOGRAM_LEN, MaskElement};
+use crate::element::{
+    HISTOGRAM_LEN, MaskElement, SELECTION_LEN, SELECTION_PREFIX, SELECTION_REMAINING, inf_key,
+};
 use crate::host;
 use crate::with_mask_element;
 
@@ -39,6 +41,76 @@ pub trait MaskOps: Backend {
     #[fusion(dtype = burn::tensor::DType::U32, shape = histogram_shape())]
     fn abs_key_histogram(grad: &FloatTensor<Self>, shift: u32, prefix: u64) -> IntTensor<Self> {
         host_abs_key_histogram::<Self>(grad, shift, prefix)
+    }
+
+    /// Starts an exact selection of the `(rank + 1)`-th smallest `|g|` key, held on the device:
+    /// a selection buffer of [`SELECTION_LEN`] counters (a cleared histogram, then the key
+    /// prefix chosen so far and the rank still sought; see [`crate::element`]). `like` only
+    /// names the device.
+    ///
+    /// A selection is [`radix_select_count`](MaskOps::radix_select_count) of every gradient
+    /// then [`radix_select_digit`](MaskOps::radix_select_digit), once per 16-bit digit of the
+    /// key, then [`radix_select_threshold`](MaskOps::radix_select_threshold): nothing is read
+    /// back to the host in between. Counts are `U32` on CubeCL, which therefore selects among
+    /// fewer than 2^32 entries in all and keys of at most 32 bits (f32, f16, bf16).
+    #[fusion(dtype = burn::tensor::DType::U32, shape = selection_shape())]
+    fn radix_select_start(like: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
+        let mut words = vec![0u64; SELECTION_LEN];
+        words[SELECTION_REMAINING] = rank;
+        Self::int_from_data(counter_data(words), &like.device())
+    }
+
+    /// Adds to `selection` the histogram of the digit at `shift` of the `|grad|` keys whose
+    /// higher bits equal the selection's prefix (as [`MaskOps::abs_key_histogram`] counts).
+    #[fusion(dtype = selection, shape = selection)]
+    fn radix_select_count(
+        grad: &FloatTensor<Self>,
+        selection: IntTensor<Self>,
+        shift: u32,
+    ) -> IntTensor<Self> {
+        let device = grad.device();
+        let mut words = read_words::<Self>(selection);
+        let hist = host_histogram_counts::<Self>(grad, shift, words[SELECTION_PREFIX]);
+        words.iter_mut().zip(hist).for_each(|(w, h)| *w += h);
+        Self::int_from_data(counter_data(words), &device)
+    }
+
+    /// Picks the digit of the sought rank from the counted histogram, appends it to the
+    /// prefix and clears the histogram ([`host::select_digit`]).
+    #[fusion(dtype = selection, shape = selection)]
+    fn radix_select_digit(selection: IntTensor<Self>) -> IntTensor<Self> {
+        let device = selection.device();
+        let mut words = read_words::<Self>(selection);
+        host::select_digit(&mut words);
+        Self::int_from_data(counter_data(words), &device)
+    }
+
+    /// The selected value as a one-entry tensor of `like`'s dtype: the value whose key is the
+    /// selection's prefix, at most `+inf` (so NaN and ±inf are never below it).
+    #[fusion(dtype = like, shape = burn::tensor::Shape::new([1]))]
+    fn radix_select_threshold(
+        like: &FloatTensor<Self>,
+        selection: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let words = read_words::<Self>(selection);
+        let dtype = like.dtype();
+        let key = words[SELECTION_PREFIX].min(inf_key(dtype).expect("a supported float dtype"));
+        let data = with_mask_element!(dtype, E => { TensorData::new(vec![E::from_key(key)], [1]) });
+        Self::float_from_data(data, &like.device())
+    }
+
+    /// `[masked, non_finite]` of `grad` against `threshold` ([`host::abs_threshold_count`]):
+    /// what [`MaskOps::abs_threshold_mask`] zeroes and what it never touches.
+    #[fusion(dtype = burn::tensor::DType::U32, shape = burn::tensor::Shape::new([2]))]
+    fn abs_threshold_count(
+        grad: &FloatTensor<Self>,
+        threshold: &FloatTensor<Self>,
+    ) -> IntTensor<Self> {
+        let counts = host_threshold_counts::<Self>(grad, threshold);
+        Self::int_from_data(
+            counter_data(vec![counts.masked, counts.non_finite]),
+            &grad.device(),
+        )
     }
 
     /// `grad` with the entries whose `|g|` is below `threshold` zeroed (NaN and ±inf kept).
@@ -86,6 +158,23 @@ pub trait MaskOps: Backend {
     }
 }
 
+/// Shape of a selection buffer: [`SELECTION_LEN`] counters (the Fusion output metadata).
+#[cfg_attr(not(feature = "cube"), allow(dead_code))]
+pub(crate) fn selection_shape() -> burn::tensor::Shape {
+    burn::tensor::Shape::new([SELECTION_LEN])
+}
+
+/// An integer tensor of counters read to the host, widened to `u64`.
+fn read_words<B: Backend>(tensor: IntTensor<B>) -> Vec<u64> {
+    const MSG: &str = "gradient mask: reading counters back to the host failed";
+    try_read_sync(B::int_into_data(tensor))
+        .expect(MSG)
+        .expect(MSG)
+        .iter::<i64>()
+        .map(|w| w as u64)
+        .collect()
+}
+
 /// Shape of a histogram tensor: [`HISTOGRAM_LEN`] counts (the Fusion output metadata).
 #[cfg_attr(not(feature = "cube"), allow(dead_code))]
 pub(crate) fn histogram_shape() -> burn::tensor::Shape {
@@ -101,7 +190,7 @@ pub(crate) fn host_abs_key_histogram<B: Backend>(
 ) -> IntTensor<B> {
     let device = grad.device();
     let hist = host_histogram_counts::<B>(grad, shift, prefix);
-    B::int_from_data(histogram_data(hist), &device)
+    B::int_from_data(counter_data(hist), &device)
 }
 
 /// The counts of [`MaskOps::abs_key_histogram`], computed on the host.
@@ -116,6 +205,18 @@ pub(crate) fn host_histogram_counts<B: Backend>(
         host::abs_key_histogram::<E>(float_slice(&data), shift, prefix, &mut hist);
     });
     hist
+}
+
+/// The counts of [`MaskOps::abs_threshold_count`], computed on the host.
+pub(crate) fn host_threshold_counts<B: Backend>(
+    grad: &FloatTensor<B>,
+    threshold: &FloatTensor<B>,
+) -> host::ThresholdCounts {
+    let threshold = read_threshold_key::<B>(threshold.clone());
+    let data = read_float::<B>(grad.clone());
+    with_mask_element!(data.dtype(), E => {
+        host::abs_threshold_count::<E>(float_slice(&data), threshold)
+    })
 }
 
 /// [`MaskOps::abs_threshold_mask`] on the host (any backend).
@@ -178,8 +279,8 @@ fn float_slice_mut<E: MaskElement>(data: &mut TensorData) -> &mut [E] {
         .expect("gradient mask: host data has the tensor's dtype")
 }
 
-/// A histogram as the `i64` tensor data the trait returns.
-pub(crate) fn histogram_data(hist: Vec<u64>) -> TensorData {
+/// Counters (a histogram, a selection buffer) as the `i64` tensor data the host bodies return.
+pub(crate) fn counter_data(hist: Vec<u64>) -> TensorData {
     let len = hist.len();
     TensorData::new(
         hist.into_iter().map(|c| c as i64).collect::<Vec<_>>(),

@@ -14,5 +14,7 @@ pub use config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
 pub use error::GradMaskError;
 pub use module::GradMask;
 pub use optimizer::{GradMasked, GradMaskedState, MaskStatsHandle, WithGradMask};
-pub use select::{HOST_SELECT_MAX_ENTRIES, masked_count, select_kth_abs, with_radix_select};
+pub use select::{
+    HOST_SELECT_MAX_ENTRIES, masked_count, select_kth_abs, with_device_select, with_radix_select,
+};
 pub use stats::{MaskStats, TensorMaskStats};

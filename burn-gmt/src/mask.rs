@@ -2,23 +2,24 @@
 //! masked parameters still. Shared by the optimizer wrapper and the module-level mask.
 
 use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use burn_gmt_kernels::MaskOps;
 use burn_gmt_kernels::element::{inf_key, key_bits, key_to_f64};
 use burn_gmt_kernels::random::{draw_key, is_drawn, ratio_bound};
 
 use crate::config::MaskStrategy;
 use crate::error::GradMaskError;
-use crate::select::{self, Counts, masked_count};
+use crate::select::{self, Counts, masked_count, threshold_tensor};
 use crate::stats::TensorMaskStats;
 
 /// What the mask does to one parameter tensor at one step.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub(crate) enum TensorMask {
     /// Nothing is masked: the gradient passes through untouched.
     Keep,
-    /// Entries whose `|g|` key is below `key` are masked (never NaN or `±inf`).
-    Below { key: u64 },
+    /// Entries whose `|g|` is below `threshold` (a one-entry tensor of the gradient's dtype
+    /// on its device, at most `+inf`) are masked, never NaN or `±inf`.
+    Below { threshold: DispatchTensor },
     /// Finite entries drawn below `bound` under `key` are masked; kept ones are scaled.
     Random { key: u64, bound: u64, scale: f64 },
 }
@@ -82,11 +83,13 @@ pub(crate) fn plan_tensor(
                     threshold: None,
                 };
             }
-            let selection = select::select(&grads, dtype, rank);
+            let selection = select::select(&grads, dtype, rank, collect_stats);
             Plan {
-                mask: TensorMask::Below { key: selection.key },
-                counts: Some(selection.counts[0]),
-                threshold: Some(selection.threshold),
+                mask: TensorMask::Below {
+                    threshold: selection.threshold,
+                },
+                counts: selection.counts.map(|c| c[0]),
+                threshold: selection.value,
             }
         }
         MaskStrategy::Random { seed, rescale } => {
@@ -131,12 +134,14 @@ pub(crate) fn plan_frozen(grad: &DispatchTensor, frozen: bool, collect_stats: bo
         }
         counts
     });
-    let inf = inf_key(dtype).expect("checked dtype");
+    let inf = key_to_f64(dtype, inf_key(dtype).expect("checked dtype"));
     match frozen {
         true => Plan {
-            mask: TensorMask::Below { key: inf },
+            mask: TensorMask::Below {
+                threshold: threshold_tensor(f64::INFINITY, dtype, &grad.device().into()),
+            },
             counts,
-            threshold: key_to_f64(dtype, inf),
+            threshold: inf,
         },
         false => Plan {
             mask: TensorMask::Keep,
@@ -159,24 +164,13 @@ fn random_counts(grad: &DispatchTensor, key: u64, bound: u64) -> Counts {
     }
 }
 
-/// A one-entry tensor of `dtype` holding the value of `key` (exact: the value comes from
-/// that dtype).
-fn threshold_tensor(key: u64, dtype: DType, device: &Device) -> Tensor<1> {
-    let value = key_to_f64(dtype, key).expect("checked dtype");
-    Tensor::from_data(TensorData::from([value]), (device, dtype))
-}
-
 /// The gradient with its masked entries zeroed (in place when the backend can).
 pub(crate) fn mask_gradient<const D: usize>(grad: Tensor<D>, mask: TensorMask) -> Tensor<D> {
     match mask {
         TensorMask::Keep => grad,
-        TensorMask::Below { key } => {
-            let threshold = threshold_tensor(key, grad.dtype(), &grad.device());
-            Tensor::from_dispatch(<Dispatch as MaskOps>::abs_threshold_mask(
-                grad.into_dispatch(),
-                threshold.into_dispatch(),
-            ))
-        }
+        TensorMask::Below { threshold } => Tensor::from_dispatch(
+            <Dispatch as MaskOps>::abs_threshold_mask(grad.into_dispatch(), threshold),
+        ),
         TensorMask::Random { key, bound, scale } => Tensor::from_dispatch(
             <Dispatch as MaskOps>::random_mask(grad.into_dispatch(), key, bound, scale),
         ),
@@ -192,11 +186,11 @@ pub(crate) fn hold_masked<const D: usize>(
     masked_grad: Tensor<D>,
     mask: TensorMask,
 ) -> Tensor<D> {
-    let (marker, key) = match mask {
+    let (marker, threshold) = match mask {
         TensorMask::Keep => return updated,
-        // With a key above 0, an entry was masked exactly when its masked gradient is 0:
-        // kept entries have |g| >= T > 0. (Key 0 masks nothing and is planned as `Keep`.)
-        TensorMask::Below { key } => (masked_grad, key),
+        // An entry was masked exactly when its masked gradient is below the same threshold:
+        // masked entries are 0 < T, kept ones keep |g| >= T (and with T = 0 nothing is).
+        TensorMask::Below { threshold } => (masked_grad, threshold),
         // 0 where drawn, 1 elsewhere; `g - g` turns non-finite entries (never masked) to NaN.
         TensorMask::Random { key, bound, .. } => {
             let drawn = <Dispatch as MaskOps>::random_mask(
@@ -206,15 +200,13 @@ pub(crate) fn hold_masked<const D: usize>(
                 1.0,
             );
             let marker = Tensor::<D>::from_dispatch(drawn) + (masked_grad.clone() - masked_grad);
-            let half =
-                burn_gmt_kernels::element::key_of_f64(marker.dtype(), 0.5).expect("checked dtype");
+            let half = threshold_tensor(0.5, marker.dtype(), &marker.device());
             (marker, half)
         }
     };
-    let threshold = threshold_tensor(key, marker.dtype(), &marker.device());
     Tensor::from_dispatch(<Dispatch as MaskOps>::abs_threshold_select(
         marker.into_dispatch(),
-        threshold.into_dispatch(),
+        threshold,
         updated.into_dispatch(),
         previous.into_dispatch(),
     ))

@@ -286,7 +286,7 @@ impl GradMask {
         let mut masks = HashMap::with_capacity(entries.len());
         for (entry, plan) in entries.iter().zip(&plans) {
             stats.tensors.extend(plan.stats(entry.path.clone()));
-            masks.insert(entry.id, plan.mask);
+            masks.insert(entry.id, plan.mask.clone());
         }
         // The gradients are only borrowed now: drop the borrows so masking can be in place.
         drop(entries);
@@ -344,14 +344,14 @@ fn plan_global(entries: &[Entry], ratio: f64, collect: bool) -> Result<Vec<Plan>
             })
             .collect());
     }
-    let selection = select::select(&grads, dtype, rank);
-    Ok(selection
-        .counts
-        .iter()
-        .map(|&counts| Plan {
-            mask: TensorMask::Below { key: selection.key },
-            counts: Some(counts),
-            threshold: Some(selection.threshold),
+    let selection = select::select(&grads, dtype, rank, collect);
+    Ok((0..entries.len())
+        .map(|i| Plan {
+            mask: TensorMask::Below {
+                threshold: selection.threshold.clone(),
+            },
+            counts: selection.counts.as_ref().map(|c| c[i]),
+            threshold: selection.value,
         })
         .collect())
 }
@@ -429,11 +429,11 @@ struct MaskGrads<'a> {
 
 impl ModuleVisitor for MaskGrads<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(&mask) = self.masks.get(&param.id)
+        if let Some(mask) = self.masks.get(&param.id)
             && let Some(grad) = self.grads.remove::<D>(param.id)
         {
             self.grads
-                .register::<D>(param.id, mask_gradient(grad, mask));
+                .register::<D>(param.id, mask_gradient(grad, mask.clone()));
         }
     }
 }
@@ -450,14 +450,14 @@ struct CollectHeld<'a> {
 
 impl ModuleVisitor for CollectHeld<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(&mask) = self.plans.get(&param.id)
-            && mask != TensorMask::Keep
+        if let Some(mask) = self.plans.get(&param.id)
+            && !matches!(mask, TensorMask::Keep)
             && let Some(grad) = self.grads.get::<D>(param.id)
         {
             let previous = param.val().inner().into_dispatch();
             self.held
                 .0
-                .insert(param.id, (previous, grad.into_dispatch(), mask));
+                .insert(param.id, (previous, grad.into_dispatch(), mask.clone()));
         }
     }
 }

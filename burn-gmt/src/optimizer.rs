@@ -155,7 +155,7 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
             step,
             config.collect_stats,
         );
-        let masked = mask_gradient(grad, plan.mask);
+        let masked = mask_gradient(grad, plan.mask.clone());
 
         let (updated, inner_state) = match config.target {
             MaskTarget::Gradient => self.inner.step(lr, tensor, masked, inner_state),
@@ -164,7 +164,7 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
                 let (updated, inner_state) =
                     self.inner.step(lr, tensor, masked.clone(), inner_state);
                 (
-                    hold_masked(updated, previous, masked, plan.mask),
+                    hold_masked(updated, previous, masked, plan.mask.clone()),
                     inner_state,
                 )
             }

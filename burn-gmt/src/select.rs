@@ -5,13 +5,22 @@
 //! gradient needs 2 passes, f16/bf16 one, f64 four: O(n) work, no sort, no copy of the
 //! gradient. Several gradients (the [`Global`](crate::MaskScope::Global) scope) are selected
 //! together by summing their histograms, so memory stays one histogram per tensor at most.
+//!
+//! Where the selection runs:
+//! - On a CPU backend (Flex, NdArray) the driver reads each pass's histogram (or, for inputs
+//!   of at most [`HOST_SELECT_MAX_ENTRIES`] entries, the keys themselves) on the host: it is
+//!   already there.
+//! - On any other device (CubeCL: CUDA, ROCm, wgpu) the whole selection stays on the device:
+//!   a selection buffer collects the histograms of every gradient, a digit step picks the
+//!   digit and clears it, and the threshold is written to a one-entry tensor the mask kernels
+//!   read. Nothing is read back unless statistics are collected, and then once per call.
 
 use burn::backend::ops::FloatTensorOps;
-use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
-use burn::tensor::{DType, Int, Tensor, try_read_sync};
+use burn::backend::{Dispatch, DispatchDevice, DispatchTensor, TensorMetadata};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData, try_read_sync};
 use burn_gmt_kernels::element::MaskElement;
 use burn_gmt_kernels::element::{
-    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, inf_key, key_bits, key_to_f64,
+    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_PREFIX, inf_key, key_bits, key_to_f64,
 };
 use burn_gmt_kernels::{MaskOps, with_mask_element};
 
@@ -22,6 +31,40 @@ pub const HOST_SELECT_MAX_ENTRIES: u64 = 1 << 16;
 
 thread_local! {
     static FORCE_RADIX: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static FORCE_DEVICE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every selection on this thread going through the on-device steps, even on
+/// a CPU backend (where they run through the host bodies of `MaskOps`): lets tests check the
+/// on-device driver against the same reference everywhere.
+#[doc(hidden)]
+pub fn with_device_select<R>(f: impl FnOnce() -> R) -> R {
+    let previous = FORCE_DEVICE.replace(true);
+    let out = f();
+    FORCE_DEVICE.set(previous);
+    out
+}
+
+/// Whether the gradients live in host memory (a CPU backend), where reading a histogram
+/// back costs nothing.
+#[allow(unreachable_patterns)]
+fn host_memory(device: &DispatchDevice) -> bool {
+    match device {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => true,
+        #[cfg(feature = "ndarray")]
+        DispatchDevice::NdArray(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether `grads` are selected with the on-device steps: off a CPU backend, for keys of at
+/// most 32 bits and fewer than 2^32 entries in all (the device counts in `u32`). Otherwise
+/// (f64 or more entries on a GPU) the host drives the passes, reading each histogram back.
+fn on_device(grads: &[DispatchTensor], dtype: DType) -> bool {
+    let fits =
+        key_bits(dtype).is_some_and(|bits| bits <= 32) && total_entries(grads) < u32::MAX as u64;
+    FORCE_DEVICE.get() || (fits && !host_memory(&grads[0].device()))
 }
 
 /// Runs `f` with every selection on this thread going through the histogram passes, even
@@ -53,15 +96,38 @@ pub(crate) struct Counts {
 }
 
 /// The outcome of a selection.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Selection {
-    /// Key of the threshold: entries whose `|g|` key is below it are masked. At most the key
-    /// of `+inf`, so non-finite entries are never masked.
-    pub key: u64,
-    /// The threshold's value.
-    pub threshold: f64,
-    /// Per gradient, in input order.
-    pub counts: Vec<Counts>,
+    /// The threshold `T`, a one-entry tensor of the gradients' dtype on their device:
+    /// entries whose `|g|` is below it are masked. At most `+inf`, so non-finite entries are
+    /// never masked.
+    pub threshold: DispatchTensor,
+    /// The threshold's value, when known on the host.
+    pub value: Option<f64>,
+    /// Per gradient, in input order, when known on the host.
+    pub counts: Option<Vec<Counts>>,
+}
+
+/// A host-side selection: the threshold key, its value and the counts.
+struct HostSelection {
+    key: u64,
+    counts: Vec<Counts>,
+}
+
+impl HostSelection {
+    fn into_selection(self, dtype: DType, device: &Device) -> Selection {
+        let value = key_to_f64(dtype, self.key).expect("supported dtype");
+        Selection {
+            threshold: threshold_tensor(value, dtype, device),
+            value: Some(value),
+            counts: Some(self.counts),
+        }
+    }
+}
+
+/// A one-entry tensor of `dtype` holding `value` (exact when `value` comes from that dtype).
+pub(crate) fn threshold_tensor(value: f64, dtype: DType, device: &Device) -> DispatchTensor {
+    Tensor::<1>::from_data(TensorData::from([value]), (device, dtype)).into_dispatch()
 }
 
 /// The last-pass histogram of one gradient, kept sparse to count its masked entries once
@@ -80,13 +146,96 @@ fn histogram(grad: &DispatchTensor, shift: u32, prefix: u64) -> Vec<u64> {
         .collect()
 }
 
-/// Selects the key of the `(rank + 1)`-th smallest `|g|` over `grads` (all of `dtype`, a
-/// supported float dtype, with `rank` below their total entry count), NaN ranking above
-/// `+inf`, and counts each gradient's masked and non-finite entries against it.
-pub(crate) fn select(grads: &[DispatchTensor], dtype: DType, rank: u64) -> Selection {
-    if on_host(grads) {
-        return select_on_host(grads, dtype, rank);
+/// Selects the `(rank + 1)`-th smallest `|g|` over `grads` (all of `dtype`, a supported
+/// float dtype, with `rank` below their total entry count), NaN ranking above `+inf`.
+/// With `collect`, each gradient's masked and non-finite entries are counted against it and
+/// the threshold's value is read (one read-back on a device; free on the host paths).
+pub(crate) fn select(
+    grads: &[DispatchTensor],
+    dtype: DType,
+    rank: u64,
+    collect: bool,
+) -> Selection {
+    let device = grads[0].device().into();
+    if on_device(grads, dtype) {
+        return select_on_device(grads, dtype, rank, collect);
     }
+    let host = if on_host(grads) {
+        select_on_host(grads, dtype, rank)
+    } else {
+        select_by_passes(grads, dtype, rank)
+    };
+    host.into_selection(dtype, &device)
+}
+
+/// The selection steps on the device (see the module docs): `2` histogram passes per f32
+/// gradient, `1` per f16/bf16 gradient, one digit step per pass and one threshold write,
+/// with no read-back unless `collect`.
+fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: bool) -> Selection {
+    let bits = key_bits(dtype).expect("selection on a supported float dtype");
+    let like = &grads[0];
+    let mut selection = <Dispatch as MaskOps>::radix_select_start(like, rank);
+    for pass in 0..bits / DIGIT_BITS {
+        let shift = bits - DIGIT_BITS * (pass + 1);
+        for grad in grads {
+            selection = <Dispatch as MaskOps>::radix_select_count(grad, selection, shift);
+        }
+        selection = <Dispatch as MaskOps>::radix_select_digit(selection);
+    }
+    let threshold = <Dispatch as MaskOps>::radix_select_threshold(like, selection.clone());
+    if !collect {
+        return Selection {
+            threshold,
+            value: None,
+            counts: None,
+        };
+    }
+    // One read-back: every gradient's counts, then the selected key.
+    let key =
+        Tensor::<1, Int>::from_dispatch(selection).slice(SELECTION_PREFIX..SELECTION_PREFIX + 1);
+    let words = read_counts(grads, &threshold, Some(key));
+    let inf = inf_key(dtype).expect("a supported float dtype");
+    let key = words[2 * grads.len()].min(inf);
+    Selection {
+        threshold,
+        value: key_to_f64(dtype, key),
+        counts: Some(counts_of(grads, &words)),
+    }
+}
+
+/// `[masked, non_finite]` of each gradient against `threshold` (then `extra`), read back in
+/// one go.
+fn read_counts(
+    grads: &[DispatchTensor],
+    threshold: &DispatchTensor,
+    extra: Option<Tensor<1, Int>>,
+) -> Vec<u64> {
+    let mut parts: Vec<Tensor<1, Int>> = grads
+        .iter()
+        .map(|g| Tensor::from_dispatch(<Dispatch as MaskOps>::abs_threshold_count(g, threshold)))
+        .collect();
+    parts.extend(extra);
+    Tensor::cat(parts, 0)
+        .into_data()
+        .iter::<i64>()
+        .map(|w| w as u64)
+        .collect()
+}
+
+fn counts_of(grads: &[DispatchTensor], words: &[u64]) -> Vec<Counts> {
+    grads
+        .iter()
+        .zip(words.chunks(2))
+        .map(|(g, w)| Counts {
+            total: g.shape().num_elements() as u64,
+            masked: w[0],
+            non_finite: w[1],
+        })
+        .collect()
+}
+
+/// The radix passes driven from the host: each gradient's histogram read back per pass.
+fn select_by_passes(grads: &[DispatchTensor], dtype: DType, rank: u64) -> HostSelection {
     let bits = key_bits(dtype).expect("selection on a supported float dtype");
     let inf = inf_key(dtype).expect("selection on a supported float dtype");
     let passes = bits / DIGIT_BITS;
@@ -148,15 +297,15 @@ pub(crate) fn select(grads: &[DispatchTensor], dtype: DType, rank: u64) -> Selec
                     .sum::<u64>()
         };
     }
-    Selection {
-        key,
-        threshold: key_to_f64(dtype, key).expect("supported dtype"),
-        counts,
-    }
+    HostSelection { key, counts }
 }
 
-/// Entry and non-finite counts of each gradient, in one histogram pass; nothing masked.
+/// Entry and non-finite counts of each gradient, in one pass; nothing masked.
 pub(crate) fn count_non_finite(grads: &[DispatchTensor], dtype: DType) -> Vec<Counts> {
+    if on_device(grads, dtype) {
+        let zero = threshold_tensor(0.0, dtype, &grads[0].device().into());
+        return counts_of(grads, &read_counts(grads, &zero, None));
+    }
     if on_host(grads) {
         let inf = inf_key(dtype).expect("a supported float dtype");
         return grads
@@ -202,15 +351,14 @@ fn count_keys(keys: &[u64], key: u64, inf: u64) -> Counts {
 
 /// [`select`] for small inputs: the keys of every gradient gathered on the host (at most
 /// [`HOST_SELECT_MAX_ENTRIES`]) and an O(n) selection.
-fn select_on_host(grads: &[DispatchTensor], dtype: DType, rank: u64) -> Selection {
+fn select_on_host(grads: &[DispatchTensor], dtype: DType, rank: u64) -> HostSelection {
     let inf = inf_key(dtype).expect("a supported float dtype");
     let keys: Vec<Vec<u64>> = grads.iter().map(host_keys).collect();
     let mut all: Vec<u64> = keys.concat();
     let (_, kth, _) = all.select_nth_unstable(rank as usize);
     let key = (*kth).min(inf);
-    Selection {
+    HostSelection {
         key,
-        threshold: key_to_f64(dtype, key).expect("supported dtype"),
         counts: keys.iter().map(|k| count_keys(k, key, inf)).collect(),
     }
 }
@@ -250,5 +398,13 @@ pub fn select_kth_abs<const D: usize>(grad: &Tensor<D>, k: u64) -> Option<f64> {
     if k >= grad.shape().num_elements() as u64 {
         return None;
     }
-    Some(select(&[grad.clone().into_dispatch()], dtype, k).threshold)
+    let selection = select(&[grad.clone().into_dispatch()], dtype, k, false);
+    Some(match selection.value {
+        Some(value) => value,
+        None => Tensor::<1>::from_dispatch(selection.threshold)
+            .into_data()
+            .iter::<f64>()
+            .next()
+            .expect("a one-entry threshold"),
+    })
 }

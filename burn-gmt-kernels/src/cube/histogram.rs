@@ -16,8 +16,8 @@
 use cubecl::prelude::*;
 
 use super::key::{narrow_key, wide_key};
-use super::{Launch, Plan};
-use crate::element::{BELOW_PREFIX_BIN, DIGITS};
+use super::{Launch, Plan, reduction_grid};
+use crate::element::{BELOW_PREFIX_BIN, DIGITS, SELECTION_PREFIX};
 use burn_cubecl::tensor::CubeTensor;
 
 /// Entries sampled per cube to place its shared window.
@@ -42,8 +42,14 @@ fn abs_key_histogram_kernel<F: Float, N: Size>(
     prefix: u32,
     #[comptime] kind: u32,
     #[comptime] window: u32,
+    #[comptime] prefix_in_buffer: bool,
     #[define(F)] _dtype: ElemType,
 ) {
+    // In a selection buffer the prefix is the one the previous digit step chose on the device.
+    let mut prefix = prefix;
+    if comptime!(prefix_in_buffer) {
+        prefix = hist[SELECTION_PREFIX].load();
+    }
     let units = CUBE_DIM as usize;
     let digit_mask = (DIGITS as u32) - 1u32;
     // [0, window): the window; window: digit 0; window + 1: below the prefix.
@@ -154,24 +160,26 @@ fn abs_key_histogram_kernel<F: Float, N: Size>(
     }
 }
 
-/// Units per cube of the histogram kernel.
-const UNITS: u32 = 256;
-/// Vectors per unit below which fewer cubes are launched (each cube pays for its window).
-const VECTORS_PER_UNIT: usize = 16;
-/// At most this many cubes; the grid-stride loop covers the rest.
-const MAX_CUBES: usize = 1024;
+/// Where the histogram kernel finds the key prefix of its pass.
+pub enum Prefix {
+    /// Given by the host.
+    Value(u64),
+    /// In the selection buffer the histogram is added to (at `SELECTION_PREFIX`).
+    InBuffer,
+}
 
-/// Adds the histogram of `grad` (contiguous, `plan.len` entries) to `hist` (a zeroed `u32`
-/// buffer of [`HISTOGRAM_LEN`](crate::element::HISTOGRAM_LEN) entries).
-pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &Plan, shift: u32, prefix: u64) {
+/// Adds the histogram of `grad` (contiguous, `plan.len` entries) to `hist` (a `u32` buffer
+/// of [`HISTOGRAM_LEN`](crate::element::HISTOGRAM_LEN) counters, or a selection buffer).
+pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &Plan, shift: u32, prefix: Prefix) {
     let client = &grad.client;
-    let props = client.properties();
-    let units = UNITS.min(props.hardware.max_units_per_cube).max(1);
-    let window = window_bins(props.hardware.max_shared_memory_size);
+    let window = window_bins(client.properties().hardware.max_shared_memory_size);
     // Bits above the digit: none left past bit 31 of the sign-free key.
     let high_shift = (shift + crate::element::DIGIT_BITS).min(31);
     // High bits fit in 16 bits, so a prefix past u32 is above every entry, as on the host.
-    let prefix = u32::try_from(prefix).unwrap_or(u32::MAX);
+    let (prefix, prefix_in_buffer) = match prefix {
+        Prefix::Value(prefix) => (u32::try_from(prefix).unwrap_or(u32::MAX), false),
+        Prefix::InBuffer => (0, true),
+    };
     for launch in plan.launches() {
         let Launch {
             vector_size,
@@ -179,17 +187,15 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &Plan, shift: u32, pre
             end,
             ..
         } = launch;
-        let vectors = end - start;
-        let per_cube = units as usize * VECTORS_PER_UNIT;
-        let cubes = vectors.div_ceil(per_cube).clamp(1, MAX_CUBES);
+        let (cube_count, cube_dim) = reduction_grid(client, end - start);
         // SAFETY: every unit reads positions in `start..end`, within the `plan.len` entries;
         // histogram indices are digits (< 65,536) or `BELOW_PREFIX_BIN`, within its length;
         // shared indices stay below `window + 2`.
         unsafe {
             abs_key_histogram_kernel::launch_unchecked(
                 client,
-                CubeCount::new_1d(cubes as u32),
-                CubeDim::new_1d(units),
+                cube_count,
+                cube_dim,
                 plan.address_type,
                 vector_size,
                 grad.clone().into_buffer_arg(),
@@ -201,6 +207,7 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &Plan, shift: u32, pre
                 prefix,
                 plan.kind,
                 window,
+                prefix_in_buffer,
                 plan.storage,
             );
         }

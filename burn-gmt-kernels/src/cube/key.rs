@@ -56,3 +56,33 @@ pub fn narrow_key(wide: u32, #[comptime] kind: u32) -> u32 {
     }
     key
 }
+
+/// The non-negative value whose key of the element's own width is `key` (the inverse of
+/// [`narrow_key`] after [`wide_key`]), built as `f32` bits and converted exactly to `F`.
+#[cube]
+pub fn value_of_key<F: Float>(key: u32, #[comptime] kind: u32) -> F {
+    let mut bits = key;
+    if comptime!(kind == KIND_BF16) {
+        bits = key << 16u32;
+    } else if comptime!(kind == KIND_F16) {
+        let exp = key >> 10u32;
+        let man = key & 0x3FFu32;
+        if exp == 31u32 {
+            bits = 0x7F80_0000u32 | (man << 13u32);
+        } else if exp > 0u32 {
+            bits = ((exp + 112u32) << 23u32) | (man << 13u32);
+        } else if man == 0u32 {
+            bits = 0u32;
+        } else {
+            // Subnormal f16, man * 2^-24: normalise the mantissa into an f32 exponent.
+            let mut m = man;
+            let mut e = 113u32;
+            while m < 0x400u32 {
+                m <<= 1u32;
+                e -= 1u32;
+            }
+            bits = (e << 23u32) | ((m & 0x3FFu32) << 13u32);
+        }
+    }
+    F::cast_from(f32::reinterpret(bits))
+}

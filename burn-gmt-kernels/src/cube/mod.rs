@@ -19,9 +19,11 @@
 //! order-preserving 32-bit key) and the random mask use the host fallback of
 //! [`MaskOps`]'s default bodies.
 
+mod count;
 mod histogram;
 mod key;
 mod mask;
+mod radix;
 mod select;
 
 use burn::backend::TensorMetadata;
@@ -31,16 +33,18 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Shape, TensorData};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::zeros_client;
+use burn_cubecl::ops::numeric::{empty_device_dtype, zeros_client};
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::client::Client;
 use cubecl::prelude::{AddressType, CubeCount, CubeDim, ElemType};
 
-use crate::element::HISTOGRAM_LEN;
+use crate::element::{HISTOGRAM_LEN, SELECTION_LEN, inf_key};
 use crate::ops::{
     MaskOps, host_abs_threshold_mask, host_abs_threshold_select, host_histogram_counts,
+    host_threshold_counts,
 };
+use histogram::Prefix;
 
 /// How one operation covers a contiguous run of `len` entries of one dtype.
 pub(crate) struct Plan {
@@ -121,6 +125,35 @@ impl Plan {
     }
 }
 
+/// Units per cube of the grid-stride reductions (histogram, counts).
+const REDUCTION_UNITS: u32 = 256;
+/// Vectors per unit below which a reduction launches fewer cubes (each cube pays a fixed
+/// cost: clearing and merging its shared counters).
+const VECTORS_PER_UNIT: usize = 16;
+/// At most this many cubes per reduction; the grid-stride loop covers the rest.
+const MAX_REDUCTION_CUBES: usize = 1024;
+
+/// Cubes and units of a grid-stride reduction over `vectors` vectors.
+pub(crate) fn reduction_grid(client: &Client, vectors: usize) -> (CubeCount, CubeDim) {
+    let units = REDUCTION_UNITS
+        .min(client.properties().hardware.max_units_per_cube)
+        .max(1);
+    let cubes = vectors
+        .div_ceil(units as usize * VECTORS_PER_UNIT)
+        .clamp(1, MAX_REDUCTION_CUBES);
+    (CubeCount::new_1d(cubes as u32), CubeDim::new_1d(units))
+}
+
+/// The plan of an on-device selection step, which has kernels for every dtype it accepts.
+fn selection_plan(tensors: &[&CubeTensor], len: usize) -> Plan {
+    Plan::new(tensors, len).unwrap_or_else(|| {
+        panic!(
+            "gradient mask: on-device selection takes f32, f16 or bf16, not {:?}",
+            tensors[0].dtype
+        )
+    })
+}
+
 /// A contiguous tensor this call may write to: the input itself when nothing else holds it,
 /// a copy otherwise.
 fn writable(tensor: CubeTensor) -> CubeTensor {
@@ -149,7 +182,7 @@ impl MaskOps for CubeBackend {
                     len < u32::MAX as usize,
                     "gradient mask: a CubeCL histogram counts fewer than 2^32 entries per tensor"
                 );
-                histogram::launch(&grad, &hist, &plan, shift, prefix);
+                histogram::launch(&grad, &hist, &plan, shift, Prefix::Value(prefix));
                 hist
             }
             Some(_) if len == 0 => hist,
@@ -218,6 +251,91 @@ impl MaskOps for CubeBackend {
                 out
             }
             None => host_abs_threshold_select::<Self>(grad, threshold, out, previous),
+        }
+    }
+
+    fn radix_select_start(like: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
+        let rank = u32::try_from(rank)
+            .expect("gradient mask: an on-device selection ranks fewer than 2^32 entries");
+        let selection = empty_device_dtype(
+            like.client.clone(),
+            like.device.clone(),
+            Shape::new([SELECTION_LEN]),
+            DType::U32,
+        );
+        radix::launch_start(&selection, rank);
+        selection
+    }
+
+    fn radix_select_count(
+        grad: &FloatTensor<Self>,
+        selection: IntTensor<Self>,
+        shift: u32,
+    ) -> IntTensor<Self> {
+        let len = grad.shape().num_elements();
+        let selection = writable(selection);
+        let grad = into_contiguous(grad.clone());
+        let plan = selection_plan(&[&grad], len);
+        if len > 0 {
+            histogram::launch(&grad, &selection, &plan, shift, Prefix::InBuffer);
+        }
+        selection
+    }
+
+    fn radix_select_digit(selection: IntTensor<Self>) -> IntTensor<Self> {
+        let selection = writable(selection);
+        radix::launch_digit(&selection);
+        selection
+    }
+
+    fn radix_select_threshold(
+        like: &FloatTensor<Self>,
+        selection: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let plan = selection_plan(&[like], 1);
+        let threshold = empty_device_dtype(
+            like.client.clone(),
+            like.device.clone(),
+            Shape::new([1]),
+            like.dtype,
+        );
+        let inf = inf_key(like.dtype).expect("a supported float dtype") as u32;
+        radix::launch_threshold(
+            &into_contiguous(selection),
+            &threshold,
+            inf,
+            plan.kind,
+            plan.storage,
+        );
+        threshold
+    }
+
+    fn abs_threshold_count(
+        grad: &FloatTensor<Self>,
+        threshold: &FloatTensor<Self>,
+    ) -> IntTensor<Self> {
+        let len = grad.shape().num_elements();
+        let counts = zeros_client(
+            grad.client.clone(),
+            grad.device.clone(),
+            Shape::new([2]),
+            DType::U32,
+        );
+        let grad = into_contiguous(grad.clone());
+        let threshold = into_contiguous(threshold.clone());
+        match Plan::new(&[&grad, &threshold], len) {
+            Some(_) if len == 0 => counts,
+            Some(plan) => {
+                count::launch(&grad, &threshold, &counts, &plan);
+                counts
+            }
+            None => {
+                // f64: counted on the host, returned in the kernel's dtype.
+                let c = host_threshold_counts::<Self>(&grad, &threshold);
+                let words = [c.masked, c.non_finite]
+                    .map(|w| u32::try_from(w).expect("gradient mask: count over u32"));
+                Self::int_from_data(TensorData::new(words.to_vec(), [2]), &grad.device)
+            }
         }
     }
 }
