@@ -14,7 +14,9 @@ use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData, f16};
 use burn_gmt::kernels::MaskOps;
-use burn_gmt::kernels::element::{DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement};
+use burn_gmt::kernels::element::{
+    DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement, SELECTION_PREFIX, SELECTION_REMAINING,
+};
 use burn_gmt::kernels::host;
 use burn_gmt::kernels::random::mix64;
 use burn_gmt::{GradMaskConfig, select_kth_abs, with_radix_select};
@@ -444,17 +446,141 @@ fn grad_mask_matches_host_sort_on_wgpu() {
                 let got = read::<E, 1>(out.remove::<1>(module.weight.id).unwrap());
                 let context = format!("GradMask {:?} n={n} ratio={ratio}", E::DTYPE);
                 assert_bits(&got, &expected, &context);
-                let zeroed = expected
-                    .iter()
-                    .zip(&values)
-                    .filter(|(e, v)| e.abs_key() == 0 && v.abs_key() != 0)
-                    .count() as u64;
-                let zeros_before = values.iter().filter(|v| v.abs_key() == 0).count() as u64;
+                // The statistics, counted on the device and read once, exactly.
                 let stats = mask.last_stats();
-                assert!(
-                    stats.masked() >= zeroed && stats.masked() <= zeroed + zeros_before,
-                    "{context}: masked {} (zeroed {zeroed})",
-                    stats.masked()
+                let t = &stats.tensors[0];
+                let threshold_key = if k == 0 {
+                    0
+                } else {
+                    E::from_f64(kth_by_sort(&values, k)).abs_key()
+                };
+                let masked = values
+                    .iter()
+                    .filter(|v| v.abs_key() < threshold_key)
+                    .count() as u64;
+                let non_finite = values.iter().filter(|v| v.abs_key() >= E::INF_KEY).count() as u64;
+                assert_eq!(
+                    (t.total, t.masked, t.non_finite),
+                    (n as u64, masked, non_finite),
+                    "{context}: statistics"
+                );
+                let threshold = (k > 0).then(|| E::from_key(threshold_key).to_f64());
+                assert_eq!(t.threshold, threshold, "{context}: threshold");
+            }
+        }
+    }
+    check::<f32>(&device);
+    check::<f16>(&device);
+}
+
+/// The counting kernel of the statistics against the host count, every size and threshold,
+/// and on a transposed input.
+#[test]
+fn threshold_count_matches_host_on_wgpu() {
+    let Some(device) = wgpu_device("threshold_count_matches_host_on_wgpu") else {
+        return;
+    };
+    fn check<E: TestFloat>(device: &Device) {
+        for (case, n) in SIZES.into_iter().enumerate() {
+            let values = sample::<E>(n, case as u64 + 71);
+            let grad = tensor(&values, [n], device);
+            for threshold in thresholds(&values) {
+                let got = device_count(&grad, threshold, device);
+                let expected = host::abs_threshold_count(&values, threshold.abs_key());
+                let context = format!("count {:?} n={n} T={threshold:?}", E::DTYPE);
+                assert_eq!(got, [expected.masked, expected.non_finite], "{context}");
+            }
+        }
+    }
+    check::<f32>(&device);
+    check::<f16>(&device);
+    let (rows, cols) = (333, 517);
+    let values = sample::<f32>(rows * cols, 3);
+    let logical: Vec<f32> = (0..rows)
+        .flat_map(|r| (0..cols).map(move |c| (r, c)))
+        .map(|(r, c)| values[c * rows + r])
+        .collect();
+    let grad = tensor(&values, [cols, rows], &device).transpose();
+    for threshold in thresholds(&logical) {
+        let expected = host::abs_threshold_count(&logical, threshold.abs_key());
+        assert_eq!(
+            device_count(&grad, threshold, &device),
+            [expected.masked, expected.non_finite],
+            "transposed count T={threshold:?}"
+        );
+    }
+}
+
+fn device_count<E: TestFloat, const D: usize>(
+    grad: &Tensor<D>,
+    threshold: E,
+    device: &Device,
+) -> [u64; 2] {
+    let threshold = tensor(&[threshold], [1], device);
+    let counts = <Dispatch as MaskOps>::abs_threshold_count(
+        &grad.clone().into_dispatch(),
+        &threshold.into_dispatch(),
+    );
+    let words: Vec<u64> = Tensor::<1, Int>::from_dispatch(counts)
+        .into_data()
+        .iter::<i64>()
+        .map(|w| w as u64)
+        .collect();
+    [words[0], words[1]]
+}
+
+/// The on-device selection steps one by one against a host sort: the buffer after each digit
+/// step holds the key prefix of the sought rank, and the threshold is that key's value.
+#[test]
+fn radix_select_steps_match_host_sort_on_wgpu() {
+    let Some(device) = wgpu_device("radix_select_steps_match_host_sort_on_wgpu") else {
+        return;
+    };
+    fn check<E: TestFloat>(device: &Device) {
+        for (case, n) in SIZES.into_iter().enumerate() {
+            let values = sample::<E>(n, case as u64 + 81);
+            let grad = tensor(&values, [n], device).into_dispatch();
+            let mut keys: Vec<u64> = values.iter().map(|x| x.abs_key()).collect();
+            keys.sort_unstable();
+            for rank in [0, n / 3, n - 1] {
+                let target = keys[rank];
+                let mut selection = <Dispatch as MaskOps>::radix_select_start(&grad, rank as u64);
+                let mut shift = E::KEY_BITS;
+                while shift > 0 {
+                    shift -= DIGIT_BITS;
+                    selection = <Dispatch as MaskOps>::radix_select_count(&grad, selection, shift);
+                    selection = <Dispatch as MaskOps>::radix_select_digit(selection);
+                    let words: Vec<u64> = Tensor::<1, Int>::from_dispatch(selection.clone())
+                        .into_data()
+                        .iter::<i64>()
+                        .map(|w| w as u64)
+                        .collect();
+                    let context = format!("{:?} n={n} rank={rank} shift={shift}", E::DTYPE);
+                    assert_eq!(
+                        words[SELECTION_PREFIX],
+                        target >> shift,
+                        "{context}: prefix"
+                    );
+                    let below = keys
+                        .iter()
+                        .filter(|&&k| k >> shift < target >> shift)
+                        .count();
+                    assert_eq!(
+                        words[SELECTION_REMAINING],
+                        (rank - below) as u64,
+                        "{context}"
+                    );
+                    assert!(
+                        words[..HISTOGRAM_LEN].iter().all(|&w| w == 0),
+                        "{context}: cleared"
+                    );
+                }
+                let threshold = <Dispatch as MaskOps>::radix_select_threshold(&grad, selection);
+                let got = read::<E, 1>(Tensor::from_dispatch(threshold));
+                assert_bits(
+                    &got,
+                    &[E::from_key(target.min(E::INF_KEY))],
+                    &format!("threshold {:?} n={n} rank={rank}", E::DTYPE),
                 );
             }
         }

@@ -4,12 +4,12 @@
 use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
 use burn::tensor::{DType, Tensor};
 use burn_gmt_kernels::MaskOps;
-use burn_gmt_kernels::element::{inf_key, key_bits, key_to_f64};
+use burn_gmt_kernels::element::key_bits;
 use burn_gmt_kernels::random::{draw_key, is_drawn, ratio_bound};
 
 use crate::config::MaskStrategy;
 use crate::error::GradMaskError;
-use crate::select::{self, Counts, masked_count, threshold_tensor};
+use crate::select::{self, Counts, PendingStats, masked_count, resolve_stats, threshold_tensor};
 use crate::stats::TensorMaskStats;
 
 /// What the mask does to one parameter tensor at one step.
@@ -27,22 +27,38 @@ pub(crate) enum TensorMask {
 /// A decided mask with the statistics that came with deciding it.
 pub(crate) struct Plan {
     pub mask: TensorMask,
-    pub counts: Option<Counts>,
-    pub threshold: Option<f64>,
+    /// Collected statistics, possibly still on the device.
+    pub stats: Option<PendingStats>,
 }
 
-impl Plan {
-    /// The statistics of this plan for parameter `param`, if counted.
-    pub fn stats(&self, param: String) -> Option<TensorMaskStats> {
-        self.counts.map(|c| TensorMaskStats {
+/// The statistics of the plans that collected them, each named by its parameter, with every
+/// device-side count of the step read back at once.
+pub(crate) fn plan_stats<'a>(
+    plans: impl IntoIterator<Item = (&'a Plan, String)>,
+) -> Vec<TensorMaskStats> {
+    resolve_named(
+        plans
+            .into_iter()
+            .filter_map(|(plan, param)| plan.stats.clone().map(|s| (param, s)))
+            .collect(),
+    )
+}
+
+/// Pending statistics, each named by its parameter, read back at once.
+pub(crate) fn resolve_named(named: Vec<(String, PendingStats)>) -> Vec<TensorMaskStats> {
+    let (params, pending): (Vec<_>, Vec<_>) = named.into_iter().unzip();
+    resolve_stats(pending)
+        .into_iter()
+        .zip(params)
+        .map(|((c, threshold), param)| TensorMaskStats {
             param,
             total: c.total,
             masked: c.masked,
             kept: c.total - c.masked,
             non_finite: c.non_finite,
-            threshold: self.threshold,
+            threshold,
         })
-    }
+        .collect()
 }
 
 /// Checks that a gradient's dtype can be ranked.
@@ -76,11 +92,10 @@ pub(crate) fn plan_tensor(
             let grads = [grad.clone()];
             let rank = masked_count(ratio, grad.shape().num_elements() as u64);
             if rank == 0 {
-                let counts = collect_stats.then(|| select::count_non_finite(&grads, dtype)[0]);
                 return Plan {
                     mask: TensorMask::Keep,
-                    counts,
-                    threshold: None,
+                    stats: collect_stats
+                        .then(|| select::count_unselected(&grads, dtype, false).remove(0)),
                 };
             }
             let selection = select::select(&grads, dtype, rank, collect_stats);
@@ -88,8 +103,7 @@ pub(crate) fn plan_tensor(
                 mask: TensorMask::Below {
                     threshold: selection.threshold,
                 },
-                counts: selection.counts.map(|c| c[0]),
-                threshold: selection.value,
+                stats: selection.stats.map(|mut s| s.remove(0)),
             }
         }
         MaskStrategy::Random { seed, rescale } => {
@@ -105,12 +119,9 @@ pub(crate) fn plan_tensor(
             } else {
                 TensorMask::Keep
             };
-            let counts = collect_stats.then(|| random_counts(grad, key, bound));
-            Plan {
-                mask,
-                counts,
-                threshold: None,
-            }
+            let stats =
+                collect_stats.then(|| PendingStats::known(random_counts(grad, key, bound), None));
+            Plan { mask, stats }
         }
         MaskStrategy::Hft { seed, stage_steps } => {
             // On its own a tensor is frozen with probability `ratio` for the whole stage.
@@ -127,26 +138,18 @@ pub(crate) fn plan_tensor(
 /// The plan of a tensor frozen (every finite entry masked) or left alone for an HFT stage.
 pub(crate) fn plan_frozen(grad: &DispatchTensor, frozen: bool, collect_stats: bool) -> Plan {
     let dtype = grad.dtype();
-    let counts = collect_stats.then(|| {
-        let mut counts = select::count_non_finite(std::slice::from_ref(grad), dtype)[0];
-        if frozen {
-            counts.masked = counts.total - counts.non_finite;
-        }
-        counts
-    });
-    let inf = key_to_f64(dtype, inf_key(dtype).expect("checked dtype"));
+    let stats = collect_stats
+        .then(|| select::count_unselected(std::slice::from_ref(grad), dtype, frozen).remove(0));
     match frozen {
         true => Plan {
             mask: TensorMask::Below {
                 threshold: threshold_tensor(f64::INFINITY, dtype, &grad.device().into()),
             },
-            counts,
-            threshold: inf,
+            stats: stats.map(|s| s.with_threshold(f64::INFINITY)),
         },
         false => Plan {
             mask: TensorMask::Keep,
-            counts,
-            threshold: None,
+            stats,
         },
     }
 }

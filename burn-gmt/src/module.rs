@@ -12,7 +12,7 @@ use burn_gmt_kernels::random::{draw, draw_key, mix64};
 use crate::config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
 use crate::error::GradMaskError;
 use crate::mask::{
-    Plan, TensorMask, check_dtype, hold_masked, mask_gradient, plan_frozen, plan_tensor,
+    Plan, TensorMask, check_dtype, hold_masked, mask_gradient, plan_frozen, plan_stats, plan_tensor,
 };
 use crate::select::{self, masked_count};
 use crate::stats::MaskStats;
@@ -283,11 +283,12 @@ impl GradMask {
             ratio,
             tensors: Vec::new(),
         };
-        let mut masks = HashMap::with_capacity(entries.len());
-        for (entry, plan) in entries.iter().zip(&plans) {
-            stats.tensors.extend(plan.stats(entry.path.clone()));
-            masks.insert(entry.id, plan.mask.clone());
-        }
+        stats.tensors = plan_stats(plans.iter().zip(entries.iter().map(|e| e.path.clone())));
+        let masks: HashMap<ParamId, TensorMask> = entries
+            .iter()
+            .zip(plans)
+            .map(|(entry, plan)| (entry.id, plan.mask))
+            .collect();
         // The gradients are only borrowed now: drop the borrows so masking can be in place.
         drop(entries);
         module.visit(&mut MaskGrads {
@@ -335,12 +336,11 @@ fn plan_global(entries: &[Entry], ratio: f64, collect: bool) -> Result<Vec<Plan>
     let total = grads.iter().map(|g| g.shape().num_elements() as u64).sum();
     let rank = masked_count(ratio, total);
     if rank == 0 {
-        let counts = collect.then(|| select::count_non_finite(&grads, dtype));
+        let stats = collect.then(|| select::count_unselected(&grads, dtype, false));
         return Ok((0..entries.len())
             .map(|i| Plan {
                 mask: TensorMask::Keep,
-                counts: counts.as_ref().map(|c| c[i]),
-                threshold: None,
+                stats: stats.as_ref().map(|s| s[i].clone()),
             })
             .collect());
     }
@@ -350,8 +350,7 @@ fn plan_global(entries: &[Entry], ratio: f64, collect: bool) -> Result<Vec<Plan>
             mask: TensorMask::Below {
                 threshold: selection.threshold.clone(),
             },
-            counts: selection.counts.as_ref().map(|c| c[i]),
-            threshold: selection.value,
+            stats: selection.stats.as_ref().map(|s| s[i].clone()),
         })
         .collect())
 }

@@ -9,7 +9,8 @@ use burn_pack::Scalar;
 
 use crate::config::{GradMaskConfig, MaskScope, MaskTarget};
 use crate::error::GradMaskError;
-use crate::mask::{check_dtype, hold_masked, mask_gradient, plan_tensor};
+use crate::mask::{check_dtype, hold_masked, mask_gradient, plan_tensor, resolve_named};
+use crate::select::PendingStats;
 use crate::stats::MaskStats;
 
 /// An optimizer whose gradients are masked, tensor by tensor, before the inner optimizer
@@ -24,7 +25,18 @@ pub struct GradMasked<O> {
     inner: O,
     config: Arc<GradMaskConfig>,
     next_stream: Arc<AtomicU64>,
-    stats: Arc<Mutex<MaskStats>>,
+    stats: Arc<Mutex<LatestStats>>,
+}
+
+/// The statistics of the latest step, kept as the plans left them (on a GPU, counts still
+/// on the device) and read when asked for: stepping never waits on a read-back.
+#[derive(Default)]
+struct LatestStats {
+    step: u64,
+    ratio: f64,
+    tensors: Vec<(String, PendingStats)>,
+    /// What the last [`MaskStatsHandle::latest`] read, until the next step changes it.
+    read: Option<MaskStats>,
 }
 
 /// State of a [`GradMasked`] optimizer for one parameter.
@@ -101,7 +113,7 @@ impl<O: Optimizer> GradMasked<O> {
             inner,
             config: Arc::new(config),
             next_stream: Arc::new(AtomicU64::new(0)),
-            stats: Arc::new(Mutex::new(MaskStats::default())),
+            stats: Arc::new(Mutex::new(LatestStats::default())),
         })
     }
 
@@ -118,13 +130,30 @@ impl<O: Optimizer> GradMasked<O> {
 }
 
 /// Shared view of the statistics a [`GradMasked`] optimizer collects.
-#[derive(Clone, Debug)]
-pub struct MaskStatsHandle(Arc<Mutex<MaskStats>>);
+#[derive(Clone)]
+pub struct MaskStatsHandle(Arc<Mutex<LatestStats>>);
+
+impl std::fmt::Debug for MaskStatsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("MaskStatsHandle").finish_non_exhaustive()
+    }
+}
 
 impl MaskStatsHandle {
-    /// The statistics of the latest optimizer step.
+    /// The statistics of the latest optimizer step. On a GPU the counts stay on the device
+    /// during the step; this reads them, every tensor's at once.
     pub fn latest(&self) -> MaskStats {
-        self.0.lock().expect("mask statistics lock").clone()
+        let mut latest = self.0.lock().expect("mask statistics lock");
+        if let Some(read) = &latest.read {
+            return read.clone();
+        }
+        let read = MaskStats {
+            step: latest.step,
+            ratio: latest.ratio,
+            tensors: resolve_named(latest.tensors.clone()),
+        };
+        latest.read = Some(read.clone());
+        read
     }
 }
 
@@ -170,17 +199,19 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
             }
         };
 
-        if let Some(stats) = plan.stats(format!("stream {stream}")) {
+        if let Some(stats) = plan.stats {
+            let param = format!("stream {stream}");
             let mut latest = self.stats.lock().expect("mask statistics lock");
             if latest.step != step || latest.tensors.is_empty() {
-                *latest = MaskStats {
+                *latest = LatestStats {
                     step,
                     ratio,
-                    tensors: Vec::new(),
+                    ..LatestStats::default()
                 };
             }
-            latest.tensors.retain(|t| t.param != stats.param);
-            latest.tensors.push(stats);
+            latest.tensors.retain(|(p, _)| *p != param);
+            latest.tensors.push((param, stats));
+            latest.read = None;
         }
         (
             updated,

@@ -102,10 +102,113 @@ pub(crate) struct Selection {
     /// entries whose `|g|` is below it are masked. At most `+inf`, so non-finite entries are
     /// never masked.
     pub threshold: DispatchTensor,
-    /// The threshold's value, when known on the host.
-    pub value: Option<f64>,
-    /// Per gradient, in input order, when known on the host.
-    pub counts: Option<Vec<Counts>>,
+    /// Per gradient, in input order, when statistics are collected.
+    pub stats: Option<Vec<PendingStats>>,
+}
+
+/// A number the statistics need: known on the host, or still in a device tensor.
+#[derive(Debug, Clone)]
+enum Pending<T> {
+    Known(T),
+    /// Words of an integer tensor on the device; `T` is made from them once read.
+    Device(Box<Tensor<1, Int>>),
+}
+
+/// The statistics of one gradient against its threshold, possibly still on the device:
+/// [`resolve_stats`] reads every pending one of a step in one go.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingStats {
+    total: u64,
+    /// `[masked, non_finite]`.
+    counts: Pending<(u64, u64)>,
+    /// The threshold's value, or the selection's key word with the dtype to read it in.
+    threshold: Option<(Pending<f64>, DType)>,
+}
+
+impl PendingStats {
+    /// Statistics known on the host.
+    pub(crate) fn known(counts: Counts, threshold: Option<f64>) -> Self {
+        Self {
+            total: counts.total,
+            counts: Pending::Known((counts.masked, counts.non_finite)),
+            // The dtype only matters for a key still on the device.
+            threshold: threshold.map(|t| (Pending::Known(t), DType::F64)),
+        }
+    }
+
+    /// These statistics with a threshold value known on the host.
+    pub(crate) fn with_threshold(mut self, value: f64) -> Self {
+        self.threshold = Some((Pending::Known(value), DType::F64));
+        self
+    }
+}
+
+/// The statistics of each entry of `pending`: every device-side word read back with one read
+/// per device, in order.
+pub(crate) fn resolve_stats(pending: Vec<PendingStats>) -> Vec<(Counts, Option<f64>)> {
+    // Device words, grouped by device (gradients of one step may live on several).
+    let mut groups: Vec<(Device, Vec<Tensor<1, Int>>)> = Vec::new();
+    let mut place = |tensor: &Tensor<1, Int>| {
+        let device = tensor.device();
+        let group = match groups.iter().position(|(d, _)| *d == device) {
+            Some(g) => g,
+            None => {
+                groups.push((device, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        groups[group].1.push(tensor.clone());
+        group
+    };
+    let mut slots = Vec::new();
+    for p in &pending {
+        if let Pending::Device(words) = &p.counts {
+            // Two words: masked, non-finite.
+            let group = place(words);
+            slots.extend([group, group]);
+        }
+        if let Some((Pending::Device(words), _)) = &p.threshold {
+            slots.push(place(words));
+        }
+    }
+    let mut words: Vec<std::vec::IntoIter<u64>> = groups
+        .into_iter()
+        .map(|(_, parts)| {
+            Tensor::cat(parts, 0)
+                .into_data()
+                .iter::<i64>()
+                .map(|w| w as u64)
+                .collect::<Vec<_>>()
+                .into_iter()
+        })
+        .collect();
+    let mut slots = slots.into_iter();
+    let mut next = || {
+        let group = slots.next().expect("a slot per device word");
+        words[group].next().expect("a word per slot")
+    };
+    pending
+        .into_iter()
+        .map(|p| {
+            let (masked, non_finite) = match p.counts {
+                Pending::Known(counts) => counts,
+                Pending::Device(_) => (next(), next()),
+            };
+            let threshold = p.threshold.map(|(value, dtype)| match value {
+                Pending::Known(value) => value,
+                Pending::Device(_) => {
+                    let key = next().min(inf_key(dtype).expect("a supported float dtype"));
+                    key_to_f64(dtype, key).expect("a supported float dtype")
+                }
+            });
+            let counts = Counts {
+                total: p.total,
+                masked,
+                non_finite,
+            };
+            (counts, threshold)
+        })
+        .collect()
 }
 
 /// A host-side selection: the threshold key, its value and the counts.
@@ -115,12 +218,15 @@ struct HostSelection {
 }
 
 impl HostSelection {
-    fn into_selection(self, dtype: DType, device: &Device) -> Selection {
+    fn into_selection(self, dtype: DType, device: &Device, collect: bool) -> Selection {
         let value = key_to_f64(dtype, self.key).expect("supported dtype");
+        let stats = self
+            .counts
+            .into_iter()
+            .map(|counts| PendingStats::known(counts, Some(value)));
         Selection {
             threshold: threshold_tensor(value, dtype, device),
-            value: Some(value),
-            counts: Some(self.counts),
+            stats: collect.then(|| stats.collect()),
         }
     }
 }
@@ -165,7 +271,7 @@ pub(crate) fn select(
     } else {
         select_by_passes(grads, dtype, rank)
     };
-    host.into_selection(dtype, &device)
+    host.into_selection(dtype, &device, collect)
 }
 
 /// The selection steps on the device (see the module docs): `2` histogram passes per f32
@@ -183,55 +289,32 @@ fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: 
         selection = <Dispatch as MaskOps>::radix_select_digit(selection);
     }
     let threshold = <Dispatch as MaskOps>::radix_select_threshold(like, selection.clone());
-    if !collect {
-        return Selection {
-            threshold,
-            value: None,
-            counts: None,
-        };
-    }
-    // One read-back: every gradient's counts, then the selected key.
-    let key =
-        Tensor::<1, Int>::from_dispatch(selection).slice(SELECTION_PREFIX..SELECTION_PREFIX + 1);
-    let words = read_counts(grads, &threshold, Some(key));
-    let inf = inf_key(dtype).expect("a supported float dtype");
-    let key = words[2 * grads.len()].min(inf);
-    Selection {
-        threshold,
-        value: key_to_f64(dtype, key),
-        counts: Some(counts_of(grads, &words)),
-    }
+    // Statistics stay on the device until `resolve_stats` reads the whole step's at once.
+    let stats = collect.then(|| {
+        let key = Tensor::<1, Int>::from_dispatch(selection)
+            .slice(SELECTION_PREFIX..SELECTION_PREFIX + 1);
+        device_counts(grads, &threshold)
+            .map(|mut stats| {
+                stats.threshold = Some((Pending::Device(Box::new(key.clone())), dtype));
+                stats
+            })
+            .collect()
+    });
+    Selection { threshold, stats }
 }
 
-/// `[masked, non_finite]` of each gradient against `threshold` (then `extra`), read back in
-/// one go.
-fn read_counts(
-    grads: &[DispatchTensor],
-    threshold: &DispatchTensor,
-    extra: Option<Tensor<1, Int>>,
-) -> Vec<u64> {
-    let mut parts: Vec<Tensor<1, Int>> = grads
-        .iter()
-        .map(|g| Tensor::from_dispatch(<Dispatch as MaskOps>::abs_threshold_count(g, threshold)))
-        .collect();
-    parts.extend(extra);
-    Tensor::cat(parts, 0)
-        .into_data()
-        .iter::<i64>()
-        .map(|w| w as u64)
-        .collect()
-}
-
-fn counts_of(grads: &[DispatchTensor], words: &[u64]) -> Vec<Counts> {
-    grads
-        .iter()
-        .zip(words.chunks(2))
-        .map(|(g, w)| Counts {
-            total: g.shape().num_elements() as u64,
-            masked: w[0],
-            non_finite: w[1],
-        })
-        .collect()
+/// Each gradient's `[masked, non_finite]` against `threshold`, counted on the device.
+fn device_counts<'a>(
+    grads: &'a [DispatchTensor],
+    threshold: &'a DispatchTensor,
+) -> impl Iterator<Item = PendingStats> + 'a {
+    grads.iter().map(move |g| PendingStats {
+        total: g.shape().num_elements() as u64,
+        counts: Pending::Device(Box::new(Tensor::from_dispatch(
+            <Dispatch as MaskOps>::abs_threshold_count(g, threshold),
+        ))),
+        threshold: None,
+    })
 }
 
 /// The radix passes driven from the host: each gradient's histogram read back per pass.
@@ -300,12 +383,31 @@ fn select_by_passes(grads: &[DispatchTensor], dtype: DType, rank: u64) -> HostSe
     HostSelection { key, counts }
 }
 
-/// Entry and non-finite counts of each gradient, in one pass; nothing masked.
-pub(crate) fn count_non_finite(grads: &[DispatchTensor], dtype: DType) -> Vec<Counts> {
+/// Statistics of gradients left whole (`frozen: false`: nothing masked) or frozen (every
+/// finite entry masked), in one counting pass; no threshold value.
+pub(crate) fn count_unselected(
+    grads: &[DispatchTensor],
+    dtype: DType,
+    frozen: bool,
+) -> Vec<PendingStats> {
     if on_device(grads, dtype) {
-        let zero = threshold_tensor(0.0, dtype, &grads[0].device().into());
-        return counts_of(grads, &read_counts(grads, &zero, None));
+        let value = if frozen { f64::INFINITY } else { 0.0 };
+        let threshold = threshold_tensor(value, dtype, &grads[0].device().into());
+        return device_counts(grads, &threshold).collect();
     }
+    count_non_finite(grads, dtype)
+        .into_iter()
+        .map(|mut counts| {
+            if frozen {
+                counts.masked = counts.total - counts.non_finite;
+            }
+            PendingStats::known(counts, None)
+        })
+        .collect()
+}
+
+/// Entry and non-finite counts of each gradient, read by the host in one pass.
+fn count_non_finite(grads: &[DispatchTensor], dtype: DType) -> Vec<Counts> {
     if on_host(grads) {
         let inf = inf_key(dtype).expect("a supported float dtype");
         return grads
@@ -399,12 +501,8 @@ pub fn select_kth_abs<const D: usize>(grad: &Tensor<D>, k: u64) -> Option<f64> {
         return None;
     }
     let selection = select(&[grad.clone().into_dispatch()], dtype, k, false);
-    Some(match selection.value {
-        Some(value) => value,
-        None => Tensor::<1>::from_dispatch(selection.threshold)
-            .into_data()
-            .iter::<f64>()
-            .next()
-            .expect("a one-entry threshold"),
-    })
+    Tensor::<1>::from_dispatch(selection.threshold)
+        .into_data()
+        .iter::<f64>()
+        .next()
 }
