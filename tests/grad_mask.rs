@@ -307,3 +307,30 @@ fn global_update_target_through_step_holds_masked_parameters() {
         );
     }
 }
+
+/// A global threshold needs every gradient on one device: gradients on two devices are an
+/// error naming the field, never a wrong update; the per-tensor scope serves them.
+#[cfg(feature = "ndarray")]
+#[test]
+fn global_scope_across_devices_is_an_error() {
+    #[allow(deprecated)]
+    let other = Device::ndarray();
+    let flex = Device::flex();
+    let module = Params {
+        vector: Param::from_tensor(Float::F32.tensor(&sample(40, 1), [40], &flex)),
+        matrix: Param::from_tensor(Float::F32.tensor(&sample(24, 2), [6, 4], &other)),
+        cube: Param::from_tensor(Float::F32.tensor(&sample(30, 3), [2, 3, 5], &flex)),
+    };
+    let mut mask = GradMaskConfig::new(0.3)
+        .with_scope(MaskScope::Global)
+        .init()
+        .unwrap();
+    let err = mask.try_apply(&module, grads_like(&module)).unwrap_err();
+    assert!(err.to_string().contains("GradMaskConfig.scope"), "{err}");
+
+    let mut per_tensor = GradMaskConfig::new(0.3).init().unwrap();
+    let mut grads = per_tensor.apply(&module, grads_like(&module));
+    let matrix = values(grads.remove::<2>(module.matrix.id).unwrap());
+    let (expected, _, _) = reference_mask(&values(module.matrix.val()), 0.3);
+    assert_same(&matrix, &expected, "per-tensor mask on the second device");
+}

@@ -332,6 +332,14 @@ fn plan_global(entries: &[Entry], ratio: f64, collect: bool) -> Result<Vec<Plan>
             reason: "a global threshold needs every masked gradient in one dtype; mark the others `unmasked` or use MaskScope::PerTensor",
         });
     }
+    let device = entries[0].grad.device();
+    if entries.iter().any(|e| e.grad.device() != device) {
+        return Err(GradMaskError::Unsupported {
+            field: "scope",
+            value: "MaskScope::Global".into(),
+            reason: "a global threshold is selected on one device and the gradients are on several; mask each device's replica on its own, or use MaskScope::PerTensor",
+        });
+    }
     let grads: Vec<DispatchTensor> = entries.iter().map(|e| e.grad.clone()).collect();
     let total = grads.iter().map(|g| g.shape().num_elements() as u64).sum();
     let rank = masked_count(ratio, total);
