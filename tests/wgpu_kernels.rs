@@ -15,7 +15,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData, f16};
 use burn_gmt::kernels::MaskOps;
 use burn_gmt::kernels::element::{
-    DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement, SELECTION_PREFIX, SELECTION_REMAINING,
+    DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement, SELECTION_BELOW, SELECTION_NON_FINITE,
+    SELECTION_PREFIX, SELECTION_REMAINING,
 };
 use burn_gmt::kernels::host;
 use burn_gmt::kernels::random::mix64;
@@ -546,10 +547,18 @@ fn radix_select_steps_match_host_sort_on_wgpu() {
                 let target = keys[rank];
                 let mut selection = <Dispatch as MaskOps>::radix_select_start(&grad, rank as u64);
                 let mut shift = E::KEY_BITS;
+                let non_finite = keys.iter().filter(|&&k| k >= E::INF_KEY).count() as u64;
                 while shift > 0 {
+                    let first = shift == E::KEY_BITS;
                     shift -= DIGIT_BITS;
+                    let inf_digit = if first {
+                        E::INF_KEY >> shift
+                    } else {
+                        DIGITS as u64
+                    };
                     selection = <Dispatch as MaskOps>::radix_select_count(&grad, selection, shift);
-                    selection = <Dispatch as MaskOps>::radix_select_digit(selection);
+                    selection =
+                        <Dispatch as MaskOps>::radix_select_digit(selection, inf_digit as u32);
                     let words: Vec<u64> = Tensor::<1, Int>::from_dispatch(selection.clone())
                         .into_data()
                         .iter::<i64>()
@@ -569,6 +578,11 @@ fn radix_select_steps_match_host_sort_on_wgpu() {
                         words[SELECTION_REMAINING],
                         (rank - below) as u64,
                         "{context}"
+                    );
+                    assert_eq!(words[SELECTION_BELOW], below as u64, "{context}: below");
+                    assert_eq!(
+                        words[SELECTION_NON_FINITE], non_finite,
+                        "{context}: non-finite"
                     );
                     assert!(
                         words[..HISTOGRAM_LEN].iter().all(|&w| w == 0),

@@ -38,13 +38,21 @@ pub const HISTOGRAM_LEN: usize = DIGITS + 1;
 /// Index of the "below the prefix" bin of a histogram.
 pub const BELOW_PREFIX_BIN: usize = DIGITS;
 /// Length of a selection buffer (an on-device radix selection in progress, see
-/// [`MaskOps::radix_select_start`](crate::MaskOps::radix_select_start)): a histogram, then the
-/// key prefix chosen so far and the rank still sought within it.
-pub const SELECTION_LEN: usize = HISTOGRAM_LEN + 2;
-/// Index of the key prefix in a selection buffer.
+/// [`MaskOps::radix_select_start`](crate::MaskOps::radix_select_start)): a histogram, then four
+/// state words: the key prefix chosen so far, the rank still sought within it, the entries
+/// below the prefix chosen so far (after the last digit: below the threshold) and the
+/// non-finite entries (counted by the first digit step).
+pub const SELECTION_LEN: usize = HISTOGRAM_LEN + 4;
+/// Index of the key prefix in a selection buffer (the first state word).
 pub const SELECTION_PREFIX: usize = HISTOGRAM_LEN;
 /// Index of the remaining rank in a selection buffer.
 pub const SELECTION_REMAINING: usize = HISTOGRAM_LEN + 1;
+/// Index of the count of entries below the chosen prefix in a selection buffer.
+pub const SELECTION_BELOW: usize = HISTOGRAM_LEN + 2;
+/// Index of the count of non-finite entries in a selection buffer.
+pub const SELECTION_NON_FINITE: usize = HISTOGRAM_LEN + 3;
+/// State words of a selection buffer, from [`SELECTION_PREFIX`] on.
+pub const SELECTION_STATE_LEN: usize = 4;
 
 macro_rules! impl_mask_element {
     ($ty:ty, $bits:ty, $key_bits:expr, $inf:expr, $dtype:expr,

@@ -175,27 +175,38 @@ pub fn random_mask_count<E: MaskElement>(values: &[E], key: u64, bound: u64) -> 
 /// One step of a radix selection on a selection buffer (layout of
 /// [`SELECTION_LEN`](crate::element::SELECTION_LEN)): finds the digit bin that holds the
 /// remaining rank, appends that digit to the prefix, takes the entries of the lower bins off
-/// the remaining rank and clears the histogram for the next pass.
+/// the remaining rank, records the entries below the new prefix (the "below" bin plus the
+/// lower bins: after the last digit, the entries below the threshold) and clears the
+/// histogram for the next pass. On the first pass `inf_digit` is the digit of the `+inf` key
+/// and the bins from it up (the non-finite entries) are recorded too; later passes pass
+/// [`DIGITS`] and leave that count alone.
 ///
 /// # Panics
 /// If the remaining rank is not below the number of entries counted in the digit bins (the
 /// caller asked for a rank past the end).
-pub fn select_digit(selection: &mut [u64]) {
-    use crate::element::{SELECTION_LEN, SELECTION_PREFIX, SELECTION_REMAINING};
+pub fn select_digit(selection: &mut [u64], inf_digit: u32) {
+    use crate::element::{
+        SELECTION_BELOW, SELECTION_LEN, SELECTION_NON_FINITE, SELECTION_PREFIX, SELECTION_REMAINING,
+    };
     assert_eq!(selection.len(), SELECTION_LEN, "selection buffer length");
-    let mut remaining = selection[SELECTION_REMAINING];
+    let rank = selection[SELECTION_REMAINING];
+    let mut before = 0u64;
     let digit = selection[..DIGITS]
         .iter()
         .position(|&count| {
-            let found = remaining < count;
+            let found = rank < before + count;
             if !found {
-                remaining -= count;
+                before += count;
             }
             found
         })
         .expect("gradient mask: rank below the number of entries in the prefix");
+    if (inf_digit as usize) < DIGITS {
+        selection[SELECTION_NON_FINITE] = selection[inf_digit as usize..DIGITS].iter().sum();
+    }
+    selection[SELECTION_BELOW] = selection[BELOW_PREFIX_BIN] + before;
     selection[SELECTION_PREFIX] = (selection[SELECTION_PREFIX] << DIGIT_BITS) | digit as u64;
-    selection[SELECTION_REMAINING] = remaining;
+    selection[SELECTION_REMAINING] = rank - before;
     selection[..HISTOGRAM_LEN].fill(0);
 }
 

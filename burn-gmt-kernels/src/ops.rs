@@ -76,12 +76,15 @@ pub trait MaskOps: Backend {
     }
 
     /// Picks the digit of the sought rank from the counted histogram, appends it to the
-    /// prefix and clears the histogram ([`host::select_digit`]).
+    /// prefix, records the counts below it (and, on the first pass, where `inf_digit` is the
+    /// digit of the `+inf` key rather than `DIGITS`, the non-finite entries) and clears the
+    /// histogram ([`host::select_digit`]). After the last digit the state words hold what a
+    /// one-gradient selection's statistics need: no counting pass.
     #[fusion(dtype = selection, shape = selection)]
-    fn radix_select_digit(selection: IntTensor<Self>) -> IntTensor<Self> {
+    fn radix_select_digit(selection: IntTensor<Self>, inf_digit: u32) -> IntTensor<Self> {
         let device = selection.device();
         let mut words = read_words::<Self>(selection);
-        host::select_digit(&mut words);
+        host::select_digit(&mut words, inf_digit);
         Self::int_from_data(counter_data(words), &device)
     }
 

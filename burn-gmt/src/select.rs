@@ -20,7 +20,8 @@ use burn::backend::{Dispatch, DispatchDevice, DispatchTensor, TensorMetadata};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData, try_read_sync};
 use burn_gmt_kernels::element::MaskElement;
 use burn_gmt_kernels::element::{
-    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_PREFIX, inf_key, key_bits, key_to_f64,
+    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_PREFIX, SELECTION_STATE_LEN, inf_key, key_bits,
+    key_to_f64,
 };
 use burn_gmt_kernels::{MaskOps, with_mask_element};
 
@@ -106,12 +107,18 @@ pub(crate) struct Selection {
     pub stats: Option<Vec<PendingStats>>,
 }
 
-/// A number the statistics need: known on the host, or still in a device tensor.
+/// Where the statistics of one gradient come from.
 #[derive(Debug, Clone)]
-enum Pending<T> {
-    Known(T),
-    /// Words of an integer tensor on the device; `T` is made from them once read.
-    Device(Box<Tensor<1, Int>>),
+enum Source {
+    /// Known on the host.
+    Known(Counts, Option<f64>),
+    /// `[masked, non_finite]` counted on the device; the threshold value known (or none).
+    Counted(Box<Tensor<1, Int>>, Option<f64>),
+    /// `[masked, non_finite]` counted on the device against a selection whose state words
+    /// (`[prefix, remaining, below, non_finite]`) give the threshold (the global scope).
+    CountedSelected(Box<Tensor<1, Int>>, Box<Tensor<1, Int>>),
+    /// The state words of a one-gradient selection: counts and threshold, no counting pass.
+    Selected(Box<Tensor<1, Int>>),
 }
 
 /// The statistics of one gradient against its threshold, possibly still on the device:
@@ -119,10 +126,8 @@ enum Pending<T> {
 #[derive(Debug, Clone)]
 pub(crate) struct PendingStats {
     total: u64,
-    /// `[masked, non_finite]`.
-    counts: Pending<(u64, u64)>,
-    /// The threshold's value, or the selection's key word with the dtype to read it in.
-    threshold: Option<(Pending<f64>, DType)>,
+    dtype: DType,
+    source: Source,
 }
 
 impl PendingStats {
@@ -130,16 +135,67 @@ impl PendingStats {
     pub(crate) fn known(counts: Counts, threshold: Option<f64>) -> Self {
         Self {
             total: counts.total,
-            counts: Pending::Known((counts.masked, counts.non_finite)),
-            // The dtype only matters for a key still on the device.
-            threshold: threshold.map(|t| (Pending::Known(t), DType::F64)),
+            dtype: DType::F64,
+            source: Source::Known(counts, threshold),
         }
     }
 
     /// These statistics with a threshold value known on the host.
     pub(crate) fn with_threshold(mut self, value: f64) -> Self {
-        self.threshold = Some((Pending::Known(value), DType::F64));
+        match &mut self.source {
+            Source::Known(_, threshold) | Source::Counted(_, threshold) => *threshold = Some(value),
+            Source::CountedSelected(..) | Source::Selected(_) => {}
+        }
         self
+    }
+
+    fn device_words(&self) -> Vec<&Tensor<1, Int>> {
+        match &self.source {
+            Source::Known(..) => vec![],
+            Source::Counted(counts, _) => vec![counts],
+            Source::CountedSelected(counts, state) => vec![counts, state],
+            Source::Selected(state) => vec![state],
+        }
+    }
+
+    /// The counts and threshold, taking this gradient's words from `words` in the order of
+    /// [`device_words`](Self::device_words).
+    fn decode(self, words: &mut impl FnMut(usize) -> u64) -> (Counts, Option<f64>) {
+        let total = self.total;
+        let counts = |masked, non_finite| Counts {
+            total,
+            masked,
+            non_finite,
+        };
+        // State words: the threshold is the prefix, at most +inf; "below" counts the entries
+        // under the prefix, which is every finite entry once the prefix reaches +inf.
+        let dtype = self.dtype;
+        let state = |words: &mut dyn FnMut(usize) -> u64, non_finite: Option<u64>| {
+            let (prefix, _remaining, below, state_non_finite) =
+                (words(0), words(0), words(0), words(0));
+            let inf = inf_key(dtype).expect("a supported float dtype");
+            let non_finite = non_finite.unwrap_or(state_non_finite);
+            let masked = if prefix >= inf {
+                total - non_finite
+            } else {
+                below
+            };
+            let value = key_to_f64(dtype, prefix.min(inf)).expect("a supported float dtype");
+            (masked, non_finite, value)
+        };
+        match self.source {
+            Source::Known(c, threshold) => (c, threshold),
+            Source::Counted(_, threshold) => (counts(words(0), words(0)), threshold),
+            Source::CountedSelected(..) => {
+                let (masked, non_finite) = (words(0), words(0));
+                let (_, _, value) = state(words, Some(non_finite));
+                (counts(masked, non_finite), Some(value))
+            }
+            Source::Selected(_) => {
+                let (masked, non_finite, value) = state(words, None);
+                (counts(masked, non_finite), Some(value))
+            }
+        }
     }
 }
 
@@ -148,7 +204,8 @@ impl PendingStats {
 pub(crate) fn resolve_stats(pending: Vec<PendingStats>) -> Vec<(Counts, Option<f64>)> {
     // Device words, grouped by device (gradients of one step may live on several).
     let mut groups: Vec<(Device, Vec<Tensor<1, Int>>)> = Vec::new();
-    let mut place = |tensor: &Tensor<1, Int>| {
+    let mut slots = Vec::new();
+    for tensor in pending.iter().flat_map(PendingStats::device_words) {
         let device = tensor.device();
         let group = match groups.iter().position(|(d, _)| *d == device) {
             Some(g) => g,
@@ -157,19 +214,8 @@ pub(crate) fn resolve_stats(pending: Vec<PendingStats>) -> Vec<(Counts, Option<f
                 groups.len() - 1
             }
         };
+        slots.extend(std::iter::repeat_n(group, tensor.shape().num_elements()));
         groups[group].1.push(tensor.clone());
-        group
-    };
-    let mut slots = Vec::new();
-    for p in &pending {
-        if let Pending::Device(words) = &p.counts {
-            // Two words: masked, non-finite.
-            let group = place(words);
-            slots.extend([group, group]);
-        }
-        if let Some((Pending::Device(words), _)) = &p.threshold {
-            slots.push(place(words));
-        }
     }
     let mut words: Vec<std::vec::IntoIter<u64>> = groups
         .into_iter()
@@ -183,32 +229,11 @@ pub(crate) fn resolve_stats(pending: Vec<PendingStats>) -> Vec<(Counts, Option<f
         })
         .collect();
     let mut slots = slots.into_iter();
-    let mut next = || {
+    let mut next = |_: usize| {
         let group = slots.next().expect("a slot per device word");
         words[group].next().expect("a word per slot")
     };
-    pending
-        .into_iter()
-        .map(|p| {
-            let (masked, non_finite) = match p.counts {
-                Pending::Known(counts) => counts,
-                Pending::Device(_) => (next(), next()),
-            };
-            let threshold = p.threshold.map(|(value, dtype)| match value {
-                Pending::Known(value) => value,
-                Pending::Device(_) => {
-                    let key = next().min(inf_key(dtype).expect("a supported float dtype"));
-                    key_to_f64(dtype, key).expect("a supported float dtype")
-                }
-            });
-            let counts = Counts {
-                total: p.total,
-                masked,
-                non_finite,
-            };
-            (counts, threshold)
-        })
-        .collect()
+    pending.into_iter().map(|p| p.decode(&mut next)).collect()
 }
 
 /// A host-side selection: the threshold key, its value and the counts.
@@ -280,22 +305,41 @@ pub(crate) fn select(
 fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: bool) -> Selection {
     let bits = key_bits(dtype).expect("selection on a supported float dtype");
     let like = &grads[0];
+    let inf = inf_key(dtype).expect("selection on a supported float dtype");
     let mut selection = <Dispatch as MaskOps>::radix_select_start(like, rank);
     for pass in 0..bits / DIGIT_BITS {
         let shift = bits - DIGIT_BITS * (pass + 1);
         for grad in grads {
             selection = <Dispatch as MaskOps>::radix_select_count(grad, selection, shift);
         }
-        selection = <Dispatch as MaskOps>::radix_select_digit(selection);
+        // The first digit step also counts the non-finite entries (digits from +inf's up).
+        let inf_digit = if pass == 0 {
+            inf >> shift
+        } else {
+            DIGITS as u64
+        };
+        selection = <Dispatch as MaskOps>::radix_select_digit(selection, inf_digit as u32);
     }
     let threshold = <Dispatch as MaskOps>::radix_select_threshold(like, selection.clone());
     // Statistics stay on the device until `resolve_stats` reads the whole step's at once.
     let stats = collect.then(|| {
-        let key = Tensor::<1, Int>::from_dispatch(selection)
-            .slice(SELECTION_PREFIX..SELECTION_PREFIX + 1);
-        device_counts(grads, &threshold)
+        let state = Box::new(
+            Tensor::<1, Int>::from_dispatch(selection)
+                .slice(SELECTION_PREFIX..SELECTION_PREFIX + SELECTION_STATE_LEN),
+        );
+        if let [grad] = grads {
+            // One gradient: the selection's own state words hold its statistics.
+            return vec![PendingStats {
+                total: grad.shape().num_elements() as u64,
+                dtype,
+                source: Source::Selected(state),
+            }];
+        }
+        device_counts(grads, &threshold, None)
             .map(|mut stats| {
-                stats.threshold = Some((Pending::Device(Box::new(key.clone())), dtype));
+                if let Source::Counted(counts, _) = stats.source {
+                    stats.source = Source::CountedSelected(counts, state.clone());
+                }
                 stats
             })
             .collect()
@@ -303,17 +347,22 @@ fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: 
     Selection { threshold, stats }
 }
 
-/// Each gradient's `[masked, non_finite]` against `threshold`, counted on the device.
+/// Each gradient's `[masked, non_finite]` against `threshold` (whose value, if known, is
+/// `value`), counted on the device.
 fn device_counts<'a>(
     grads: &'a [DispatchTensor],
     threshold: &'a DispatchTensor,
+    value: Option<f64>,
 ) -> impl Iterator<Item = PendingStats> + 'a {
     grads.iter().map(move |g| PendingStats {
         total: g.shape().num_elements() as u64,
-        counts: Pending::Device(Box::new(Tensor::from_dispatch(
-            <Dispatch as MaskOps>::abs_threshold_count(g, threshold),
-        ))),
-        threshold: None,
+        dtype: g.dtype(),
+        source: Source::Counted(
+            Box::new(Tensor::from_dispatch(
+                <Dispatch as MaskOps>::abs_threshold_count(g, threshold),
+            )),
+            value,
+        ),
     })
 }
 
@@ -393,7 +442,7 @@ pub(crate) fn count_unselected(
     if on_device(grads, dtype) {
         let value = if frozen { f64::INFINITY } else { 0.0 };
         let threshold = threshold_tensor(value, dtype, &grads[0].device().into());
-        return device_counts(grads, &threshold).collect();
+        return device_counts(grads, &threshold, None).collect();
     }
     count_non_finite(grads, dtype)
         .into_iter()

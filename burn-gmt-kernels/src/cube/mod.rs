@@ -282,9 +282,9 @@ impl MaskOps for CubeBackend {
         selection
     }
 
-    fn radix_select_digit(selection: IntTensor<Self>) -> IntTensor<Self> {
+    fn radix_select_digit(selection: IntTensor<Self>, inf_digit: u32) -> IntTensor<Self> {
         let selection = writable(selection);
-        radix::launch_digit(&selection);
+        radix::launch_digit(&selection, inf_digit);
         selection
     }
 

@@ -5,7 +5,8 @@
 //! for the mask kernels.
 //!
 //! Buffer layout (`u32` words, [`SELECTION_LEN`]): the histogram bins, the "below the prefix"
-//! bin, the key prefix chosen so far, the rank still sought within it.
+//! bin, then the state words: the key prefix chosen so far, the rank still sought within it,
+//! the entries below the prefix and the non-finite entries.
 
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
@@ -14,7 +15,8 @@ use super::key::value_of_key;
 use burn_cubecl::tensor::CubeTensor;
 
 use crate::element::{
-    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_LEN, SELECTION_PREFIX, SELECTION_REMAINING,
+    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_BELOW, SELECTION_LEN, SELECTION_NON_FINITE,
+    SELECTION_PREFIX, SELECTION_REMAINING,
 };
 
 /// A cleared selection buffer seeking rank `rank`.
@@ -31,20 +33,28 @@ fn radix_select_start_kernel(selection: &mut [u32], rank: u32) {
     selection[pos] = word;
 }
 
-/// One cube of `units` units: each unit sums its run of `DIGITS / units` bins, unit 0 walks
-/// the run sums and then the bins of the run that holds the sought rank, appends that digit
-/// to the prefix and lowers the rank by the entries of the smaller digits; then every unit
-/// clears its run for the next pass. No plane operation: runs on any device.
+/// One cube of `units` units: each unit sums its run of `DIGITS / units` bins (and, on the
+/// first pass, the bins from `inf_digit` up), unit 0 walks the run sums and then the bins of
+/// the run that holds the sought rank, appends that digit to the prefix, lowers the rank by
+/// the entries of the smaller digits and records the counts; then every unit clears its run
+/// for the next pass. No plane operation: runs on any device.
 #[cube(launch_unchecked)]
-fn radix_select_digit_kernel(selection: &mut [u32], #[comptime] units: u32) {
+fn radix_select_digit_kernel(selection: &mut [u32], inf_digit: u32, #[comptime] units: u32) {
     let run = (DIGITS as u32) / units;
     let mut sums = Shared::<[u32]>::new_slice(units as usize);
+    let mut non_finite = Shared::<[u32]>::new_slice(units as usize);
     let first = UNIT_POS * run;
     let mut sum = 0u32;
+    let mut above_inf = 0u32;
     for i in 0..run {
-        sum += selection[(first + i) as usize];
+        let count = selection[(first + i) as usize];
+        sum += count;
+        if first + i >= inf_digit {
+            above_inf += count;
+        }
     }
     sums[UNIT_POS as usize] = sum;
+    non_finite[UNIT_POS as usize] = above_inf;
     sync_cube();
 
     if UNIT_POS == 0u32 {
@@ -53,8 +63,10 @@ fn radix_select_digit_kernel(selection: &mut [u32], #[comptime] units: u32) {
         let mut before = 0u32;
         let mut chosen = 0u32;
         let mut found = false;
+        let mut total_non_finite = 0u32;
         for r in 0..units {
             let count = sums[r as usize];
+            total_non_finite += non_finite[r as usize];
             if !found {
                 if remaining < before + count {
                     chosen = r;
@@ -79,6 +91,10 @@ fn radix_select_digit_kernel(selection: &mut [u32], #[comptime] units: u32) {
                 }
             }
         }
+        if inf_digit < (DIGITS as u32) {
+            selection[SELECTION_NON_FINITE] = total_non_finite;
+        }
+        selection[SELECTION_BELOW] = selection[BELOW_PREFIX_BIN] + before;
         let prefix = selection[SELECTION_PREFIX];
         selection[SELECTION_PREFIX] = (prefix << DIGIT_BITS) | digit;
         selection[SELECTION_REMAINING] = remaining - before;
@@ -123,8 +139,9 @@ pub fn launch_start(selection: &CubeTensor, rank: u32) {
     }
 }
 
-/// Launches [`radix_select_digit_kernel`] on `selection` (one cube).
-pub fn launch_digit(selection: &CubeTensor) {
+/// Launches [`radix_select_digit_kernel`] on `selection` (one cube); `inf_digit` as in
+/// [`crate::host::select_digit`].
+pub fn launch_digit(selection: &CubeTensor, inf_digit: u32) {
     let client = &selection.client;
     let max_units = client.properties().hardware.max_units_per_cube;
     // A power of two dividing the digit count; 256 on any GPU, fewer on a tiny device.
@@ -133,13 +150,14 @@ pub fn launch_digit(selection: &CubeTensor) {
         units /= 2;
     }
     // SAFETY: unit `u` touches bins `u * run .. (u + 1) * run` (all below `DIGITS`) and unit
-    // 0 the three state words; the buffer holds `SELECTION_LEN` words.
+    // 0 the state words and the below bin; the buffer holds `SELECTION_LEN` words.
     unsafe {
         radix_select_digit_kernel::launch_unchecked(
             client,
             CubeCount::new_1d(1),
             CubeDim::new_1d(units),
             selection.clone().into_buffer_arg(),
+            inf_digit,
             units,
         );
     }
