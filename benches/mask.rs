@@ -1,20 +1,197 @@
-//! Per-tensor GMT mask on the Flex CPU backend against a plain copy and Burn's sort-based
-//! threshold. Prints a table; times are medians of several runs.
+//! Per-tensor GMT mask on every backend compiled in, against a plain device copy and Burn's
+//! sort-based threshold. Prints a markdown table; times are medians of several runs.
 //!
-//! `cargo bench --profile dev --bench mask` (the dev profile already optimises dependencies
-//! and our kernels, so this reuses the test build). Set `GMT_BENCH_SIZES=1048576,16777216`
-//! to choose sizes and `GMT_BENCH_SORT=0` to skip the sort baseline.
+//! ```sh
+//! cargo bench --profile dev --bench mask                          # flex
+//! cargo bench --profile dev --features ndarray,wgpu --bench mask  # + ndarray, wgpu
+//! cargo bench --profile dev --features cuda --bench mask          # + cuda
+//! ```
+//!
+//! The dev profile already optimises dependencies and our kernels, so this reuses the test
+//! build. Environment:
+//!
+//! - `GMT_BENCH_BACKENDS=flex,wgpu`: the backends to run (default: every one compiled in;
+//!   `flex`, `ndarray`, `wgpu`, `cuda`, `rocm`). A GPU backend without a device is reported skipped.
+//! - `GMT_BENCH_SIZES=1048576,16777216`: gradient sizes (default 1M, 16M, 45M entries).
+//! - `GMT_BENCH_SORT=0`: skip the sort baseline. `GMT_BENCH_SORT_TIMEOUT=60`: seconds one sort
+//!   may take before it is killed (the sort runs in a child process, this same executable
+//!   re-run with `GMT_BENCH_SORT_CHILD=backend:n`).
+//! - `GMT_BENCH_CHECK=0`: skip the untimed check of the mask's output against a host selection
+//!   (the `exact` column).
+//!
+//! Every timed region ends with `Device::sync` (a no-op on the CPU backends; on CubeCL it
+//! flushes the fusion queue and waits for the device), and every (backend, n, operation) is
+//! run once untimed first, so kernel compilation is not timed. The gradient is generated on the
+//! host from a fixed hash, so the parent and the sort child see the same values.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use burn_gmt::GradMaskConfig;
+use burn_gmt::kernels::random::mix64;
+
+/// Memory passes over the gradient that our f32 mask makes: 2 histogram read passes (radix
+/// select over the 32 bits of |g|, 16 bits a pass) + 1 read/write masking pass = 3 reads and
+/// 1 write. The "mask GB/s" column is `MASK_PASSES × 4 bytes × n / mask time`.
+const MASK_PASSES: usize = 4;
+/// Fraction of the gradient masked.
+const RATIO: f64 = 0.3;
+/// Seed of the host-generated gradient.
+const SEED: u64 = 0x474d_545f_6265_6e63;
+/// Default sizes: 1M, 16M and 45M entries (a 7B model's largest tensors are ~45M).
+const DEFAULT_SIZES: [usize; 3] = [1 << 20, 1 << 24, 45_000_000];
+/// Timed runs of the sort baseline after its warm-up (1 when the warm-up took over 5 s).
+const SORT_REPS: usize = 3;
+/// Environment variable that turns this executable into the sort child.
+const SORT_CHILD: &str = "GMT_BENCH_SORT_CHILD";
 
 #[derive(Module, Debug)]
 struct One {
     weight: Param<Tensor<1>>,
+}
+
+/// The backends compiled into this build, in table order.
+const COMPILED: &[&str] = &[
+    #[cfg(feature = "flex")]
+    "flex",
+    #[cfg(feature = "ndarray")]
+    "ndarray",
+    #[cfg(feature = "wgpu")]
+    "wgpu",
+    #[cfg(feature = "cuda")]
+    "cuda",
+    #[cfg(feature = "rocm")]
+    "rocm",
+];
+
+/// The device of a backend compiled in (`None` for a name not compiled in). Opening a GPU
+/// device may panic when there is none: see [`probe`].
+fn device_of(name: &str) -> Option<Device> {
+    match name {
+        #[cfg(feature = "flex")]
+        "flex" => Some(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        // burn-ndarray is deprecated upstream, but our users still run it.
+        "ndarray" => Some(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Some(Device::wgpu(Default::default())),
+        #[cfg(feature = "cuda")]
+        "cuda" => Some(Device::cuda(0)),
+        #[cfg(feature = "rocm")]
+        "rocm" => Some(Device::rocm(0)),
+        _ => None,
+    }
+}
+
+/// The device of `name` after a small round trip on it, or why not. Panics while opening a
+/// device (no adapter, no libcuda) are caught and kept quiet.
+fn probe(name: &str) -> Result<Device, String> {
+    if !COMPILED.contains(&name) {
+        return Err(format!("not compiled in: build with --features {name}"));
+    }
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| {
+        let device = device_of(name).expect("compiled in");
+        let t = Tensor::<1>::from_floats([1.0, 2.0], &device);
+        let _ = t.sum().into_scalar::<f32>();
+        device.sync().expect("device sync");
+        device
+    });
+    std::panic::set_hook(hook);
+    result.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("panic");
+        let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        match name {
+            "wgpu" => "no adapter".to_string(),
+            "cuda" => format!("no CUDA device: {}", first.trim()),
+            "rocm" => format!("no ROCm device: {}", first.trim()),
+            _ => format!("failed to open: {}", first.trim()),
+        }
+    })
+}
+
+/// What the device is, for the header: CPU, GPU, or a software GPU (lavapipe) on the CPU.
+fn describe(name: &str, _device: &Device) -> String {
+    match name {
+        "flex" | "ndarray" => "CPU".to_string(),
+        #[cfg(any(feature = "wgpu", feature = "cuda", feature = "rocm"))]
+        _ => match _device.identity() {
+            Some(id) if id.physical.is_none() || id.name.to_lowercase().contains("llvmpipe") => {
+                format!(
+                    "software GPU on the CPU ({}): absolute figures are CPU figures, the \
+                     ratios are what count",
+                    id.name
+                )
+            }
+            Some(id) => format!("GPU ({})", id.name),
+            None => "GPU".to_string(),
+        },
+        #[cfg(not(any(feature = "wgpu", feature = "cuda", feature = "rocm")))]
+        _ => "GPU".to_string(),
+    }
+}
+
+/// The benchmark gradient: `n` normal-ish f32 values (Box–Muller on a SplitMix64 hash of the
+/// index), identical in every process.
+fn gradient_values(n: usize) -> Vec<f32> {
+    fn value(i: usize) -> f32 {
+        let h = mix64(SEED ^ mix64(i as u64));
+        let u1 = ((h >> 40) as f64 + 0.5) / (1u64 << 24) as f64; // (0, 1)
+        let u2 = (h & 0xFF_FFFF) as f64 / (1u64 << 24) as f64; // [0, 1)
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+    let mut values = vec![0.0f32; n];
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let chunk = n.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (c, part) in values.chunks_mut(chunk).enumerate() {
+            scope.spawn(move || {
+                for (j, v) in part.iter_mut().enumerate() {
+                    *v = value(c * chunk + j);
+                }
+            });
+        }
+    });
+    values
+}
+
+/// The benchmark gradient on `device`.
+fn upload(values: Vec<f32>, device: &Device) -> Tensor<1> {
+    let n = values.len();
+    let g = Tensor::<1>::from_data(TensorData::new(values, [n]), device);
+    device.sync().expect("device sync");
+    g
+}
+
+/// Whether `masked` is exactly the GMT mask of `values` (no NaN in them): with k = floor(r·n)
+/// and T the (k+1)-th smallest |g|, entries with |g| < T are zero and the others unchanged.
+/// Returns the cell text: `yes`, or `NO` with the number of wrong entries.
+fn check(values: &[f32], masked: Tensor<1>) -> String {
+    let k = (RATIO * values.len() as f64).floor() as usize;
+    let mut magnitudes: Vec<f32> = values.iter().map(|v| v.abs()).collect();
+    let threshold = *magnitudes.select_nth_unstable_by(k, f32::total_cmp).1;
+    let got: Vec<f32> = masked.into_data().iter::<f32>().collect();
+    let wrong = values
+        .iter()
+        .zip(&got)
+        .filter(|&(&v, &m)| m != if v.abs() < threshold { 0.0 } else { v })
+        .count();
+    if wrong == 0 {
+        "yes".into()
+    } else {
+        format!("NO ({wrong} wrong)")
+    }
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {
@@ -22,90 +199,273 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
-/// Median time of `run` over `reps` repetitions, each on fresh input from `setup`.
-fn time<I, O>(reps: usize, mut setup: impl FnMut() -> I, mut run: impl FnMut(I) -> O) -> Duration {
-    let times = (0..reps)
-        .map(|_| {
-            let input = setup();
-            let start = Instant::now();
-            let out = run(input);
-            let elapsed = start.elapsed();
-            drop(out);
-            elapsed
-        })
-        .collect();
-    median(times)
+/// One run of `run` on input from `setup`; only `run` and the sync after it are timed.
+fn time_once<I, O>(
+    device: &Device,
+    setup: &mut impl FnMut() -> I,
+    run: &mut impl FnMut(I) -> O,
+) -> Duration {
+    let input = setup();
+    device.sync().expect("device sync");
+    let start = Instant::now();
+    let out = run(input);
+    device.sync().expect("device sync");
+    let elapsed = start.elapsed();
+    drop(out);
+    elapsed
 }
 
-/// A uniquely owned copy of `g` (what a backward pass hands the optimizer).
+/// Median time of `run` over `reps` repetitions after one warm-up, each on fresh input from
+/// `setup`.
+fn time<I, O>(
+    device: &Device,
+    reps: usize,
+    mut setup: impl FnMut() -> I,
+    mut run: impl FnMut(I) -> O,
+) -> Duration {
+    time_once(device, &mut setup, &mut run);
+    median(
+        (0..reps)
+            .map(|_| time_once(device, &mut setup, &mut run))
+            .collect(),
+    )
+}
+
+/// A uniquely owned copy of `g` (what a backward pass hands the optimizer): one read and one
+/// write of the gradient.
 fn fresh(g: &Tensor<1>) -> Tensor<1> {
     g.clone().mul_scalar(1.0)
+}
+
+/// Burn's way to a threshold: sort |g| and take the k-th entry.
+fn sort_threshold(g: Tensor<1>, k: usize) -> TensorData {
+    g.abs().sort(0).slice(k..k + 1).into_data()
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn main() {
-    let sizes: Vec<usize> = std::env::var("GMT_BENCH_SIZES")
-        .ok()
-        .map(|s| {
-            s.split(',')
-                .map(|n| n.trim().parse().expect("GMT_BENCH_SIZES: integers"))
-                .collect()
+/// The sort child: time the sort baseline on `backend:n` and report on stdout, one line per
+/// run (`run_ms=`, so the parent can time out a single sort), then `sort_ms=` (the median).
+fn sort_child(spec: &str) {
+    let (name, n) = spec
+        .split_once(':')
+        .expect("GMT_BENCH_SORT_CHILD=backend:n");
+    let n: usize = n.parse().expect("GMT_BENCH_SORT_CHILD: n");
+    let device = probe(name).unwrap_or_else(|why| panic!("sort child: {name}: {why}"));
+    let g = upload(gradient_values(n), &device);
+    let k = (RATIO * n as f64).floor() as usize;
+    let mut stdout = std::io::stdout();
+    let mut report = |line: String| {
+        writeln!(stdout, "{line}").unwrap();
+        stdout.flush().unwrap();
+    };
+    report("ready".into());
+    let mut setup = || g.clone();
+    let mut run = |g| sort_threshold(g, k);
+    let warm = time_once(&device, &mut setup, &mut run);
+    report(format!("run_ms={}", ms(warm)));
+    let reps = if warm > Duration::from_secs(5) {
+        1
+    } else {
+        SORT_REPS
+    };
+    let times: Vec<Duration> = (0..reps)
+        .map(|_| {
+            let t = time_once(&device, &mut setup, &mut run);
+            report(format!("run_ms={}", ms(t)));
+            t
         })
-        .unwrap_or_else(|| vec![1 << 20, 1 << 24]);
-    let with_sort = std::env::var("GMT_BENCH_SORT").map_or(true, |v| v != "0");
-    let ratio = 0.3;
-    let device = Device::flex();
+        .collect();
+    report(format!("sort_ms={}", ms(median(times))));
+}
 
-    println!("GMT per-tensor mask on flex, ratio {ratio} (median times)\n");
-    println!(
-        "| n | copy (ms) | GMT mask (ms) | sort threshold (ms) | mask / copy | sort / copy | mask GB/s |"
+/// The sort baseline of `backend` at `n`, in a child process that is killed when one sort
+/// takes longer than `timeout`. `Ok(median)`, or `Err(cell text)`.
+fn sort_in_child(backend: &str, n: usize, timeout: Duration) -> Result<Duration, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("no exe: {e}"))?;
+    let mut child = Command::new(exe)
+        .env(SORT_CHILD, format!("{backend}:{n}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn failed: {e}"))?;
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stderr = child.stderr.take().expect("piped");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    // Opening the device and generating the gradient is not the sort: allow it more time.
+    let mut wait = timeout + Duration::from_secs(300);
+    let outcome = loop {
+        match lines.recv_timeout(wait) {
+            Ok(line) if line == "ready" => wait = timeout,
+            Ok(line) if line.starts_with("run_ms=") => wait = timeout,
+            Ok(line) => match line.strip_prefix("sort_ms=") {
+                Some(v) => match v.parse::<f64>() {
+                    Ok(v) => break Ok(Duration::from_secs_f64(v / 1e3)),
+                    Err(_) => break Err(format!("bad child output {line:?}")),
+                },
+                None => continue,
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                break Err(format!("> {} s", timeout.as_secs_f64()));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Err("failed".into()),
+        }
+    };
+    let status = child.wait();
+    let stderr = stderr.join().unwrap_or_default();
+    if outcome.as_ref().is_err_and(|e| e == "failed") {
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+        eprintln!(
+            "sort child {backend}:{n} failed ({status:?}): {}",
+            last.unwrap_or("no message")
+        );
+    }
+    outcome
+}
+
+fn env_flag_off(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "0")
+}
+
+fn sizes() -> Vec<usize> {
+    std::env::var("GMT_BENCH_SIZES").ok().map_or_else(
+        || DEFAULT_SIZES.to_vec(),
+        |s| {
+            s.split(',')
+                .filter(|n| !n.trim().is_empty())
+                .map(|n| match n.trim().parse() {
+                    Ok(n) if n > 0 => n,
+                    _ => panic!("GMT_BENCH_SIZES: positive integers, got {n:?}"),
+                })
+                .collect()
+        },
+    )
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(SORT_CHILD) {
+        sort_child(&spec);
+        return;
+    }
+    let sizes = sizes();
+    let requested: Vec<String> = std::env::var("GMT_BENCH_BACKENDS").map_or_else(
+        |_| COMPILED.iter().map(|s| s.to_string()).collect(),
+        |s| {
+            s.split(',')
+                .map(|b| b.trim().to_lowercase())
+                .filter(|b| !b.is_empty())
+                .collect()
+        },
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for n in sizes {
-        let g = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &device);
-        let module = One {
-            weight: Param::from_tensor(Tensor::zeros([n], &device)),
-        };
-        let reps = if n > 4 << 20 { 5 } else { 11 };
+    let with_sort = !env_flag_off("GMT_BENCH_SORT");
+    let with_check = !env_flag_off("GMT_BENCH_CHECK");
+    let timeout = Duration::from_secs_f64(
+        std::env::var("GMT_BENCH_SORT_TIMEOUT")
+            .ok()
+            .map_or(60.0, |v| {
+                v.parse().expect("GMT_BENCH_SORT_TIMEOUT: seconds")
+            }),
+    );
 
-        let copy = time(reps, || g.clone(), |g| fresh(&g));
-        let mut mask = GradMaskConfig::new(ratio)
-            .with_collect_stats(false)
-            .init()
-            .unwrap();
-        let masked = time(
-            reps,
-            || {
+    let mut backends = Vec::new();
+    for name in &requested {
+        match probe(name) {
+            Ok(device) => backends.push((name.clone(), device)),
+            Err(why) => println!("skipped: {name} ({why})"),
+        }
+    }
+
+    println!(
+        "\nGMT per-tensor mask, f32, ratio {RATIO}: median of 11 runs (5 for n > 4M), sort: \
+         median of {SORT_REPS} (time-out {} s per sort)",
+        timeout.as_secs_f64()
+    );
+    for (name, device) in &backends {
+        println!("- {name}: {}", describe(name, device));
+    }
+    println!(
+        "- passes: memory passes over the gradient our mask makes ({MASK_PASSES} for f32: 2 \
+         histogram reads + 1 read/write masking pass); mask GB/s = passes × 4 B × n / mask time\n\
+         - exact: the mask's output compared with a host selection (`GMT_BENCH_CHECK=0` skips)\n"
+    );
+    println!(
+        "| backend | n | copy (ms) | GMT mask (ms) | sort threshold (ms) | passes | mask / copy \
+         | sort / copy | mask GB/s | exact |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    std::io::stdout().flush().unwrap();
+
+    for (name, device) in &backends {
+        for &n in &sizes {
+            let values = gradient_values(n);
+            let g = upload(values.clone(), device);
+            let module = One {
+                weight: Param::from_tensor(Tensor::zeros([n], device)),
+            };
+            let reps = if n > 4 << 20 { 5 } else { 11 };
+
+            let copy = time(device, reps, || g.clone(), |g| fresh(&g));
+            let mut mask = GradMaskConfig::new(RATIO)
+                .with_collect_stats(false)
+                .init()
+                .unwrap();
+            let masked = time(
+                device,
+                reps,
+                || {
+                    let mut grads = GradientsParams::new();
+                    grads.register(module.weight.id, fresh(&g));
+                    grads
+                },
+                |grads| mask.apply(&module, grads),
+            );
+            let exact = if with_check {
                 let mut grads = GradientsParams::new();
                 grads.register(module.weight.id, fresh(&g));
-                grads
-            },
-            |grads| mask.apply(&module, grads),
-        );
-        let k = (ratio * n as f64).floor() as usize;
-        let sort = with_sort.then(|| {
-            time(
-                3,
-                || g.clone(),
-                |g| g.abs().sort(0).slice(k..k + 1).into_data(),
-            )
-        });
-        let bytes = (n * 4) as f64;
-        println!(
-            "| {n} | {:.2} | {:.2} | {} | {:.2} | {} | {:.1} |",
-            ms(copy),
-            ms(masked),
-            sort.map_or("-".into(), |s| format!("{:.1}", ms(s))),
-            masked.as_secs_f64() / copy.as_secs_f64(),
-            sort.map_or("-".into(), |s| format!(
-                "{:.1}",
-                s.as_secs_f64() / copy.as_secs_f64()
-            )),
-            // One read per histogram pass (2 for f32) plus the in-place masking pass.
-            bytes * 4.0 / masked.as_secs_f64() / 1e9,
-        );
+                let mut grads = mask.apply(&module, grads);
+                check(
+                    &values,
+                    grads.remove(module.weight.id).expect("masked gradient"),
+                )
+            } else {
+                "-".into()
+            };
+            drop((g, module, values));
+            let sort = if with_sort {
+                sort_in_child(name, n, timeout)
+            } else {
+                Err("skipped".into())
+            };
+            let ratio = |t: Duration| t.as_secs_f64() / copy.as_secs_f64();
+            println!(
+                "| {name} | {n} | {:.2} | {:.2} | {} | {MASK_PASSES} | {:.2} | {} | {:.1} | {exact} |",
+                ms(copy),
+                ms(masked),
+                sort.as_ref()
+                    .map_or_else(Clone::clone, |s| format!("{:.1}", ms(*s))),
+                ratio(masked),
+                sort.as_ref()
+                    .map_or_else(|_| "-".into(), |s| format!("{:.1}", ratio(*s))),
+                (MASK_PASSES * 4 * n) as f64 / masked.as_secs_f64() / 1e9,
+            );
+            std::io::stdout().flush().unwrap();
+        }
     }
 }

@@ -216,3 +216,63 @@ fn large_tensors_match_reference() {
         check_per_tensor(&vals, Float::BF16, 0.4);
     }
 }
+
+#[derive(burn::module::Module, Debug)]
+struct Matrix {
+    weight: burn::module::Param<burn::tensor::Tensor<2>>,
+}
+
+/// A transposed (strided) gradient and one still held elsewhere, on every CPU backend and
+/// through every selection path: the mask matches the reference on the logical (row-major)
+/// values, and the held gradient is left untouched.
+#[test]
+fn strided_and_shared_gradients() {
+    let (rows, cols) = (37, 301);
+    let stored: Vec<f64> = (0..rows * cols)
+        .map(|i| {
+            let z = burn_gmt::kernels::random::mix64(i as u64);
+            (((z >> 11) as f64 / (1u64 << 53) as f64) - 0.5) as f32 as f64
+        })
+        .collect();
+    // `stored` is laid out [cols, rows]; the gradient is its transpose, [rows, cols].
+    let logical: Vec<f64> = (0..rows)
+        .flat_map(|r| (0..cols).map(move |c| (r, c)))
+        .map(|(r, c)| stored[c * rows + r])
+        .collect();
+    let (expected, expected_masked, _) = reference_mask(&logical, 0.4);
+    type Run = fn(&mut dyn FnMut());
+    let paths: [(&str, Run); 3] = [
+        ("default", |f| f()),
+        ("radix", |f| burn_gmt::with_radix_select(f)),
+        ("device", |f| burn_gmt::with_device_select(f)),
+    ];
+    for device in devices() {
+        for (path, run) in paths {
+            let module = Matrix {
+                weight: burn::module::Param::from_tensor(Float::F32.tensor(
+                    &vec![0.0; rows * cols],
+                    [rows, cols],
+                    &device,
+                )),
+            };
+            let grad = Float::F32
+                .tensor(&stored, [cols, rows], &device)
+                .transpose();
+            let held = grad.clone();
+            let mut grads = Some(burn::optim::GradientsParams::new());
+            grads.as_mut().unwrap().register(module.weight.id, grad);
+            let mut mask = GradMaskConfig::new(0.4).init().unwrap();
+            let mut out = None;
+            run(&mut || out = Some(mask.apply(&module, grads.take().unwrap())));
+            let masked = out.unwrap().remove::<2>(module.weight.id).unwrap();
+            let context = format!("{path} on {device:?}");
+            assert_same(&values(masked), &expected, &context);
+            assert_eq!(mask.last_stats().masked(), expected_masked, "{context}");
+            assert_same(
+                &values(held),
+                &logical,
+                &format!("held gradient, {context}"),
+            );
+        }
+    }
+}

@@ -40,3 +40,7 @@ pub use ops::MaskOps;
 mod cube;
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+mod host_backend;
+#[cfg(feature = "ndarray")]
+mod ndarray;

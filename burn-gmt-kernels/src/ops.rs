@@ -295,6 +295,3 @@ pub(crate) fn counter_data(hist: Vec<u64>) -> TensorData {
 pub(crate) fn count_data(counts: host::RandomMaskCounts) -> TensorData {
     TensorData::new(vec![counts.masked as i64, counts.non_finite as i64], [2])
 }
-
-#[cfg(feature = "ndarray")]
-impl MaskOps for burn::backend::NdArray {}

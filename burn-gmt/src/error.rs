@@ -31,4 +31,17 @@ pub enum GradMaskError {
         /// The dtype.
         dtype: String,
     },
+    /// A gradient's dtype is one the mask ranks, but its device does not compute with it (for
+    /// example f16 on a GPU without shader f16 support).
+    #[error(
+        "gradient of parameter {param} has dtype {dtype}, which its device {device} does not compute with; train in a dtype the device supports (Device::supports_dtype)"
+    )]
+    DTypeNotOnDevice {
+        /// The parameter's path or id.
+        param: String,
+        /// The dtype.
+        dtype: String,
+        /// The device.
+        device: String,
+    },
 }

@@ -2,7 +2,7 @@
 //! masked parameters still. Shared by the optimizer wrapper and the module-level mask.
 
 use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use burn_gmt_kernels::MaskOps;
 use burn_gmt_kernels::element::key_bits;
 use burn_gmt_kernels::random::{draw_key, is_drawn, ratio_bound};
@@ -61,18 +61,27 @@ pub(crate) fn resolve_named(named: Vec<(String, PendingStats)>) -> Vec<TensorMas
         .collect()
 }
 
-/// Checks that a gradient's dtype can be ranked.
+/// Checks that a gradient's dtype can be ranked, and computed with on its device: the
+/// earliest point to refuse it, before any kernel is built for it.
 pub(crate) fn check_dtype(
     dtype: DType,
+    device: &Device,
     param: impl FnOnce() -> String,
 ) -> Result<(), GradMaskError> {
-    match key_bits(dtype) {
-        Some(_) => Ok(()),
-        None => Err(GradMaskError::UnsupportedDType {
+    if key_bits(dtype).is_none() {
+        return Err(GradMaskError::UnsupportedDType {
             param: param(),
             dtype: format!("{dtype:?}"),
-        }),
+        });
     }
+    if !device.supports_dtype(dtype) {
+        return Err(GradMaskError::DTypeNotOnDevice {
+            param: param(),
+            dtype: format!("{dtype:?}"),
+            device: format!("{device:?}"),
+        });
+    }
+    Ok(())
 }
 
 /// Decides the mask of one tensor on its own (per-tensor scope, or the optimizer wrapper).

@@ -273,7 +273,9 @@ impl GradMask {
             entries: &mut entries,
         });
         for entry in &entries {
-            check_dtype(entry.grad.dtype(), || entry.path.clone())?;
+            check_dtype(entry.grad.dtype(), &entry.grad.device().into(), || {
+                entry.path.clone()
+            })?;
         }
         let ratio = self.config.ratio_at(self.step);
         let plans = self.plan(&entries, ratio)?;

@@ -171,7 +171,7 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
             Some(state) => (state.inner, state.step, state.stream),
             None => (None, 0, self.next_stream.fetch_add(1, Ordering::Relaxed)),
         };
-        if let Err(err) = check_dtype(grad.dtype(), || format!("stream {stream}")) {
+        if let Err(err) = check_dtype(grad.dtype(), &grad.device(), || format!("stream {stream}")) {
             panic!("{err}");
         }
         let config = &self.config;

@@ -155,24 +155,44 @@ pub fn grads_for(module: &Single, grad: Tensor<1>) -> GradientsParams {
     grads
 }
 
-/// The wgpu device, or `None` (after saying so) when there is no adapter. With
-/// `GMT_REQUIRE_WGPU=1` (set by `.ci/run`) a missing adapter fails the test instead.
-#[cfg(feature = "wgpu")]
-pub fn wgpu_device(test: &str) -> Option<Device> {
+/// The GPU under test: CUDA or ROCm when compiled in (the GPU check), else wgpu (Mesa's
+/// lavapipe in CI). `None`, after saying `skipped: <test> (...)`, when the device is missing;
+/// with `GMT_REQUIRE_GPU=1`, or `GMT_REQUIRE_WGPU=1` for wgpu (set by `.ci/run`), a missing
+/// device fails the test instead.
+#[cfg(any(feature = "wgpu", feature = "cuda", feature = "rocm"))]
+pub fn gpu_device(test: &str) -> Option<Device> {
+    #[cfg(feature = "cuda")]
+    let (name, make): (&str, fn() -> Device) = ("cuda", || Device::cuda(0));
+    #[cfg(all(feature = "rocm", not(feature = "cuda")))]
+    let (name, make): (&str, fn() -> Device) = ("rocm", || Device::rocm(0));
+    #[cfg(not(any(feature = "cuda", feature = "rocm")))]
+    let (name, make): (&str, fn() -> Device) = ("wgpu", || Device::wgpu(Default::default()));
     let probe = std::panic::catch_unwind(|| {
-        let device = Device::wgpu(Default::default());
+        let device = make();
         let t = Tensor::<1>::from_floats([1.0, 2.0], &device);
         let _ = t.sum().into_scalar::<f32>();
         device
     });
+    let required = |var: &str| std::env::var(var).as_deref() == Ok("1");
     match probe {
         Ok(device) => Some(device),
-        Err(_) if std::env::var("GMT_REQUIRE_WGPU").as_deref() == Ok("1") => {
-            panic!("{test}: no wgpu adapter, and GMT_REQUIRE_WGPU=1")
+        Err(_)
+            if required("GMT_REQUIRE_GPU") || (name == "wgpu" && required("GMT_REQUIRE_WGPU")) =>
+        {
+            panic!("{test}: no {name} device, and the GPU tests are required")
         }
         Err(_) => {
-            println!("skipped: {test} (no wgpu adapter)");
+            println!("skipped: {test} (no {name} device)");
             None
         }
     }
+}
+
+/// Whether `device` computes in f16; when it does not, says that `test` skips its f16 cases.
+pub fn has_f16(device: &Device, test: &str) -> bool {
+    let has = device.supports_dtype(DType::F16);
+    if !has {
+        println!("skipped: {test}, f16 cases (the device has no f16)");
+    }
+    has
 }

@@ -2,22 +2,48 @@
 //! macro-generated `Fusion` implementation on `Fusion<CubeBackend>`, which is what a wgpu or
 //! CUDA device is by default.
 //!
-//! Kernels (one file each, the `#[cube]` function next to its launcher):
+//! Kernels (one file each, the `#[cube]` functions next to their launchers):
+//! - [`histogram`]: one radix pass of the exact selection: shared-memory atomics per cube
+//!   (a window of up to 8,192 bins around the cube's sampled median digit, plus digit 0),
+//!   merged into a global `u32` histogram; the pass's key prefix comes from the host or from
+//!   the selection buffer in device memory.
+//! - [`radix`]: starting a selection buffer, the digit step (one cube scans the 65,536 bins,
+//!   appends the digit, records the counts and clears the bins) and the threshold write.
 //! - [`mask`]: the fused mask, in place, the threshold read from device memory.
 //! - [`select`]: the fused select of `MaskTarget::Update`, in place, same threshold.
-//! - [`histogram`]: one radix pass of the exact selection, shared-memory atomics per cube
-//!   merged into a global `u32` histogram.
+//! - [`count`]: masked and non-finite counts against a threshold (global-scope statistics).
 //!
-//! Launches and passes over a tensor of `n` entries (vector width `v`, chosen per device and
-//! dtype): each operation reads the tensor once (the select reads three tensors and writes
-//! one) in one vectorized launch over `n / v` vectors, plus one scalar launch over the
-//! `n % v` tail entries when there are any. The histogram also zeroes its 65,537 counters
-//! (one fill launch). A non-contiguous input is first made contiguous (one copy launch), and
-//! an input that is shared is copied before being written (one copy launch).
+//! No kernel uses plane (warp) operations, so all of them run on lavapipe and on any CubeCL
+//! runtime. Keys are compared as integers (the sign-cleared bits, 16-bit floats widened
+//! exactly to `f32`), so a device that flushes subnormals in arithmetic still agrees with the
+//! host bit for bit.
 //!
-//! `f32`, `f16` and `bf16` run the kernels (where the runtime has the type); `f64` (no
-//! order-preserving 32-bit key) and the random mask use the host fallback of
-//! [`MaskOps`]'s default bodies.
+//! Launches and memory passes of a per-tensor GMT step on one f32 gradient of `n` entries
+//! (vector width `v` chosen per device and dtype; each data-parallel kernel is one launch
+//! over the `n / v` whole vectors plus one scalar launch over the `n % v` tail, if any):
+//!
+//! | step | launches | passes over the gradient |
+//! |---|---:|---|
+//! | start the selection buffer | 1 | – |
+//! | histogram of the high 16 bits, digit step | 1 (+1 tail) + 1 | 1 read |
+//! | histogram of the low 16 bits, digit step | 1 (+1 tail) + 1 | 1 read |
+//! | threshold write | 1 | – |
+//! | mask, in place | 1 (+1 tail) | 1 read + 1 write |
+//! | **total** | **7 (+3 tails)** | **3 reads + 1 write** |
+//!
+//! f16 and bf16 need one histogram pass (5 launches, 2 reads + 1 write). Nothing is read back
+//! to the host; statistics, when collected, are the selection buffer's state words (one
+//! read-back per step for all tensors). With `MaskScope::Global` the start, digit and
+//! threshold launches happen once per step and each tensor adds its histogram passes to the
+//! same buffer (no concatenation), then a counting pass per tensor if statistics are on.
+//! `MaskTarget::Update` adds one select launch (reads the masked gradient, the update and the
+//! previous values, writes the update). A non-contiguous input costs one copy first, and a
+//! gradient still held elsewhere one copy before it is written.
+//!
+//! Selections over 2^32 entries or more in all (the device counts in `u32`) use the passes
+//! driven from the host: the histogram kernel with a host prefix, one 256 KiB histogram read
+//! back per tensor and pass. `f64` (no 32-bit key) and the random mask use the host fallback
+//! of [`MaskOps`]'s default bodies, which read the tensor back.
 
 mod count;
 mod histogram;

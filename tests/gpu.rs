@@ -1,14 +1,17 @@
-//! The mask on a wgpu device (Mesa's lavapipe in CI: a real Vulkan driver on the CPU),
-//! against the host reference. Without a wgpu adapter each test reports itself skipped,
-//! unless `GMT_REQUIRE_WGPU=1`, which turns a missing adapter into a failure.
-#![cfg(feature = "wgpu")]
+//! The mask on the GPU under test (wgpu, on Mesa's lavapipe in CI: a real Vulkan driver on
+//! the CPU; CUDA or ROCm when built with those features), against the host reference.
+//! Without a device each test reports itself skipped, unless `GMT_REQUIRE_WGPU=1` (wgpu) or
+//! `GMT_REQUIRE_GPU=1` turns a missing device into a failure.
+#![cfg(any(feature = "wgpu", feature = "cuda", feature = "rocm"))]
 
 mod common;
 
 use burn::module::Param;
 use burn::tensor::Device;
 use burn_gmt::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, select_kth_abs};
-use common::{Float, Params, Single, assert_same, grads_for, reference_mask, values, wgpu_device};
+use common::{
+    Float, Params, Single, assert_same, gpu_device, grads_for, has_f16, reference_mask, values,
+};
 
 fn sample(n: usize, seed: u64) -> Vec<f64> {
     (0..n as u64)
@@ -27,12 +30,16 @@ fn sample(n: usize, seed: u64) -> Vec<f64> {
 }
 
 #[test]
-fn per_tensor_mask_matches_reference_on_wgpu() {
-    let Some(device) = wgpu_device("per_tensor_mask_matches_reference_on_wgpu") else {
+fn per_tensor_mask_matches_reference_on_gpu() {
+    let Some(device) = gpu_device("per_tensor_mask_matches_reference_on_gpu") else {
         return;
     };
     for n in [1, 2, 3, 255, 256, 257, 4095, 70_000, (1 << 20) + 7] {
         for float in [Float::F32, Float::F16] {
+            if float == Float::F16 && !has_f16(&device, "per_tensor_mask_matches_reference_on_gpu")
+            {
+                continue;
+            }
             let vals: Vec<f64> = sample(n, n as u64)
                 .iter()
                 .map(|&v| float.round(v))
@@ -46,7 +53,7 @@ fn per_tensor_mask_matches_reference_on_wgpu() {
                     grads_for(&module, float.tensor(&vals, [n], &device)),
                 );
                 let got = values(out.remove::<1>(module.weight.id).unwrap());
-                assert_same(&got, &expected, &format!("wgpu {float:?} n={n} r={ratio}"));
+                assert_same(&got, &expected, &format!("gpu {float:?} n={n} r={ratio}"));
                 assert_eq!(mask.last_stats().masked(), masked);
                 assert_eq!(mask.last_stats().tensors[0].threshold, threshold);
             }
@@ -55,8 +62,8 @@ fn per_tensor_mask_matches_reference_on_wgpu() {
 }
 
 #[test]
-fn global_random_and_update_paths_run_on_wgpu() {
-    let Some(device) = wgpu_device("global_random_and_update_paths_run_on_wgpu") else {
+fn global_random_and_update_paths_run_on_gpu() {
+    let Some(device) = gpu_device("global_random_and_update_paths_run_on_gpu") else {
         return;
     };
     let (a, b, c) = (sample(300, 1), sample(40, 2), sample(30, 3));
@@ -98,14 +105,14 @@ fn global_random_and_update_paths_run_on_wgpu() {
         .chain(values(out.remove::<2>(module.matrix.id).unwrap()))
         .chain(values(out.remove::<3>(module.cube.id).unwrap()))
         .collect();
-    assert_same(&got, &expected, "global on wgpu");
+    assert_same(&got, &expected, "global on the gpu");
 
     // The random mask draws the same entries on every backend.
     let config = GradMaskConfig::new(0.3).with_strategy(MaskStrategy::Random {
         seed: 4,
         rescale: true,
     });
-    let mut on_wgpu = config.init().unwrap();
+    let mut on_gpu = config.init().unwrap();
     let mut on_flex = config.init().unwrap();
     let flex = Device::flex();
     let flex_module = Params {
@@ -115,11 +122,11 @@ fn global_random_and_update_paths_run_on_wgpu() {
     };
     let mut flex_grads = burn::optim::GradientsParams::new();
     flex_grads.register(flex_module.vector.id, flex_module.vector.val());
-    let mut wgpu_grads = burn::optim::GradientsParams::new();
-    wgpu_grads.register(module.vector.id, module.vector.val());
+    let mut gpu_grads = burn::optim::GradientsParams::new();
+    gpu_grads.register(module.vector.id, module.vector.val());
     let x = values(
-        on_wgpu
-            .apply(&module, wgpu_grads)
+        on_gpu
+            .apply(&module, gpu_grads)
             .remove::<1>(module.vector.id)
             .unwrap(),
     );
@@ -129,7 +136,7 @@ fn global_random_and_update_paths_run_on_wgpu() {
             .remove::<1>(flex_module.vector.id)
             .unwrap(),
     );
-    assert_same(&x, &y, "random mask, wgpu vs flex");
+    assert_same(&x, &y, "random mask, gpu vs flex");
 
     // Update target through the optimizer wrapper: masked parameters stay put.
     use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
@@ -157,7 +164,7 @@ fn global_random_and_update_paths_run_on_wgpu() {
             assert_eq!(
                 after[i].to_bits(),
                 before[i].to_bits(),
-                "masked entry {i} moved on wgpu"
+                "masked entry {i} moved on the gpu"
             );
         }
     }

@@ -1,11 +1,11 @@
-//! The CubeCL kernels of `MaskOps` on a wgpu device (Mesa's lavapipe in CI: a real Vulkan
-//! driver on the CPU), each compared bit for bit with the host reference of
-//! `burn_gmt_kernels::host`, through the public dispatch path (`Dispatch as MaskOps`, which a
-//! wgpu device routes to `Fusion<CubeBackend>`).
+//! The CubeCL kernels of `MaskOps` on the GPU under test (wgpu, on Mesa's lavapipe in CI: a
+//! real Vulkan driver on the CPU; CUDA or ROCm when built with those features), each compared
+//! bit for bit with the host reference of `burn_gmt_kernels::host`, through the public
+//! dispatch path (`Dispatch as MaskOps`, which a GPU device routes to `Fusion<CubeBackend>`).
 //!
-//! Without a wgpu adapter each test prints `skipped: <name> (no wgpu adapter)` and passes,
-//! unless `GMT_REQUIRE_WGPU=1`, which turns a missing adapter into a failure.
-#![cfg(feature = "wgpu")]
+//! Without a device each test prints `skipped: <name> (no ... device)` and passes, unless
+//! `GMT_REQUIRE_WGPU=1` (wgpu) or `GMT_REQUIRE_GPU=1` turns a missing device into a failure.
+#![cfg(any(feature = "wgpu", feature = "cuda", feature = "rocm"))]
 
 mod common;
 
@@ -21,7 +21,7 @@ use burn_gmt::kernels::element::{
 use burn_gmt::kernels::host;
 use burn_gmt::kernels::random::mix64;
 use burn_gmt::{GradMaskConfig, select_kth_abs, with_radix_select};
-use common::wgpu_device;
+use common::{gpu_device, has_f16};
 
 const SIZES: [usize; 9] = [1, 2, 3, 255, 256, 257, 4095, 1 << 20, (1 << 20) + 7];
 
@@ -256,36 +256,42 @@ fn check_histogram<E: TestFloat>(device: &Device) {
 }
 
 #[test]
-fn threshold_mask_matches_host_on_wgpu() {
-    let Some(device) = wgpu_device("threshold_mask_matches_host_on_wgpu") else {
+fn threshold_mask_matches_host_on_gpu() {
+    let Some(device) = gpu_device("threshold_mask_matches_host_on_gpu") else {
         return;
     };
     check_mask::<f32>(&device);
-    check_mask::<f16>(&device);
+    if has_f16(&device, "threshold_mask_matches_host_on_gpu") {
+        check_mask::<f16>(&device);
+    }
 }
 
 #[test]
-fn threshold_select_matches_host_on_wgpu() {
-    let Some(device) = wgpu_device("threshold_select_matches_host_on_wgpu") else {
+fn threshold_select_matches_host_on_gpu() {
+    let Some(device) = gpu_device("threshold_select_matches_host_on_gpu") else {
         return;
     };
     check_select::<f32>(&device);
-    check_select::<f16>(&device);
+    if has_f16(&device, "threshold_select_matches_host_on_gpu") {
+        check_select::<f16>(&device);
+    }
 }
 
 #[test]
-fn key_histogram_matches_host_on_wgpu() {
-    let Some(device) = wgpu_device("key_histogram_matches_host_on_wgpu") else {
+fn key_histogram_matches_host_on_gpu() {
+    let Some(device) = gpu_device("key_histogram_matches_host_on_gpu") else {
         return;
     };
     check_histogram::<f32>(&device);
-    check_histogram::<f16>(&device);
+    if has_f16(&device, "key_histogram_matches_host_on_gpu") {
+        check_histogram::<f16>(&device);
+    }
 }
 
 /// One value repeated (a single hot bin), and all zeros: the contended cases of the histogram.
 #[test]
-fn ties_and_zeros_on_wgpu() {
-    let Some(device) = wgpu_device("ties_and_zeros_on_wgpu") else {
+fn ties_and_zeros_on_gpu() {
+    let Some(device) = gpu_device("ties_and_zeros_on_gpu") else {
         return;
     };
     let n = (1 << 20) + 3;
@@ -307,6 +313,9 @@ fn ties_and_zeros_on_wgpu() {
         }
     }
     // Two hot values, one of them zero, interleaved (f16).
+    if !has_f16(&device, "ties_and_zeros_on_gpu") {
+        return;
+    }
     let values: Vec<f16> = (0..n)
         .map(|i| f16::from_f32(if i % 3 == 0 { 0.0 } else { -2.5 }))
         .collect();
@@ -321,8 +330,8 @@ fn ties_and_zeros_on_wgpu() {
 
 /// Transposed (non-contiguous) inputs, row-major order of the logical tensor.
 #[test]
-fn non_contiguous_inputs_on_wgpu() {
-    let Some(device) = wgpu_device("non_contiguous_inputs_on_wgpu") else {
+fn non_contiguous_inputs_on_gpu() {
+    let Some(device) = gpu_device("non_contiguous_inputs_on_gpu") else {
         return;
     };
     for (rows, cols) in [(1, 1), (3, 5), (17, 255), (1024, 1025)] {
@@ -364,8 +373,8 @@ fn non_contiguous_inputs_on_wgpu() {
 
 /// A gradient that is still held elsewhere is not written in place.
 #[test]
-fn shared_inputs_are_not_overwritten_on_wgpu() {
-    let Some(device) = wgpu_device("shared_inputs_are_not_overwritten_on_wgpu") else {
+fn shared_inputs_are_not_overwritten_on_gpu() {
+    let Some(device) = gpu_device("shared_inputs_are_not_overwritten_on_gpu") else {
         return;
     };
     let n = 4099;
@@ -391,8 +400,8 @@ fn kth_by_sort<E: TestFloat>(values: &[E], k: usize) -> f64 {
 }
 
 #[test]
-fn select_kth_abs_matches_host_sort_on_wgpu() {
-    let Some(device) = wgpu_device("select_kth_abs_matches_host_sort_on_wgpu") else {
+fn select_kth_abs_matches_host_sort_on_gpu() {
+    let Some(device) = gpu_device("select_kth_abs_matches_host_sort_on_gpu") else {
         return;
     };
     fn check<E: TestFloat>(device: &Device) {
@@ -413,7 +422,9 @@ fn select_kth_abs_matches_host_sort_on_wgpu() {
         }
     }
     check::<f32>(&device);
-    check::<f16>(&device);
+    if has_f16(&device, "select_kth_abs_matches_host_sort_on_gpu") {
+        check::<f16>(&device);
+    }
 }
 
 #[derive(Module, Debug)]
@@ -422,8 +433,8 @@ struct Weight {
 }
 
 #[test]
-fn grad_mask_matches_host_sort_on_wgpu() {
-    let Some(device) = wgpu_device("grad_mask_matches_host_sort_on_wgpu") else {
+fn grad_mask_matches_host_sort_on_gpu() {
+    let Some(device) = gpu_device("grad_mask_matches_host_sort_on_gpu") else {
         return;
     };
     fn check<E: TestFloat>(device: &Device) {
@@ -471,14 +482,16 @@ fn grad_mask_matches_host_sort_on_wgpu() {
         }
     }
     check::<f32>(&device);
-    check::<f16>(&device);
+    if has_f16(&device, "grad_mask_matches_host_sort_on_gpu") {
+        check::<f16>(&device);
+    }
 }
 
 /// The counting kernel of the statistics against the host count, every size and threshold,
 /// and on a transposed input.
 #[test]
-fn threshold_count_matches_host_on_wgpu() {
-    let Some(device) = wgpu_device("threshold_count_matches_host_on_wgpu") else {
+fn threshold_count_matches_host_on_gpu() {
+    let Some(device) = gpu_device("threshold_count_matches_host_on_gpu") else {
         return;
     };
     fn check<E: TestFloat>(device: &Device) {
@@ -494,7 +507,9 @@ fn threshold_count_matches_host_on_wgpu() {
         }
     }
     check::<f32>(&device);
-    check::<f16>(&device);
+    if has_f16(&device, "threshold_count_matches_host_on_gpu") {
+        check::<f16>(&device);
+    }
     let (rows, cols) = (333, 517);
     let values = sample::<f32>(rows * cols, 3);
     let logical: Vec<f32> = (0..rows)
@@ -533,8 +548,8 @@ fn device_count<E: TestFloat, const D: usize>(
 /// The on-device selection steps one by one against a host sort: the buffer after each digit
 /// step holds the key prefix of the sought rank, and the threshold is that key's value.
 #[test]
-fn radix_select_steps_match_host_sort_on_wgpu() {
-    let Some(device) = wgpu_device("radix_select_steps_match_host_sort_on_wgpu") else {
+fn radix_select_steps_match_host_sort_on_gpu() {
+    let Some(device) = gpu_device("radix_select_steps_match_host_sort_on_gpu") else {
         return;
     };
     fn check<E: TestFloat>(device: &Device) {
@@ -600,12 +615,14 @@ fn radix_select_steps_match_host_sort_on_wgpu() {
         }
     }
     check::<f32>(&device);
-    check::<f16>(&device);
+    if has_f16(&device, "radix_select_steps_match_host_sort_on_gpu") {
+        check::<f16>(&device);
+    }
 }
 
 #[test]
-fn histogram_dtype_is_u32_on_wgpu() {
-    let Some(device) = wgpu_device("histogram_dtype_is_u32_on_wgpu") else {
+fn histogram_dtype_is_u32_on_gpu() {
+    let Some(device) = gpu_device("histogram_dtype_is_u32_on_gpu") else {
         return;
     };
     let grad = tensor(&sample::<f32>(300, 9), [300], &device);

@@ -1,0 +1,62 @@
+// burn-ndarray is deprecated upstream but still a backend our users run; we keep serving it.
+#![allow(deprecated)]
+
+//! `MaskOps` for the NdArray CPU backend: the host passes run on its arrays directly
+//! ([`crate::host_backend`]); burn-ndarray stores f32 and f64 floats.
+
+use burn::backend::NdArray;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::tensor::DType;
+use burn_ndarray::NdArrayTensor;
+
+use crate::element::MaskElement;
+use crate::host_backend::{HostStorage, host_mask_ops};
+
+/// `values` seen as `E`, which has their dtype (checked by the caller's dispatch).
+fn cast<F: bytemuck::Pod, E: MaskElement>(values: &[F]) -> &[E] {
+    bytemuck::cast_slice(values)
+}
+
+impl HostStorage for NdArray {
+    fn with_values<E: MaskElement, R>(tensor: &NdArrayTensor, f: impl FnOnce(&[E]) -> R) -> R {
+        macro_rules! run {
+            ($storage:expr) => {{
+                let view = $storage.view();
+                match view.as_slice() {
+                    Some(values) => f(cast(values)),
+                    None => f(cast(&view.iter().copied().collect::<Vec<_>>())),
+                }
+            }};
+        }
+        match (tensor, E::DTYPE) {
+            (NdArrayTensor::F32(storage), DType::F32) => run!(storage),
+            (NdArrayTensor::F64(storage), DType::F64) => run!(storage),
+            _ => panic!("gradient mask: an NdArray tensor of dtype {:?}", E::DTYPE),
+        }
+    }
+
+    fn update_values<E: MaskElement>(
+        tensor: NdArrayTensor,
+        f: impl FnOnce(&mut [E]),
+    ) -> NdArrayTensor {
+        macro_rules! run {
+            ($storage:expr) => {{
+                let mut array = $storage.into_owned();
+                if !array.is_standard_layout() {
+                    array = array.as_standard_layout().into_owned().into_shared();
+                }
+                // Copy-on-write: in place when this array is the only owner.
+                let values = array.as_slice_mut().expect("row-major array");
+                f(bytemuck::cast_slice_mut(values));
+                NdArrayTensor::from(array)
+            }};
+        }
+        match (tensor, E::DTYPE) {
+            (NdArrayTensor::F32(storage), DType::F32) => run!(storage),
+            (NdArrayTensor::F64(storage), DType::F64) => run!(storage),
+            (_, dtype) => panic!("gradient mask: an NdArray tensor of dtype {dtype:?}"),
+        }
+    }
+}
+
+host_mask_ops!(NdArray);
