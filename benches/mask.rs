@@ -414,58 +414,97 @@ fn main() {
 
     for (name, device) in &backends {
         for &n in &sizes {
-            let values = gradient_values(n);
-            let g = upload(values.clone(), device);
-            let module = One {
-                weight: Param::from_tensor(Tensor::zeros([n], device)),
-            };
-            let reps = if n > 4 << 20 { 5 } else { 11 };
-
-            let copy = time(device, reps, || g.clone(), |g| fresh(&g));
-            let mut mask = GradMaskConfig::new(RATIO)
-                .with_collect_stats(false)
-                .init()
-                .unwrap();
-            let masked = time(
-                device,
-                reps,
-                || {
-                    let mut grads = GradientsParams::new();
-                    grads.register(module.weight.id, fresh(&g));
-                    grads
-                },
-                |grads| mask.apply(&module, grads),
-            );
-            let exact = if with_check {
-                let mut grads = GradientsParams::new();
-                grads.register(module.weight.id, fresh(&g));
-                let mut grads = mask.apply(&module, grads);
-                check(
-                    &values,
-                    grads.remove(module.weight.id).expect("masked gradient"),
-                )
-            } else {
-                "-".into()
-            };
-            drop((g, module, values));
-            let sort = if with_sort {
-                sort_in_child(name, n, timeout)
-            } else {
-                Err("skipped".into())
-            };
-            let ratio = |t: Duration| t.as_secs_f64() / copy.as_secs_f64();
-            println!(
-                "| {name} | {n} | {:.2} | {:.2} | {} | {MASK_PASSES} | {:.2} | {} | {:.1} | {exact} |",
-                ms(copy),
-                ms(masked),
-                sort.as_ref()
-                    .map_or_else(Clone::clone, |s| format!("{:.1}", ms(*s))),
-                ratio(masked),
-                sort.as_ref()
-                    .map_or_else(|_| "-".into(), |s| format!("{:.1}", ratio(*s))),
-                (MASK_PASSES * 4 * n) as f64 / masked.as_secs_f64() / 1e9,
-            );
+            // A size the device cannot hold (a wgpu buffer limit, memory) fails its row only.
+            let hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
+            let row = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                row(name, device, n, with_sort, with_check, timeout)
+            }));
+            std::panic::set_hook(hook);
+            match row {
+                Ok(row) => println!("{row}"),
+                Err(payload) => {
+                    let message = payload
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| payload.downcast_ref::<&str>().copied())
+                        .unwrap_or("panic");
+                    // The innermost cause is the telling line (e.g. a buffer size limit).
+                    let cause = message
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with("Caused by"))
+                        .filter(|l| {
+                            !l.to_lowercase().contains("backtrace") && !l.starts_with("Asked at")
+                        })
+                        .next_back()
+                        .unwrap_or("");
+                    println!("| {name} | {n} | failed: {cause} | | | | | | | |");
+                }
+            }
             std::io::stdout().flush().unwrap();
         }
     }
+}
+
+/// One table row: `backend` at `n` entries.
+fn row(
+    name: &str,
+    device: &Device,
+    n: usize,
+    with_sort: bool,
+    with_check: bool,
+    timeout: Duration,
+) -> String {
+    let values = gradient_values(n);
+    let g = upload(values.clone(), device);
+    let module = One {
+        weight: Param::from_tensor(Tensor::zeros([n], device)),
+    };
+    let reps = if n > 4 << 20 { 5 } else { 11 };
+
+    let copy = time(device, reps, || g.clone(), |g| fresh(&g));
+    let mut mask = GradMaskConfig::new(RATIO)
+        .with_collect_stats(false)
+        .init()
+        .unwrap();
+    let masked = time(
+        device,
+        reps,
+        || {
+            let mut grads = GradientsParams::new();
+            grads.register(module.weight.id, fresh(&g));
+            grads
+        },
+        |grads| mask.apply(&module, grads),
+    );
+    let exact = if with_check {
+        let mut grads = GradientsParams::new();
+        grads.register(module.weight.id, fresh(&g));
+        let mut grads = mask.apply(&module, grads);
+        check(
+            &values,
+            grads.remove(module.weight.id).expect("masked gradient"),
+        )
+    } else {
+        "-".into()
+    };
+    drop((g, module, values));
+    let sort = if with_sort {
+        sort_in_child(name, n, timeout)
+    } else {
+        Err("skipped".into())
+    };
+    let ratio = |t: Duration| t.as_secs_f64() / copy.as_secs_f64();
+    format!(
+        "| {name} | {n} | {:.2} | {:.2} | {} | {MASK_PASSES} | {:.2} | {} | {:.1} | {exact} |",
+        ms(copy),
+        ms(masked),
+        sort.as_ref()
+            .map_or_else(Clone::clone, |s| format!("{:.1}", ms(*s))),
+        ratio(masked),
+        sort.as_ref()
+            .map_or_else(|_| "-".into(), |s| format!("{:.1}", ratio(*s))),
+        (MASK_PASSES * 4 * n) as f64 / masked.as_secs_f64() / 1e9,
+    )
 }

@@ -19,7 +19,7 @@ use burn_gmt::kernels::element::{
     SELECTION_PREFIX, SELECTION_REMAINING,
 };
 use burn_gmt::kernels::host;
-use burn_gmt::kernels::random::mix64;
+use burn_gmt::kernels::random::{draw_key, mix64, ratio_bound};
 use burn_gmt::{GradMaskConfig, select_kth_abs, with_radix_select};
 use common::{gpu_device, has_f16};
 
@@ -616,6 +616,55 @@ fn radix_select_steps_match_host_sort_on_gpu() {
     }
     check::<f32>(&device);
     if has_f16(&device, "radix_select_steps_match_host_sort_on_gpu") {
+        check::<f16>(&device);
+    }
+}
+
+/// The random mask and its counts against the host: the same draws (SplitMix64 in 32-bit
+/// halves on the device), the same rescaling, every size, ratios 0, 0.3 and 1 (every finite
+/// entry), f32 and f16.
+#[test]
+fn random_mask_matches_host_on_gpu() {
+    let Some(device) = gpu_device("random_mask_matches_host_on_gpu") else {
+        return;
+    };
+    fn check<E: TestFloat>(device: &Device) {
+        for (case, n) in SIZES.into_iter().enumerate() {
+            let values = sample::<E>(n, case as u64 + 91);
+            for (ratio, scale) in [(0.3, 1.0), (0.3, 1.0 / 0.7), (0.0, 1.0), (1.0, 1.0)] {
+                let key = draw_key(7, case as u64, 3);
+                let bound = ratio_bound(ratio);
+                let context = format!("random {:?} n={n} r={ratio} s={scale}", E::DTYPE);
+                let grad = tensor(&values, [n], device);
+                let counts = <Dispatch as MaskOps>::random_mask_count(
+                    &grad.clone().into_dispatch(),
+                    key,
+                    bound,
+                );
+                let got = read::<E, 1>(Tensor::from_dispatch(<Dispatch as MaskOps>::random_mask(
+                    grad.into_dispatch(),
+                    key,
+                    bound,
+                    scale,
+                )));
+                let mut expected = values.clone();
+                let host_counts = host::random_mask(&mut expected, key, bound, scale);
+                assert_bits(&got, &expected, &context);
+                let counts: Vec<u64> = Tensor::<1, Int>::from_dispatch(counts)
+                    .into_data()
+                    .iter::<i64>()
+                    .map(|w| w as u64)
+                    .collect();
+                assert_eq!(
+                    counts,
+                    [host_counts.masked, host_counts.non_finite],
+                    "{context}: counts"
+                );
+            }
+        }
+    }
+    check::<f32>(&device);
+    if has_f16(&device, "random_mask_matches_host_on_gpu") {
         check::<f16>(&device);
     }
 }

@@ -22,7 +22,9 @@ pub trait MaskElement: burn::tensor::Element + bytemuck::Pod {
     fn from_key(key: u64) -> Self;
     /// Positive zero.
     fn zero() -> Self;
-    /// `self * factor`, rounded once to this element type.
+    /// `self * factor`, computed in `f32` with `factor` rounded to `f32` for the 32- and 16-bit
+    /// types (in `f64` for `f64`) and rounded once to this element type: what a GPU kernel
+    /// computes too, so a rescaled random mask is identical on every backend.
     fn scale(self, factor: f64) -> Self;
     /// Widening conversion, exact for every supported type.
     fn to_f64(self) -> f64;
@@ -89,16 +91,16 @@ macro_rules! impl_mask_element {
 
 impl_mask_element!(f32, u32, 32, 0x7F80_0000, DType::F32,
     to_bits: f32::to_bits, from_bits: f32::from_bits,
-    scale: |x: f32, f: f64| (x as f64 * f) as f32, to_f64: |x: f32| x as f64);
+    scale: |x: f32, f: f64| x * f as f32, to_f64: |x: f32| x as f64);
 impl_mask_element!(f64, u64, 64, 0x7FF0_0000_0000_0000, DType::F64,
     to_bits: f64::to_bits, from_bits: f64::from_bits,
     scale: |x: f64, f: f64| x * f, to_f64: |x: f64| x);
 impl_mask_element!(f16, u16, 16, 0x7C00, DType::F16,
     to_bits: f16::to_bits, from_bits: f16::from_bits,
-    scale: |x: f16, f: f64| f16::from_f64(x.to_f64() * f), to_f64: |x: f16| x.to_f64());
+    scale: |x: f16, f: f64| f16::from_f32(x.to_f32() * f as f32), to_f64: |x: f16| x.to_f64());
 impl_mask_element!(bf16, u16, 16, 0x7F80, DType::BF16,
     to_bits: bf16::to_bits, from_bits: bf16::from_bits,
-    scale: |x: bf16, f: f64| bf16::from_f64(x.to_f64() * f), to_f64: |x: bf16| x.to_f64());
+    scale: |x: bf16, f: f64| bf16::from_f32(x.to_f32() * f as f32), to_f64: |x: bf16| x.to_f64());
 
 /// Key width in bits of a float dtype, or `None` for a dtype the mask does not support
 /// (quantized and non-float dtypes).

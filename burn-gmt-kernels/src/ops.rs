@@ -17,7 +17,8 @@ use crate::with_mask_element;
 ///
 /// The default bodies run on the host through [`host`] and serve any backend, at the price of
 /// a device round trip; the CPU backends override them to work on their storage directly, in
-/// place when the tensor is not shared. This trait is the single place GPU kernels plug in.
+/// place when the tensor is not shared, and CubeCL (every GPU runtime) overrides them with
+/// kernels (`cube` module), so that a whole mask, selection included, stays on the device.
 ///
 /// Conventions shared by every method:
 /// - Keys: `|x|` ranked by its order-preserving integer key ([`crate::element`]).
@@ -139,26 +140,45 @@ pub trait MaskOps: Backend {
 
     /// `grad` with a random fraction of its finite entries zeroed (entry drawn when its draw
     /// under `key` is below `bound`) and the kept finite entries multiplied by `scale`.
-    #[fusion(default)]
+    #[fusion(dtype = grad, shape = grad)]
     fn random_mask(grad: FloatTensor<Self>, key: u64, bound: u64, scale: f64) -> FloatTensor<Self> {
-        let device = grad.device();
-        let mut data = read_float::<Self>(grad);
-        with_mask_element!(data.dtype(), E => {
-            host::random_mask::<E>(float_slice_mut(&mut data), key, bound, scale);
-        });
-        Self::float_from_data(data, &device)
+        host_random_mask::<Self>(grad, key, bound, scale)
     }
 
-    /// `[masked, non_finite]` (`i64`) of what [`MaskOps::random_mask`] does to `grad`.
-    #[fusion(default)]
+    /// `[masked, non_finite]` of what [`MaskOps::random_mask`] does to `grad` (`U32` on
+    /// CubeCL, `I64` elsewhere).
+    #[fusion(dtype = burn::tensor::DType::U32, shape = burn::tensor::Shape::new([2]))]
     fn random_mask_count(grad: &FloatTensor<Self>, key: u64, bound: u64) -> IntTensor<Self> {
-        let device = grad.device();
-        let data = read_float::<Self>(grad.clone());
-        let counts = with_mask_element!(data.dtype(), E => {
-            host::random_mask_count::<E>(float_slice(&data), key, bound)
-        });
-        Self::int_from_data(count_data(counts), &device)
+        let counts = host_random_mask_counts::<Self>(grad, key, bound);
+        Self::int_from_data(count_data(counts), &grad.device())
     }
+}
+
+/// [`MaskOps::random_mask`] on the host (any backend).
+pub(crate) fn host_random_mask<B: Backend>(
+    grad: FloatTensor<B>,
+    key: u64,
+    bound: u64,
+    scale: f64,
+) -> FloatTensor<B> {
+    let device = grad.device();
+    let mut data = read_float::<B>(grad);
+    with_mask_element!(data.dtype(), E => {
+        host::random_mask::<E>(float_slice_mut(&mut data), key, bound, scale);
+    });
+    B::float_from_data(data, &device)
+}
+
+/// The counts of [`MaskOps::random_mask_count`], computed on the host.
+pub(crate) fn host_random_mask_counts<B: Backend>(
+    grad: &FloatTensor<B>,
+    key: u64,
+    bound: u64,
+) -> host::RandomMaskCounts {
+    let data = read_float::<B>(grad.clone());
+    with_mask_element!(data.dtype(), E => {
+        host::random_mask_count::<E>(float_slice(&data), key, bound)
+    })
 }
 
 /// Shape of a selection buffer: [`SELECTION_LEN`] counters (the Fusion output metadata).

@@ -84,8 +84,12 @@ pub struct GradMaskConfig {
     /// (the full ratio from the first step).
     #[config(default = 0)]
     pub warmup_steps: u64,
-    /// Collect [`MaskStats`](crate::MaskStats) at each step. Costs nothing extra for the
-    /// magnitude mask on CPU backends; default: true.
+    /// Collect [`MaskStats`](crate::MaskStats) at each step; default: true. Costs nothing
+    /// extra for the magnitude mask on CPU backends. On a GPU, a per-tensor mask takes its
+    /// statistics from the selection itself and a global one adds a counting pass per tensor;
+    /// they are read back once per [`GradMask`](crate::GradMask) step, or when asked for
+    /// through the optimizer wrapper's [`MaskStatsHandle`](crate::MaskStatsHandle). Turn it
+    /// off for a step with no host synchronisation at all.
     #[config(default = true)]
     pub collect_stats: bool,
 }

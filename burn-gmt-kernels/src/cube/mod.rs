@@ -12,6 +12,8 @@
 //! - [`mask`]: the fused mask, in place, the threshold read from device memory.
 //! - [`select`]: the fused select of `MaskTarget::Update`, in place, same threshold.
 //! - [`count`]: masked and non-finite counts against a threshold (global-scope statistics).
+//! - [`random`]: the random-mask baseline and its counts, with the host's counter-based draws
+//!   (SplitMix64 in 32-bit halves), so a random mask is identical on every backend.
 //!
 //! No kernel uses plane (warp) operations, so all of them run on lavapipe and on any CubeCL
 //! runtime. Keys are compared as integers (the sign-cleared bits, 16-bit floats widened
@@ -42,14 +44,15 @@
 //!
 //! Selections over 2^32 entries or more in all (the device counts in `u32`) use the passes
 //! driven from the host: the histogram kernel with a host prefix, one 256 KiB histogram read
-//! back per tensor and pass. `f64` (no 32-bit key) and the random mask use the host fallback
-//! of [`MaskOps`]'s default bodies, which read the tensor back.
+//! back per tensor and pass. `f64` (no 32-bit key) uses the host fallback of [`MaskOps`]'s
+//! default bodies, which read the tensor back.
 
 mod count;
 mod histogram;
 mod key;
 mod mask;
 mod radix;
+mod random;
 mod select;
 
 use burn::backend::TensorMetadata;
@@ -68,7 +71,7 @@ use cubecl::prelude::{AddressType, CubeCount, CubeDim, ElemType};
 use crate::element::{HISTOGRAM_LEN, SELECTION_LEN, inf_key};
 use crate::ops::{
     MaskOps, host_abs_threshold_mask, host_abs_threshold_select, host_histogram_counts,
-    host_threshold_counts,
+    host_random_mask, host_random_mask_counts, host_threshold_counts,
 };
 use histogram::Prefix;
 
@@ -358,6 +361,47 @@ impl MaskOps for CubeBackend {
             None => {
                 // f64: counted on the host, returned in the kernel's dtype.
                 let c = host_threshold_counts::<Self>(&grad, &threshold);
+                let words = [c.masked, c.non_finite]
+                    .map(|w| u32::try_from(w).expect("gradient mask: count over u32"));
+                Self::int_from_data(TensorData::new(words.to_vec(), [2]), &grad.device)
+            }
+        }
+    }
+
+    fn random_mask(grad: FloatTensor<Self>, key: u64, bound: u64, scale: f64) -> FloatTensor<Self> {
+        let len = grad.shape().num_elements();
+        if len == 0 {
+            return grad;
+        }
+        let values = writable(grad);
+        match Plan::new(&[&values], len) {
+            // Draws index entries with 32 bits on the device.
+            Some(plan) if len <= u32::MAX as usize => {
+                random::launch_mask(&values, &plan, key, bound, scale);
+                values
+            }
+            _ => host_random_mask::<Self>(values, key, bound, scale),
+        }
+    }
+
+    fn random_mask_count(grad: &FloatTensor<Self>, key: u64, bound: u64) -> IntTensor<Self> {
+        let len = grad.shape().num_elements();
+        let counts = zeros_client(
+            grad.client.clone(),
+            grad.device.clone(),
+            Shape::new([2]),
+            DType::U32,
+        );
+        let grad = into_contiguous(grad.clone());
+        match Plan::new(&[&grad], len) {
+            Some(_) if len == 0 => counts,
+            Some(plan) if len < u32::MAX as usize => {
+                random::launch_count(&grad, &counts, &plan, key, bound);
+                counts
+            }
+            _ => {
+                // f64 or 2^32 entries and more: counted on the host, in the kernel's dtype.
+                let c = host_random_mask_counts::<Self>(&grad, key, bound);
                 let words = [c.masked, c.non_finite]
                     .map(|w| u32::try_from(w).expect("gradient mask: count over u32"));
                 Self::int_from_data(TensorData::new(words.to_vec(), [2]), &grad.device)
