@@ -433,11 +433,12 @@ fn main() {
                     let cause = message
                         .lines()
                         .map(str::trim)
-                        .filter(|l| !l.is_empty() && !l.starts_with("Caused by"))
-                        .filter(|l| {
-                            !l.to_lowercase().contains("backtrace") && !l.starts_with("Asked at")
+                        .rfind(|l| {
+                            !l.is_empty()
+                                && !l.starts_with("Caused by")
+                                && !l.starts_with("Asked at")
+                                && !l.to_lowercase().contains("backtrace")
                         })
-                        .next_back()
                         .unwrap_or("");
                     println!("| {name} | {n} | failed: {cause} | | | | | | | |");
                 }

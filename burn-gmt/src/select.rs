@@ -13,7 +13,7 @@
 //! - On any other device (CubeCL: CUDA, ROCm, wgpu) the whole selection stays on the device:
 //!   a selection buffer collects the histograms of every gradient, a digit step picks the
 //!   digit and clears it, and the threshold is written to a one-entry tensor the mask kernels
-//!   read. Nothing is read back unless statistics are collected, and then once per call.
+//!   read. Nothing is read back unless statistics are collected, and then once per step.
 
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::{Dispatch, DispatchDevice, DispatchTensor, TensorMetadata};
@@ -25,9 +25,10 @@ use burn_gmt_kernels::element::{
 };
 use burn_gmt_kernels::{MaskOps, with_mask_element};
 
-/// Up to this many entries in all, selection reads the keys to the host and runs an O(n)
+/// Up to this many entries in all, selection on a CPU backend reads the keys and runs an O(n)
 /// `select_nth_unstable`: a histogram pass has a fixed cost of one 65,536-bin table, which
-/// dominates on small tensors (biases, norms, small layers).
+/// dominates on small tensors (biases, norms, small layers). (On a GPU that table costs
+/// microseconds and a read-back costs a synchronisation, so the selection stays there.)
 pub const HOST_SELECT_MAX_ENTRIES: u64 = 1 << 16;
 
 thread_local! {
