@@ -1,7 +1,7 @@
 //! Counts of a gradient against a threshold (for `MaskStats`): entries whose `|x|` key is
 //! below the threshold's key (what the mask zeroes) and non-finite entries (never masked).
 //! One read pass, counted per unit, merged per cube in shared memory, then one global atomic
-//! per counter and cube.
+//! per counter and cube ([`add_cube_counts`], shared with the random-mask counts).
 
 use cubecl::prelude::*;
 
@@ -10,7 +10,7 @@ use super::{Launch, Plan, reduction_grid};
 use burn_cubecl::tensor::CubeTensor;
 
 /// Key of `+inf` as a widened `f32` key: every NaN and ±inf key is at or above it.
-const WIDE_INF_KEY: u32 = 0x7F80_0000;
+pub const WIDE_INF_KEY: u32 = 0x7F80_0000;
 
 /// Adds to `counts[0]` the entries of `values[start..end]` below the threshold key and to
 /// `counts[1]` the non-finite ones.
@@ -24,13 +24,6 @@ fn abs_threshold_count_kernel<F: Float, N: Size>(
     #[comptime] kind: u32,
     #[define(F)] _dtype: ElemType,
 ) {
-    let local = Shared::<[Atomic<u32>]>::new_slice(2usize);
-    if UNIT_POS == 0u32 {
-        local[0usize].store(0u32);
-        local[1usize].store(0u32);
-    }
-    sync_cube();
-
     let limit = wide_key::<F, N>(Vector::new(threshold[0]), kind).extract(0usize);
     let mut masked = 0u32;
     let mut non_finite = 0u32;
@@ -50,14 +43,26 @@ fn abs_threshold_count_kernel<F: Float, N: Size>(
         }
         pos += stride;
     }
-    if masked > 0u32 {
-        local[0usize].fetch_add(masked);
-    }
-    if non_finite > 0u32 {
-        local[1usize].fetch_add(non_finite);
+    add_cube_counts(counts, masked, non_finite);
+}
+
+/// Adds every unit's two counts to `counts[0]` and `counts[1]`: summed per cube in shared
+/// memory, then one global atomic per counter and cube. Every unit of the cube must call it.
+#[cube]
+pub fn add_cube_counts(counts: &mut [Atomic<u32>], first: u32, second: u32) {
+    let local = Shared::<[Atomic<u32>]>::new_slice(2usize);
+    if UNIT_POS == 0u32 {
+        local[0usize].store(0u32);
+        local[1usize].store(0u32);
     }
     sync_cube();
-
+    if first > 0u32 {
+        local[0usize].fetch_add(first);
+    }
+    if second > 0u32 {
+        local[1usize].fetch_add(second);
+    }
+    sync_cube();
     if UNIT_POS == 0u32 {
         counts[0usize].fetch_add(local[0usize].load());
         counts[1usize].fetch_add(local[1usize].load());

@@ -183,6 +183,13 @@ fn selection_plan(tensors: &[&CubeTensor], len: usize) -> Plan {
     })
 }
 
+/// Two counts made on the host, as the `U32` tensor the counting kernels return.
+fn host_counts(masked: u64, non_finite: u64, like: &CubeTensor) -> CubeTensor {
+    let words = [masked, non_finite]
+        .map(|w| u32::try_from(w).expect("gradient mask: a count over u32 on a CubeCL device"));
+    CubeBackend::int_from_data(TensorData::new(words.to_vec(), [2]), &like.device)
+}
+
 /// A contiguous tensor this call may write to: the input itself when nothing else holds it,
 /// a copy otherwise.
 fn writable(tensor: CubeTensor) -> CubeTensor {
@@ -361,9 +368,7 @@ impl MaskOps for CubeBackend {
             None => {
                 // f64: counted on the host, returned in the kernel's dtype.
                 let c = host_threshold_counts::<Self>(&grad, &threshold);
-                let words = [c.masked, c.non_finite]
-                    .map(|w| u32::try_from(w).expect("gradient mask: count over u32"));
-                Self::int_from_data(TensorData::new(words.to_vec(), [2]), &grad.device)
+                host_counts(c.masked, c.non_finite, &grad)
             }
         }
     }
@@ -400,11 +405,9 @@ impl MaskOps for CubeBackend {
                 counts
             }
             _ => {
-                // f64 or 2^32 entries and more: counted on the host, in the kernel's dtype.
+                // f64 or 2^32 entries and more: counted on the host.
                 let c = host_random_mask_counts::<Self>(&grad, key, bound);
-                let words = [c.masked, c.non_finite]
-                    .map(|w| u32::try_from(w).expect("gradient mask: count over u32"));
-                Self::int_from_data(TensorData::new(words.to_vec(), [2]), &grad.device)
+                host_counts(c.masked, c.non_finite, &grad)
             }
         }
     }

@@ -8,12 +8,10 @@
 
 use cubecl::prelude::*;
 
+use super::count::{WIDE_INF_KEY, add_cube_counts};
 use super::key::wide_key;
 use super::{Launch, Plan, reduction_grid};
 use burn_cubecl::tensor::CubeTensor;
-
-/// Key of `+inf` as a widened `f32` key: every NaN and ±inf key is at or above it.
-const WIDE_INF_KEY: u32 = 0x7F80_0000;
 
 /// A 64-bit word as two 32-bit halves.
 #[derive(CubeType, Clone, Copy)]
@@ -164,13 +162,6 @@ fn random_mask_count_kernel<F: Float, N: Size>(
     #[comptime] kind: u32,
     #[define(F)] _dtype: ElemType,
 ) {
-    let local = Shared::<[Atomic<u32>]>::new_slice(2usize);
-    if UNIT_POS == 0u32 {
-        local[0usize].store(0u32);
-        local[1usize].store(0u32);
-    }
-    sync_cube();
-
     let mut masked = 0u32;
     let mut non_finite = 0u32;
     let stride = CUBE_COUNT * (CUBE_DIM as usize);
@@ -194,18 +185,7 @@ fn random_mask_count_kernel<F: Float, N: Size>(
         }
         pos += stride;
     }
-    if masked > 0u32 {
-        local[0usize].fetch_add(masked);
-    }
-    if non_finite > 0u32 {
-        local[1usize].fetch_add(non_finite);
-    }
-    sync_cube();
-
-    if UNIT_POS == 0u32 {
-        counts[0usize].fetch_add(local[0usize].load());
-        counts[1usize].fetch_add(local[1usize].load());
-    }
+    add_cube_counts(counts, masked, non_finite);
 }
 
 /// A 64-bit scalar as the kernels' two halves.
