@@ -183,6 +183,16 @@ fn selection_plan(tensors: &[&CubeTensor], len: usize) -> Plan {
     })
 }
 
+/// Two zeroed `U32` counters on `like`'s device, for a counting kernel to add to.
+fn zero_counts(like: &CubeTensor) -> CubeTensor {
+    zeros_client(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::new([2]),
+        DType::U32,
+    )
+}
+
 /// Two counts made on the host, as the `U32` tensor the counting kernels return.
 fn host_counts(masked: u64, non_finite: u64, like: &CubeTensor) -> CubeTensor {
     let words = [masked, non_finite]
@@ -351,12 +361,7 @@ impl MaskOps for CubeBackend {
         threshold: &FloatTensor<Self>,
     ) -> IntTensor<Self> {
         let len = grad.shape().num_elements();
-        let counts = zeros_client(
-            grad.client.clone(),
-            grad.device.clone(),
-            Shape::new([2]),
-            DType::U32,
-        );
+        let counts = zero_counts(grad);
         let grad = into_contiguous(grad.clone());
         let threshold = into_contiguous(threshold.clone());
         match Plan::new(&[&grad, &threshold], len) {
@@ -391,12 +396,7 @@ impl MaskOps for CubeBackend {
 
     fn random_mask_count(grad: &FloatTensor<Self>, key: u64, bound: u64) -> IntTensor<Self> {
         let len = grad.shape().num_elements();
-        let counts = zeros_client(
-            grad.client.clone(),
-            grad.device.clone(),
-            Shape::new([2]),
-            DType::U32,
-        );
+        let counts = zero_counts(grad);
         let grad = into_contiguous(grad.clone());
         match Plan::new(&[&grad], len) {
             Some(_) if len == 0 => counts,
