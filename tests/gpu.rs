@@ -10,7 +10,7 @@ use burn::module::Param;
 use burn::tensor::Device;
 use burn_gmt::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, select_kth_abs};
 use common::{
-    Float, Params, Single, assert_same, gpu_device, grads_for, has_f16, reference_mask, values,
+    Float, Params, Single, assert_same, gpu_device, grads_for, has_dtype, reference_mask, values,
 };
 
 fn sample(n: usize, seed: u64) -> Vec<f64> {
@@ -34,12 +34,13 @@ fn per_tensor_mask_matches_reference_on_gpu() {
     let Some(device) = gpu_device("per_tensor_mask_matches_reference_on_gpu") else {
         return;
     };
+    let test = "per_tensor_mask_matches_reference_on_gpu";
+    let floats: Vec<Float> = [Float::F32, Float::F16, Float::BF16]
+        .into_iter()
+        .filter(|f| has_dtype(&device, f.dtype(), test))
+        .collect();
     for n in [1, 2, 3, 255, 256, 257, 4095, 70_000, (1 << 20) + 7] {
-        for float in [Float::F32, Float::F16] {
-            if float == Float::F16 && !has_f16(&device, "per_tensor_mask_matches_reference_on_gpu")
-            {
-                continue;
-            }
+        for &float in &floats {
             let vals: Vec<f64> = sample(n, n as u64)
                 .iter()
                 .map(|&v| float.round(v))

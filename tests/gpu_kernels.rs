@@ -12,7 +12,7 @@ mod common;
 use burn::backend::Dispatch;
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{DType, Device, Int, Tensor, TensorData, f16};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData, bf16, f16};
 use burn_gmt::kernels::MaskOps;
 use burn_gmt::kernels::element::{
     DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement, SELECTION_BELOW, SELECTION_NON_FINITE,
@@ -21,7 +21,7 @@ use burn_gmt::kernels::element::{
 use burn_gmt::kernels::host;
 use burn_gmt::kernels::random::{draw_key, mix64, ratio_bound};
 use burn_gmt::{GradMaskConfig, select_kth_abs, with_radix_select};
-use common::{gpu_device, has_f16};
+use common::{gpu_device, has_dtype};
 
 const SIZES: [usize; 9] = [1, 2, 3, 255, 256, 257, 4095, 1 << 20, (1 << 20) + 7];
 
@@ -54,6 +54,18 @@ impl TestFloat for f16 {
     }
     fn subnormal(k: u64) -> f64 {
         f16::from_bits(k as u16).to_f64()
+    }
+}
+
+impl TestFloat for bf16 {
+    fn from_f64(value: f64) -> Self {
+        bf16::from_f64(value)
+    }
+    fn bits(self) -> u32 {
+        self.to_bits() as u32
+    }
+    fn subnormal(k: u64) -> f64 {
+        bf16::from_bits(k as u16).to_f64()
     }
 }
 
@@ -261,8 +273,11 @@ fn threshold_mask_matches_host_on_gpu() {
         return;
     };
     check_mask::<f32>(&device);
-    if has_f16(&device, "threshold_mask_matches_host_on_gpu") {
+    if has_dtype(&device, DType::F16, "threshold_mask_matches_host_on_gpu") {
         check_mask::<f16>(&device);
+    }
+    if has_dtype(&device, DType::BF16, "threshold_mask_matches_host_on_gpu") {
+        check_mask::<bf16>(&device);
     }
 }
 
@@ -272,8 +287,11 @@ fn threshold_select_matches_host_on_gpu() {
         return;
     };
     check_select::<f32>(&device);
-    if has_f16(&device, "threshold_select_matches_host_on_gpu") {
+    if has_dtype(&device, DType::F16, "threshold_select_matches_host_on_gpu") {
         check_select::<f16>(&device);
+    }
+    if has_dtype(&device, DType::BF16, "threshold_select_matches_host_on_gpu") {
+        check_select::<bf16>(&device);
     }
 }
 
@@ -283,8 +301,11 @@ fn key_histogram_matches_host_on_gpu() {
         return;
     };
     check_histogram::<f32>(&device);
-    if has_f16(&device, "key_histogram_matches_host_on_gpu") {
+    if has_dtype(&device, DType::F16, "key_histogram_matches_host_on_gpu") {
         check_histogram::<f16>(&device);
+    }
+    if has_dtype(&device, DType::BF16, "key_histogram_matches_host_on_gpu") {
+        check_histogram::<bf16>(&device);
     }
 }
 
@@ -313,7 +334,7 @@ fn ties_and_zeros_on_gpu() {
         }
     }
     // Two hot values, one of them zero, interleaved (f16).
-    if !has_f16(&device, "ties_and_zeros_on_gpu") {
+    if !has_dtype(&device, DType::F16, "ties_and_zeros_on_gpu") {
         return;
     }
     let values: Vec<f16> = (0..n)
@@ -422,8 +443,19 @@ fn select_kth_abs_matches_host_sort_on_gpu() {
         }
     }
     check::<f32>(&device);
-    if has_f16(&device, "select_kth_abs_matches_host_sort_on_gpu") {
+    if has_dtype(
+        &device,
+        DType::F16,
+        "select_kth_abs_matches_host_sort_on_gpu",
+    ) {
         check::<f16>(&device);
+    }
+    if has_dtype(
+        &device,
+        DType::BF16,
+        "select_kth_abs_matches_host_sort_on_gpu",
+    ) {
+        check::<bf16>(&device);
     }
 }
 
@@ -482,8 +514,11 @@ fn grad_mask_matches_host_sort_on_gpu() {
         }
     }
     check::<f32>(&device);
-    if has_f16(&device, "grad_mask_matches_host_sort_on_gpu") {
+    if has_dtype(&device, DType::F16, "grad_mask_matches_host_sort_on_gpu") {
         check::<f16>(&device);
+    }
+    if has_dtype(&device, DType::BF16, "grad_mask_matches_host_sort_on_gpu") {
+        check::<bf16>(&device);
     }
 }
 
@@ -507,8 +542,11 @@ fn threshold_count_matches_host_on_gpu() {
         }
     }
     check::<f32>(&device);
-    if has_f16(&device, "threshold_count_matches_host_on_gpu") {
+    if has_dtype(&device, DType::F16, "threshold_count_matches_host_on_gpu") {
         check::<f16>(&device);
+    }
+    if has_dtype(&device, DType::BF16, "threshold_count_matches_host_on_gpu") {
+        check::<bf16>(&device);
     }
     let (rows, cols) = (333, 517);
     let values = sample::<f32>(rows * cols, 3);
@@ -615,8 +653,19 @@ fn radix_select_steps_match_host_sort_on_gpu() {
         }
     }
     check::<f32>(&device);
-    if has_f16(&device, "radix_select_steps_match_host_sort_on_gpu") {
+    if has_dtype(
+        &device,
+        DType::F16,
+        "radix_select_steps_match_host_sort_on_gpu",
+    ) {
         check::<f16>(&device);
+    }
+    if has_dtype(
+        &device,
+        DType::BF16,
+        "radix_select_steps_match_host_sort_on_gpu",
+    ) {
+        check::<bf16>(&device);
     }
 }
 
@@ -664,8 +713,11 @@ fn random_mask_matches_host_on_gpu() {
         }
     }
     check::<f32>(&device);
-    if has_f16(&device, "random_mask_matches_host_on_gpu") {
+    if has_dtype(&device, DType::F16, "random_mask_matches_host_on_gpu") {
         check::<f16>(&device);
+    }
+    if has_dtype(&device, DType::BF16, "random_mask_matches_host_on_gpu") {
+        check::<bf16>(&device);
     }
 }
 

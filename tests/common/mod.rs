@@ -188,11 +188,11 @@ pub fn gpu_device(test: &str) -> Option<Device> {
     }
 }
 
-/// Whether `device` computes in f16; when it does not, says that `test` skips its f16 cases.
-pub fn has_f16(device: &Device, test: &str) -> bool {
-    let has = device.supports_dtype(DType::F16);
+/// Whether `device` computes in `dtype`; when it does not, says that `test` skips those cases.
+pub fn has_dtype(device: &Device, dtype: DType, test: &str) -> bool {
+    let has = device.supports_dtype(dtype);
     if !has {
-        println!("skipped: {test}, f16 cases (the device has no f16)");
+        println!("skipped: {test}, {dtype:?} cases (the device has no {dtype:?})");
     }
     has
 }
