@@ -4,8 +4,11 @@
 //! - [`element`]: the order-preserving integer key of `|x|` that makes selection exact.
 //! - [`host`]: the one-pass host implementations (the CPU backends and the reference).
 //! - [`random`]: counter-based draws for the random-mask baseline.
-//! - [`MaskOps`]: the backend extension the library calls; CPU backends implement it on their
-//!   storage, any other backend falls back to the host through its default bodies.
+//! - [`MaskOps`]: the backend extension the library calls. The CPU backends (Flex, NdArray)
+//!   implement it on their own storage; CubeCL (CUDA, ROCm, wgpu/Vulkan/Metal/WebGPU, with
+//!   the `cube` features) implements it with kernels that keep a whole mask, the exact radix
+//!   selection included, on the device; any other backend falls back to the host through its
+//!   default bodies.
 //!
 //! The host passes on a slice, as the CPU backends run them:
 //!
