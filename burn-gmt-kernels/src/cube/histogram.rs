@@ -55,11 +55,17 @@ fn abs_key_histogram_kernel<F: Float, N: Size>(
     // [0, window): the window; window: digit 0; window + 1: below the prefix.
     let local = Shared::<[Atomic<u32>]>::new_slice((window + 2u32) as usize);
     let mut samples = Shared::<[u32]>::new_slice(SAMPLES as usize);
+    // The first bin of the window: placed by the sampling units, read by all.
+    let mut window_base = Shared::<[u32]>::new_slice(1usize);
 
     let mut bin = UNIT_POS;
     while bin < window + 2u32 {
         local[bin as usize].store(0u32);
         bin += CUBE_DIM;
+    }
+    if UNIT_POS == 0u32 {
+        // No valid sample: the window starts at digit 0.
+        window_base[0usize] = 0u32;
     }
     if UNIT_POS < SAMPLES {
         // Lane 0 of vectors spread over this cube's first slice (with fewer units than samples, some samples coincide).
@@ -76,38 +82,38 @@ fn abs_key_histogram_kernel<F: Float, N: Size>(
     }
     sync_cube();
 
-    // Every unit finds the median of the valid samples (16 × 16 comparisons).
-    let mut valid = 0u32;
-    for j in 0..SAMPLES {
-        if samples[j as usize] != NO_SAMPLE {
-            valid += 1u32;
-        }
-    }
-    let mut median = 0u32;
-    for j in 0..SAMPLES {
-        let s = samples[j as usize];
-        if s != NO_SAMPLE {
+    // Each sampling unit ranks its own sample (ties broken by position, so ranks are
+    // distinct); the one at the median places the window around it.
+    if UNIT_POS < SAMPLES {
+        let own = samples[UNIT_POS as usize];
+        if own != NO_SAMPLE {
+            let mut valid = 0u32;
             let mut rank = 0u32;
             for k in 0..SAMPLES {
                 let t = samples[k as usize];
-                if t != NO_SAMPLE && (t < s || (t == s && k < j)) {
-                    rank += 1u32;
+                if t != NO_SAMPLE {
+                    valid += 1u32;
+                    if t < own || (t == own && k < UNIT_POS) {
+                        rank += 1u32;
+                    }
                 }
             }
             if rank == valid / 2u32 {
-                median = s;
+                let half = window / 2u32;
+                let last_base = (DIGITS as u32) - window;
+                let mut base = 0u32;
+                if own > half {
+                    base = own - half;
+                    if base > last_base {
+                        base = last_base;
+                    }
+                }
+                window_base[0usize] = base;
             }
         }
     }
-    let half = window / 2u32;
-    let last_base = (DIGITS as u32) - window;
-    let mut base = 0u32;
-    if median > half {
-        base = median - half;
-        if base > last_base {
-            base = last_base;
-        }
-    }
+    sync_cube();
+    let base = window_base[0usize];
 
     // Count: a grid-stride loop over whole vectors.
     let mut below = 0u32;
