@@ -147,12 +147,12 @@ fn global_random_and_update_paths_run_on_gpu() {
         weight: Param::from_tensor(Float::F32.tensor(&a, [300], &autodiff).require_grad()),
     };
     let config = GradMaskConfig::new(0.5).with_target(MaskTarget::Update);
-    let mut optim = ModuleOptimizer::from(
-        AdamWConfig::new()
-            .with_weight_decay(0.1)
-            .build()
-            .with_grad_mask_config(config),
-    );
+    let wrapped = AdamWConfig::new()
+        .with_weight_decay(0.1)
+        .build()
+        .with_grad_mask_config(config);
+    let stats = wrapped.stats_handle();
+    let mut optim = ModuleOptimizer::from(wrapped);
     let loss = model.weight.val().powi_scalar(2).sum();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let g = values(grads.get::<1>(model.weight.id).unwrap());
@@ -169,6 +169,18 @@ fn global_random_and_update_paths_run_on_gpu() {
             );
         }
     }
+    // The wrapper's statistics, left on the device during the step, read on request.
+    let (_, masked, threshold) = reference_mask(&g, 0.5);
+    let latest = stats.latest();
+    assert_eq!(latest.tensors.len(), 1);
+    let t = &latest.tensors[0];
+    assert_eq!((t.total, t.masked), (g.len() as u64, masked), "{t:?}");
+    assert_eq!(t.threshold, threshold, "{t:?}");
+    assert_eq!(
+        stats.latest(),
+        latest,
+        "a second read gives the same statistics"
+    );
 
     let t = Float::F32.tensor(&all, [all.len()], &device);
     let mut sorted: Vec<f64> = all

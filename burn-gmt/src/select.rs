@@ -324,9 +324,12 @@ fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: 
     let threshold = <Dispatch as MaskOps>::radix_select_threshold(like, selection.clone());
     // Statistics stay on the device until `resolve_stats` reads the whole step's at once.
     let stats = collect.then(|| {
+        // The four state words in a tensor of their own (`+ 0` materialises the slice), so
+        // that statistics waiting to be read do not keep the 256 KiB buffer alive.
         let state = Box::new(
             Tensor::<1, Int>::from_dispatch(selection)
-                .slice(SELECTION_PREFIX..SELECTION_PREFIX + SELECTION_STATE_LEN),
+                .slice(SELECTION_PREFIX..SELECTION_PREFIX + SELECTION_STATE_LEN)
+                .add_scalar(0),
         );
         if let [grad] = grads {
             // One gradient: the selection's own state words hold its statistics.
