@@ -178,7 +178,16 @@ pub enum Prefix {
 /// of [`HISTOGRAM_LEN`](crate::element::HISTOGRAM_LEN) counters, or a selection buffer).
 pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &Plan, shift: u32, prefix: Prefix) {
     let client = &grad.client;
-    let window = window_bins(client.properties().hardware.max_shared_memory_size);
+    let key_bits = if plan.kind == super::key::KIND_F32 {
+        32
+    } else {
+        16
+    };
+    let first_pass = shift + crate::element::DIGIT_BITS >= key_bits;
+    let window = window_bins(
+        client.properties().hardware.max_shared_memory_size,
+        first_pass,
+    );
     // Bits above the digit: none left past bit 31 of the sign-free key.
     let high_shift = (shift + crate::element::DIGIT_BITS).min(31);
     // High bits fit in 16 bits, so a prefix past u32 is above every entry, as on the host.
@@ -220,12 +229,16 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &Plan, shift: u32, pre
     }
 }
 
-/// Shared bins per cube: a power of two, at most 8,192 (32 KiB), leaving room for the two
-/// extra counters and the samples within the device's shared memory.
-fn window_bins(max_shared_bytes: usize) -> u32 {
+/// Shared bins per cube, a power of two that fits the device's shared memory with the extra
+/// counters and the samples. A first pass counts every entry, and a gradient's leading
+/// digits (exponent and top mantissa bits) cluster within a few binades of the median: 2,048
+/// bins (16 binades of f32) take nearly all of them. A later pass counts only the entries
+/// that share the chosen prefix, usually few, but all of them when many entries tie: 512 bins
+/// around the median catch a tie. Fewer bins are fewer to clear and merge per cube.
+fn window_bins(max_shared_bytes: usize, first_pass: bool) -> u32 {
     let words = (max_shared_bytes / 4).saturating_sub(2 + SAMPLES as usize + 16);
-    let mut bins = 8192usize;
-    while bins > 256 && bins > words {
+    let mut bins = if first_pass { 2048usize } else { 512 };
+    while bins > 64 && bins > words {
         bins /= 2;
     }
     bins as u32

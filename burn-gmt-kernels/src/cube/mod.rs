@@ -4,9 +4,9 @@
 //!
 //! Kernels (one file each, the `#[cube]` functions next to their launchers):
 //! - [`histogram`]: one radix pass of the exact selection: shared-memory atomics per cube
-//!   (a window of up to 8,192 bins around the cube's sampled median digit, plus digit 0),
-//!   merged into a global `u32` histogram; the pass's key prefix comes from the host or from
-//!   the selection buffer in device memory.
+//!   (a window of 2,048 bins, 512 after the first pass, around the cube's sampled median
+//!   digit, plus digit 0), merged into a global `u32` histogram; the pass's key prefix comes
+//!   from the host or from the selection buffer in device memory.
 //! - [`radix`]: starting a selection buffer, the digit step (one cube scans the 65,536 bins,
 //!   appends the digit, records the counts and clears the bins) and the threshold write.
 //! - [`mask`]: the fused mask, in place, the threshold read from device memory.
