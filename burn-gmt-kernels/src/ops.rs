@@ -45,9 +45,9 @@ pub trait MaskOps: Backend {
     }
 
     /// Starts an exact selection of the `(rank + 1)`-th smallest `|g|` key, held on the device:
-    /// a selection buffer of [`SELECTION_LEN`] counters (a cleared histogram, then the key
-    /// prefix chosen so far and the rank still sought; see [`crate::element`]). `like` only
-    /// names the device.
+    /// a selection buffer of [`SELECTION_LEN`] counters (a cleared histogram, then the state
+    /// words: key prefix chosen so far, rank still sought, entries below the prefix,
+    /// non-finite entries; see [`crate::element`]). `like` only names the device.
     ///
     /// A selection is [`radix_select_count`](MaskOps::radix_select_count) of every gradient
     /// then [`radix_select_digit`](MaskOps::radix_select_digit), once per 16-bit digit of the
