@@ -55,6 +55,10 @@ pub const SELECTION_BELOW: usize = HISTOGRAM_LEN + 2;
 pub const SELECTION_NON_FINITE: usize = HISTOGRAM_LEN + 3;
 /// State words of a selection buffer, from [`SELECTION_PREFIX`] on.
 pub const SELECTION_STATE_LEN: usize = 4;
+/// Largest tensor selected in one step by
+/// [`MaskOps::radix_select_small`](crate::MaskOps::radix_select_small): on a GPU its keys fill
+/// 16 KiB of one cube's shared memory.
+pub const SMALL_SELECT_MAX_ENTRIES: usize = 4096;
 
 macro_rules! impl_mask_element {
     ($ty:ty, $bits:ty, $key_bits:expr, $inf:expr, $dtype:expr,

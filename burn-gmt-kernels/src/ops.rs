@@ -8,7 +8,8 @@ use burn::backend::{Backend, TensorMetadata, backend_extension};
 use burn::tensor::{TensorData, try_read_sync};
 
 use crate::element::{
-    HISTOGRAM_LEN, MaskElement, SELECTION_LEN, SELECTION_PREFIX, SELECTION_REMAINING, inf_key,
+    HISTOGRAM_LEN, MaskElement, SELECTION_LEN, SELECTION_PREFIX, SELECTION_REMAINING,
+    SELECTION_STATE_LEN, inf_key,
 };
 use crate::host;
 use crate::with_mask_element;
@@ -61,6 +62,27 @@ pub trait MaskOps: Backend {
         Self::int_from_data(counter_data(words), &like.device())
     }
 
+    /// The exact selection of the `(rank + 1)`-th smallest `|grad|` key of a small tensor in
+    /// one step: the four state words `[key, remaining, below, non_finite]` that a selection
+    /// buffer ends with (see [`crate::element`]). For tensors of at most
+    /// [`SMALL_SELECT_MAX_ENTRIES`](crate::element::SMALL_SELECT_MAX_ENTRIES) entries (one
+    /// launch on CubeCL instead of five); `rank` is
+    /// below the entry count.
+    #[fusion(dtype = burn::tensor::DType::U32, shape = burn::tensor::Shape::new([SELECTION_STATE_LEN]))]
+    fn radix_select_small(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
+        let data = read_float::<Self>(grad.clone());
+        let (mut keys, inf) = with_mask_element!(data.dtype(), E => {
+            let keys: Vec<u64> = float_slice::<E>(&data).iter().map(|x| x.abs_key()).collect();
+            (keys, E::INF_KEY)
+        });
+        let non_finite = keys.iter().filter(|&&k| k >= inf).count() as u64;
+        let (below, key, _) = keys.select_nth_unstable(rank as usize);
+        let key = *key;
+        let below = below.iter().filter(|&&k| k < key).count() as u64;
+        let words = vec![key, rank - below, below, non_finite];
+        Self::int_from_data(counter_data(words), &grad.device())
+    }
+
     /// Adds to `selection` the histogram of the digit at `shift` of the `|grad|` keys whose
     /// higher bits equal the selection's prefix (as [`MaskOps::abs_key_histogram`] counts).
     #[fusion(dtype = selection, shape = selection)]
@@ -90,7 +112,8 @@ pub trait MaskOps: Backend {
     }
 
     /// The selected value as a one-entry tensor of `like`'s dtype: the value whose key is the
-    /// selection's prefix, at most `+inf` (so NaN and ±inf are never below it).
+    /// selection's prefix, at most `+inf` (so NaN and ±inf are never below it). `selection` is
+    /// a selection buffer or its four state words.
     #[fusion(dtype = like, shape = burn::tensor::Shape::new([1]))]
     fn radix_select_threshold(
         like: &FloatTensor<Self>,
@@ -98,7 +121,8 @@ pub trait MaskOps: Backend {
     ) -> FloatTensor<Self> {
         let words = read_words::<Self>(selection);
         let dtype = like.dtype();
-        let key = words[SELECTION_PREFIX].min(inf_key(dtype).expect("a supported float dtype"));
+        let key =
+            words[prefix_index(words.len())].min(inf_key(dtype).expect("a supported float dtype"));
         let data = with_mask_element!(dtype, E => { TensorData::new(vec![E::from_key(key)], [1]) });
         Self::float_from_data(data, &like.device())
     }
@@ -179,6 +203,15 @@ pub(crate) fn host_random_mask_counts<B: Backend>(
     with_mask_element!(data.dtype(), E => {
         host::random_mask_count::<E>(float_slice(&data), key, bound)
     })
+}
+
+/// Where the key prefix sits in a selection buffer of `len` words, or in its state words.
+pub(crate) fn prefix_index(len: usize) -> usize {
+    if len == SELECTION_STATE_LEN {
+        0
+    } else {
+        SELECTION_PREFIX
+    }
 }
 
 /// Shape of a selection buffer: [`SELECTION_LEN`] counters (the Fusion output metadata).

@@ -20,8 +20,8 @@ use burn::backend::{Dispatch, DispatchDevice, DispatchTensor, TensorMetadata};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData, try_read_sync};
 use burn_gmt_kernels::element::MaskElement;
 use burn_gmt_kernels::element::{
-    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_PREFIX, SELECTION_STATE_LEN, inf_key, key_bits,
-    key_to_f64,
+    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_PREFIX, SELECTION_STATE_LEN,
+    SMALL_SELECT_MAX_ENTRIES, inf_key, key_bits, key_to_f64,
 };
 use burn_gmt_kernels::{MaskOps, with_mask_element};
 
@@ -302,8 +302,24 @@ pub(crate) fn select(
 
 /// The selection steps on the device (see the module docs): `2` histogram passes per f32
 /// gradient, `1` per f16/bf16 gradient, one digit step per pass and one threshold write,
-/// with no read-back unless `collect`.
+/// with no read-back unless `collect`. A single gradient of at most
+/// [`SMALL_SELECT_MAX_ENTRIES`] entries is selected in one step instead.
 fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: bool) -> Selection {
+    if let [grad] = grads
+        && grad.shape().num_elements() <= SMALL_SELECT_MAX_ENTRIES
+    {
+        // A small tensor: one step straight to the state words.
+        let state = <Dispatch as MaskOps>::radix_select_small(grad, rank);
+        let threshold = <Dispatch as MaskOps>::radix_select_threshold(grad, state.clone());
+        let stats = collect.then(|| {
+            vec![PendingStats {
+                total: grad.shape().num_elements() as u64,
+                dtype,
+                source: Source::Selected(Box::new(Tensor::from_dispatch(state))),
+            }]
+        });
+        return Selection { threshold, stats };
+    }
     let bits = key_bits(dtype).expect("selection on a supported float dtype");
     let like = &grads[0];
     let inf = inf_key(dtype).expect("selection on a supported float dtype");

@@ -9,6 +9,8 @@
 //!   from the host or from the selection buffer in device memory.
 //! - [`radix`]: starting a selection buffer, the digit step (one cube scans the 65,536 bins,
 //!   appends the digit, records the counts and clears the bins) and the threshold write.
+//! - [`small`]: the whole selection of a tensor of at most 4,096 entries in one launch (keys
+//!   in one cube's shared memory, 8-bit digits), for the small tensors whose cost is launches.
 //! - [`mask`]: the fused mask, in place, the threshold read from device memory.
 //! - [`select`]: the fused select of `MaskTarget::Update`, in place, same threshold.
 //! - [`count`]: masked and non-finite counts against a threshold (global-scope statistics).
@@ -33,7 +35,8 @@
 //! | mask, in place | 1 (+1 tail) | 1 read + 1 write |
 //! | **total** | **7 (+3 tails)** | **3 reads + 1 write** |
 //!
-//! f16 and bf16 need one histogram pass (5 launches, 2 reads + 1 write). Nothing is read back
+//! f16 and bf16 need one histogram pass (5 launches, 2 reads + 1 write). A tensor of at most
+//! 4,096 entries is selected by [`small`] in one launch: 3 launches in all. Nothing is read back
 //! to the host; statistics, when collected, are the selection buffer's state words (one
 //! read-back per step for all tensors). With `MaskScope::Global` the start, digit and
 //! threshold launches happen once per step and each tensor adds its histogram passes to the
@@ -54,6 +57,7 @@ mod mask;
 mod radix;
 mod random;
 mod select;
+mod small;
 
 use burn::backend::TensorMetadata;
 use burn::backend::cubecl::dtype_to_storage_type;
@@ -68,7 +72,9 @@ use cubecl::calculate_cube_count_elemwise;
 use cubecl::client::Client;
 use cubecl::prelude::{AddressType, CubeCount, CubeDim, ElemType};
 
-use crate::element::{HISTOGRAM_LEN, SELECTION_LEN, inf_key};
+use crate::element::{
+    HISTOGRAM_LEN, SELECTION_LEN, SELECTION_STATE_LEN, SMALL_SELECT_MAX_ENTRIES, inf_key,
+};
 use crate::ops::{
     MaskOps, host_abs_threshold_mask, host_abs_threshold_select, host_histogram_counts,
     host_random_mask, host_random_mask_counts, host_threshold_counts,
@@ -311,6 +317,25 @@ impl MaskOps for CubeBackend {
         );
         radix::launch_start(&selection, rank);
         selection
+    }
+
+    fn radix_select_small(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
+        let len = grad.shape().num_elements();
+        let grad = into_contiguous(grad.clone());
+        let plan = selection_plan(&[&grad], len);
+        assert!(
+            len <= SMALL_SELECT_MAX_ENTRIES && rank < len as u64,
+            "gradient mask: a one-step selection takes at most {SMALL_SELECT_MAX_ENTRIES} entries and a rank below them"
+        );
+        let state = empty_device_dtype(
+            grad.client.clone(),
+            grad.device.clone(),
+            Shape::new([SELECTION_STATE_LEN]),
+            DType::U32,
+        );
+        let inf = inf_key(grad.dtype).expect("a supported float dtype") as u32;
+        small::launch(&grad, &state, &plan, rank as u32, inf);
+        state
     }
 
     fn radix_select_count(

@@ -12,7 +12,10 @@ use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
 use super::key::value_of_key;
+use burn::backend::TensorMetadata;
 use burn_cubecl::tensor::CubeTensor;
+
+use crate::ops::prefix_index;
 
 use crate::element::{
     BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_BELOW, SELECTION_LEN, SELECTION_NON_FINITE,
@@ -107,17 +110,19 @@ fn radix_select_digit_kernel(selection: &mut [u32], inf_digit: u32, #[comptime] 
     }
 }
 
-/// Writes the value of the selected key, at most `+inf` (`inf_key`), into `threshold[0]`.
+/// Writes the value of the selected key (at `prefix_index` of a selection buffer or of its
+/// state words), at most `+inf` (`inf_key`), into `threshold[0]`.
 #[cube(launch_unchecked)]
 fn radix_select_threshold_kernel<F: Float>(
     selection: &[u32],
     threshold: &mut [F],
     inf_key: u32,
+    #[comptime] prefix_index: usize,
     #[comptime] kind: u32,
     #[define(F)] _dtype: ElemType,
 ) {
     if ABSOLUTE_POS == 0 {
-        let key = u32::min(selection[SELECTION_PREFIX], inf_key);
+        let key = u32::min(selection[prefix_index], inf_key);
         threshold[0] = value_of_key::<F>(key, kind);
     }
 }
@@ -181,6 +186,7 @@ pub fn launch_threshold(
             selection.clone().into_buffer_arg(),
             threshold.clone().into_buffer_arg(),
             inf_key,
+            prefix_index(selection.shape().num_elements()),
             kind,
             storage,
         );
