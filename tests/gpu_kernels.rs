@@ -16,7 +16,7 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData, bf16, f16};
 use burn_gmt::kernels::MaskOps;
 use burn_gmt::kernels::element::{
     DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement, SELECTION_BELOW, SELECTION_NON_FINITE,
-    SELECTION_PREFIX, SELECTION_REMAINING,
+    SELECTION_PREFIX, SELECTION_REMAINING, SMALL_SELECT_MAX_ENTRIES,
 };
 use burn_gmt::kernels::host;
 use burn_gmt::kernels::random::{draw_key, mix64, ratio_bound};
@@ -717,6 +717,53 @@ fn random_mask_matches_host_on_gpu() {
         check::<f16>(&device);
     }
     if has_dtype(&device, DType::BF16, "random_mask_matches_host_on_gpu") {
+        check::<bf16>(&device);
+    }
+}
+
+/// The one-launch selection of small tensors against a host sort: the state words (selected
+/// key, rank left within its ties, keys below it, non-finite keys) at every rank class, on
+/// random values and on all-equal ones.
+#[test]
+fn small_select_matches_host_sort_on_gpu() {
+    let Some(device) = gpu_device("small_select_matches_host_sort_on_gpu") else {
+        return;
+    };
+    fn check<E: TestFloat>(device: &Device) {
+        let sizes = SIZES.into_iter().filter(|&n| n <= SMALL_SELECT_MAX_ENTRIES);
+        for (case, n) in sizes.enumerate() {
+            for values in [
+                sample::<E>(n, case as u64 + 101),
+                vec![E::from_f64(-0.75); n],
+            ] {
+                let grad = tensor(&values, [n], device).into_dispatch();
+                let mut keys: Vec<u64> = values.iter().map(|x| x.abs_key()).collect();
+                keys.sort_unstable();
+                let non_finite = keys.iter().filter(|&&k| k >= E::INF_KEY).count() as u64;
+                for rank in [0, n / 3, n / 2, n - 1] {
+                    let state = <Dispatch as MaskOps>::radix_select_small(&grad, rank as u64);
+                    let got: Vec<u64> = Tensor::<1, Int>::from_dispatch(state)
+                        .into_data()
+                        .iter::<i64>()
+                        .map(|w| w as u64)
+                        .collect();
+                    let key = keys[rank];
+                    let below = keys.iter().filter(|&&k| k < key).count() as u64;
+                    let expected = [key, rank as u64 - below, below, non_finite];
+                    assert_eq!(got, expected, "{:?} n={n} rank={rank}", E::DTYPE);
+                }
+            }
+        }
+    }
+    check::<f32>(&device);
+    if has_dtype(&device, DType::F16, "small_select_matches_host_sort_on_gpu") {
+        check::<f16>(&device);
+    }
+    if has_dtype(
+        &device,
+        DType::BF16,
+        "small_select_matches_host_sort_on_gpu",
+    ) {
         check::<bf16>(&device);
     }
 }
