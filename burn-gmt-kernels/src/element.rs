@@ -167,14 +167,3 @@ macro_rules! with_mask_element {
         }
     };
 }
-
-/// The key of the non-negative `value` rounded to `dtype`.
-pub fn key_of_f64(dtype: DType, value: f64) -> Option<u64> {
-    match dtype {
-        DType::F32 => Some((value as f32).abs_key()),
-        DType::F64 => Some(value.abs_key()),
-        DType::F16 => Some(f16::from_f64(value).abs_key()),
-        DType::BF16 => Some(bf16::from_f64(value).abs_key()),
-        _ => None,
-    }
-}

@@ -1,14 +1,14 @@
 //! `MaskOps` for the Flex CPU backend: the host passes run on Flex's storage directly
-//! ([`crate::host_backend`]).
+//! ([`crate::host_ops`]).
 
 use burn::backend::Flex;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn_flex::FlexTensor;
 
 use crate::element::MaskElement;
-use crate::host_backend::{HostStorage, host_mask_ops};
+use crate::host_ops::{HostAccess, InPlace, host_mask_ops};
 
-impl HostStorage for Flex {
+impl HostAccess<Flex> for InPlace {
     fn with_values<E: MaskElement, R>(tensor: &FlexTensor, f: impl FnOnce(&[E]) -> R) -> R {
         let values = |t: &FlexTensor| {
             let (start, end) = t

@@ -104,12 +104,13 @@ pub fn abs_threshold_select<E: MaskElement>(
     }
 }
 
-/// Counts of a random mask: entries masked, and non-finite entries (never masked).
+/// What a mask does to a gradient: the entries it zeroes, and the NaN and ±inf entries it
+/// never touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RandomMaskCounts {
-    /// Entries drawn and zeroed.
+pub struct MaskCounts {
+    /// Entries masked (below the threshold, or drawn).
     pub masked: u64,
-    /// NaN or infinite entries, kept whatever their draw.
+    /// NaN or infinite entries, kept whatever their magnitude or draw.
     pub non_finite: u64,
 }
 
@@ -132,7 +133,7 @@ fn random_decision<E: MaskElement>(x: E, index: usize, key: u64, bound: u64) -> 
     }
 }
 
-impl RandomMaskCounts {
+impl MaskCounts {
     fn add(&mut self, decision: RandomDecision) {
         match decision {
             RandomDecision::NonFinite => self.non_finite += 1,
@@ -149,8 +150,8 @@ pub fn random_mask<E: MaskElement>(
     key: u64,
     bound: u64,
     scale: f64,
-) -> RandomMaskCounts {
-    let mut counts = RandomMaskCounts::default();
+) -> MaskCounts {
+    let mut counts = MaskCounts::default();
     for (index, x) in values.iter_mut().enumerate() {
         let decision = random_decision(*x, index, key, bound);
         match decision {
@@ -164,12 +165,32 @@ pub fn random_mask<E: MaskElement>(
 }
 
 /// Counts what [`random_mask`] would do, without writing.
-pub fn random_mask_count<E: MaskElement>(values: &[E], key: u64, bound: u64) -> RandomMaskCounts {
-    let mut counts = RandomMaskCounts::default();
+pub fn random_mask_count<E: MaskElement>(values: &[E], key: u64, bound: u64) -> MaskCounts {
+    let mut counts = MaskCounts::default();
     for (index, &x) in values.iter().enumerate() {
         counts.add(random_decision(x, index, key, bound));
     }
     counts
+}
+
+/// The bin of `counts` that holds the entry of 0-based rank `rank`, and the entries counted in
+/// the bins before it: one radix digit of a selection.
+///
+/// # Panics
+/// If `rank` is not below the entries counted (a rank past the end).
+pub fn digit_of_rank(counts: &[u64], rank: u64) -> (usize, u64) {
+    let mut before = 0u64;
+    let digit = counts
+        .iter()
+        .position(|&count| {
+            let found = rank < before + count;
+            if !found {
+                before += count;
+            }
+            found
+        })
+        .expect("gradient mask: rank below the number of entries in the prefix");
+    (digit, before)
 }
 
 /// One step of a radix selection on a selection buffer (layout of
@@ -190,17 +211,7 @@ pub fn select_digit(selection: &mut [u64], inf_digit: u32) {
     };
     assert_eq!(selection.len(), SELECTION_LEN, "selection buffer length");
     let rank = selection[SELECTION_REMAINING];
-    let mut before = 0u64;
-    let digit = selection[..DIGITS]
-        .iter()
-        .position(|&count| {
-            let found = rank < before + count;
-            if !found {
-                before += count;
-            }
-            found
-        })
-        .expect("gradient mask: rank below the number of entries in the prefix");
+    let (digit, before) = digit_of_rank(&selection[..DIGITS], rank);
     if (inf_digit as usize) < DIGITS {
         selection[SELECTION_NON_FINITE] = selection[inf_digit as usize..DIGITS].iter().sum();
     }
@@ -210,18 +221,9 @@ pub fn select_digit(selection: &mut [u64], inf_digit: u32) {
     selection[..HISTOGRAM_LEN].fill(0);
 }
 
-/// Entries of a gradient against a threshold: masked (finite, `|x|` key below the threshold
-/// key) and non-finite (NaN or ±inf, never masked).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ThresholdCounts {
-    /// Entries whose `|x|` key is below the threshold key.
-    pub masked: u64,
-    /// NaN and ±inf entries.
-    pub non_finite: u64,
-}
-
-/// Counts `values` against `threshold_key` (at most the key of `+inf`).
-pub fn abs_threshold_count<E: MaskElement>(values: &[E], threshold_key: u64) -> ThresholdCounts {
+/// Counts `values` against `threshold_key` (at most the key of `+inf`): what
+/// [`abs_threshold_mask`] zeroes (`|x|` key below it) and the non-finite entries.
+pub fn abs_threshold_count<E: MaskElement>(values: &[E], threshold_key: u64) -> MaskCounts {
     let count = |chunk: &[E]| {
         chunk.iter().fold((0u64, 0u64), |(masked, non_finite), x| {
             let key = x.abs_key();
@@ -235,5 +237,5 @@ pub fn abs_threshold_count<E: MaskElement>(values: &[E], threshold_key: u64) -> 
         .par_chunks(task_len(values.len()))
         .map(count)
         .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    ThresholdCounts { masked, non_finite }
+    MaskCounts { masked, non_finite }
 }

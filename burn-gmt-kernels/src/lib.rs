@@ -43,7 +43,6 @@ pub use ops::MaskOps;
 mod cube;
 #[cfg(feature = "flex")]
 mod flex;
-#[cfg(any(feature = "flex", feature = "ndarray"))]
-mod host_backend;
+mod host_ops;
 #[cfg(feature = "ndarray")]
 mod ndarray;

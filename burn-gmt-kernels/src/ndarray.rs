@@ -2,7 +2,7 @@
 #![allow(deprecated)]
 
 //! `MaskOps` for the NdArray CPU backend: the host passes run on its arrays directly
-//! ([`crate::host_backend`]); burn-ndarray stores f32 and f64 floats.
+//! ([`crate::host_ops`]); burn-ndarray stores f32 and f64 floats.
 
 use burn::backend::NdArray;
 use burn::backend::tensor::{FloatTensor, IntTensor};
@@ -10,14 +10,14 @@ use burn::tensor::DType;
 use burn_ndarray::NdArrayTensor;
 
 use crate::element::MaskElement;
-use crate::host_backend::{HostStorage, host_mask_ops};
+use crate::host_ops::{HostAccess, InPlace, host_mask_ops};
 
 /// `values` seen as `E`, which has their dtype (checked by the caller's dispatch).
 fn cast<F: bytemuck::Pod, E: MaskElement>(values: &[F]) -> &[E] {
     bytemuck::cast_slice(values)
 }
 
-impl HostStorage for NdArray {
+impl HostAccess<NdArray> for InPlace {
     fn with_values<E: MaskElement, R>(tensor: &NdArrayTensor, f: impl FnOnce(&[E]) -> R) -> R {
         macro_rules! run {
             ($storage:expr) => {{

@@ -12,6 +12,7 @@ use crate::element::{
     SELECTION_STATE_LEN, inf_key,
 };
 use crate::host;
+use crate::host_ops::{self, ViaData};
 use crate::with_mask_element;
 
 /// Gradient-mask operations, implemented per backend.
@@ -42,7 +43,7 @@ pub trait MaskOps: Backend {
     /// [`TensorData::iter::<i64>`](TensorData::iter), which widens either.
     #[fusion(dtype = burn::tensor::DType::U32, shape = histogram_shape())]
     fn abs_key_histogram(grad: &FloatTensor<Self>, shift: u32, prefix: u64) -> IntTensor<Self> {
-        host_abs_key_histogram::<Self>(grad, shift, prefix)
+        host_ops::abs_key_histogram::<Self, ViaData>(grad, shift, prefix)
     }
 
     /// Starts an exact selection of the `(rank + 1)`-th smallest `|g|` key, held on the device:
@@ -70,11 +71,7 @@ pub trait MaskOps: Backend {
     /// below the entry count.
     #[fusion(dtype = burn::tensor::DType::U32, shape = burn::tensor::Shape::new([SELECTION_STATE_LEN]))]
     fn radix_select_small(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
-        let data = read_float::<Self>(grad.clone());
-        let (mut keys, inf) = with_mask_element!(data.dtype(), E => {
-            let keys: Vec<u64> = float_slice::<E>(&data).iter().map(|x| x.abs_key()).collect();
-            (keys, E::INF_KEY)
-        });
+        let (mut keys, inf) = host_ops::abs_keys::<Self, ViaData>(grad);
         let non_finite = keys.iter().filter(|&&k| k >= inf).count() as u64;
         let (below, key, _) = keys.select_nth_unstable(rank as usize);
         let key = *key;
@@ -93,7 +90,8 @@ pub trait MaskOps: Backend {
     ) -> IntTensor<Self> {
         let device = grad.device();
         let mut words = read_words::<Self>(selection);
-        let hist = host_histogram_counts::<Self>(grad, shift, words[SELECTION_PREFIX]);
+        let prefix = words[SELECTION_PREFIX];
+        let hist = host_ops::histogram_counts::<Self, ViaData>(grad, shift, prefix);
         words.iter_mut().zip(hist).for_each(|(w, h)| *w += h);
         Self::int_from_data(counter_data(words), &device)
     }
@@ -134,11 +132,7 @@ pub trait MaskOps: Backend {
         grad: &FloatTensor<Self>,
         threshold: &FloatTensor<Self>,
     ) -> IntTensor<Self> {
-        let counts = host_threshold_counts::<Self>(grad, threshold);
-        Self::int_from_data(
-            counter_data(vec![counts.masked, counts.non_finite]),
-            &grad.device(),
-        )
+        host_ops::abs_threshold_count::<Self, ViaData>(grad, threshold)
     }
 
     /// `grad` with the entries whose `|g|` is below `threshold` zeroed (NaN and ±inf kept).
@@ -147,7 +141,7 @@ pub trait MaskOps: Backend {
         grad: FloatTensor<Self>,
         threshold: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        host_abs_threshold_mask::<Self>(grad, threshold)
+        host_ops::abs_threshold_mask::<Self, ViaData>(grad, threshold)
     }
 
     /// `updated`, except that entries whose gradient `|g|` is below `threshold` take their
@@ -159,50 +153,22 @@ pub trait MaskOps: Backend {
         updated: FloatTensor<Self>,
         previous: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        host_abs_threshold_select::<Self>(grad, threshold, updated, previous)
+        host_ops::abs_threshold_select::<Self, ViaData>(grad, threshold, updated, previous)
     }
 
     /// `grad` with a random fraction of its finite entries zeroed (entry drawn when its draw
     /// under `key` is below `bound`) and the kept finite entries multiplied by `scale`.
     #[fusion(dtype = grad, shape = grad)]
     fn random_mask(grad: FloatTensor<Self>, key: u64, bound: u64, scale: f64) -> FloatTensor<Self> {
-        host_random_mask::<Self>(grad, key, bound, scale)
+        host_ops::random_mask::<Self, ViaData>(grad, key, bound, scale)
     }
 
     /// `[masked, non_finite]` of what [`MaskOps::random_mask`] does to `grad` (`U32` on
     /// CubeCL, `I64` elsewhere).
     #[fusion(dtype = burn::tensor::DType::U32, shape = burn::tensor::Shape::new([2]))]
     fn random_mask_count(grad: &FloatTensor<Self>, key: u64, bound: u64) -> IntTensor<Self> {
-        let counts = host_random_mask_counts::<Self>(grad, key, bound);
-        Self::int_from_data(count_data(counts), &grad.device())
+        host_ops::random_mask_count::<Self, ViaData>(grad, key, bound)
     }
-}
-
-/// [`MaskOps::random_mask`] on the host (any backend).
-pub(crate) fn host_random_mask<B: Backend>(
-    grad: FloatTensor<B>,
-    key: u64,
-    bound: u64,
-    scale: f64,
-) -> FloatTensor<B> {
-    let device = grad.device();
-    let mut data = read_float::<B>(grad);
-    with_mask_element!(data.dtype(), E => {
-        host::random_mask::<E>(float_slice_mut(&mut data), key, bound, scale);
-    });
-    B::float_from_data(data, &device)
-}
-
-/// The counts of [`MaskOps::random_mask_count`], computed on the host.
-pub(crate) fn host_random_mask_counts<B: Backend>(
-    grad: &FloatTensor<B>,
-    key: u64,
-    bound: u64,
-) -> host::RandomMaskCounts {
-    let data = read_float::<B>(grad.clone());
-    with_mask_element!(data.dtype(), E => {
-        host::random_mask_count::<E>(float_slice(&data), key, bound)
-    })
 }
 
 /// Where the key prefix sits in a selection buffer of `len` words, or in its state words.
@@ -237,104 +203,6 @@ pub(crate) fn histogram_shape() -> burn::tensor::Shape {
     burn::tensor::Shape::new([HISTOGRAM_LEN])
 }
 
-/// [`MaskOps::abs_key_histogram`] on the host (any backend, at the price of a read-back), as
-/// an `I64` tensor.
-pub(crate) fn host_abs_key_histogram<B: Backend>(
-    grad: &FloatTensor<B>,
-    shift: u32,
-    prefix: u64,
-) -> IntTensor<B> {
-    let device = grad.device();
-    let hist = host_histogram_counts::<B>(grad, shift, prefix);
-    B::int_from_data(counter_data(hist), &device)
-}
-
-/// The counts of [`MaskOps::abs_key_histogram`], computed on the host.
-pub(crate) fn host_histogram_counts<B: Backend>(
-    grad: &FloatTensor<B>,
-    shift: u32,
-    prefix: u64,
-) -> Vec<u64> {
-    let data = read_float::<B>(grad.clone());
-    let mut hist = vec![0u64; HISTOGRAM_LEN];
-    with_mask_element!(data.dtype(), E => {
-        host::abs_key_histogram::<E>(float_slice(&data), shift, prefix, &mut hist);
-    });
-    hist
-}
-
-/// The counts of [`MaskOps::abs_threshold_count`], computed on the host.
-pub(crate) fn host_threshold_counts<B: Backend>(
-    grad: &FloatTensor<B>,
-    threshold: &FloatTensor<B>,
-) -> host::ThresholdCounts {
-    let threshold = read_threshold_key::<B>(threshold.clone());
-    let data = read_float::<B>(grad.clone());
-    with_mask_element!(data.dtype(), E => {
-        host::abs_threshold_count::<E>(float_slice(&data), threshold)
-    })
-}
-
-/// [`MaskOps::abs_threshold_mask`] on the host (any backend).
-pub(crate) fn host_abs_threshold_mask<B: Backend>(
-    grad: FloatTensor<B>,
-    threshold: FloatTensor<B>,
-) -> FloatTensor<B> {
-    let device = grad.device();
-    let threshold = read_threshold_key::<B>(threshold);
-    let mut data = read_float::<B>(grad);
-    with_mask_element!(data.dtype(), E => {
-        host::abs_threshold_mask::<E>(float_slice_mut(&mut data), threshold);
-    });
-    B::float_from_data(data, &device)
-}
-
-/// [`MaskOps::abs_threshold_select`] on the host (any backend).
-pub(crate) fn host_abs_threshold_select<B: Backend>(
-    grad: FloatTensor<B>,
-    threshold: FloatTensor<B>,
-    updated: FloatTensor<B>,
-    previous: FloatTensor<B>,
-) -> FloatTensor<B> {
-    let device = updated.device();
-    let threshold = read_threshold_key::<B>(threshold);
-    let grad = read_float::<B>(grad);
-    let previous = read_float::<B>(previous);
-    let mut updated = read_float::<B>(updated);
-    with_mask_element!(updated.dtype(), E => {
-        host::abs_threshold_select::<E>(
-            float_slice(&grad),
-            threshold,
-            float_slice_mut(&mut updated),
-            float_slice(&previous),
-        );
-    });
-    B::float_from_data(updated, &device)
-}
-
-/// Reads a float tensor to the host (row-major, contiguous).
-fn read_float<B: Backend>(tensor: FloatTensor<B>) -> TensorData {
-    const MSG: &str = "gradient mask: reading a tensor back to the host failed";
-    try_read_sync(B::float_into_data(tensor))
-        .expect(MSG)
-        .expect(MSG)
-}
-
-fn read_threshold_key<B: Backend>(threshold: FloatTensor<B>) -> u64 {
-    let data = read_float::<B>(threshold);
-    with_mask_element!(data.dtype(), E => { float_slice::<E>(&data)[0].abs_key() })
-}
-
-fn float_slice<E: MaskElement>(data: &TensorData) -> &[E] {
-    data.as_slice::<E>()
-        .expect("gradient mask: host data has the tensor's dtype")
-}
-
-fn float_slice_mut<E: MaskElement>(data: &mut TensorData) -> &mut [E] {
-    data.as_mut_slice::<E>()
-        .expect("gradient mask: host data has the tensor's dtype")
-}
-
 /// Counters (a histogram, a selection buffer) as the `i64` tensor data the host bodies return.
 pub(crate) fn counter_data(hist: Vec<u64>) -> TensorData {
     let len = hist.len();
@@ -344,7 +212,7 @@ pub(crate) fn counter_data(hist: Vec<u64>) -> TensorData {
     )
 }
 
-/// Random-mask counts as the `[masked, non_finite]` `i64` tensor data the trait returns.
-pub(crate) fn count_data(counts: host::RandomMaskCounts) -> TensorData {
+/// `[masked, non_finite]` as the `i64` tensor data the host bodies return.
+pub(crate) fn count_data(counts: host::MaskCounts) -> TensorData {
     TensorData::new(vec![counts.masked as i64, counts.non_finite as i64], [2])
 }

@@ -6,7 +6,7 @@
 use cubecl::prelude::*;
 
 use super::key::wide_key;
-use super::{Launch, Plan, reduction_grid};
+use super::{Launch, Plan};
 use burn_cubecl::tensor::CubeTensor;
 
 /// Key of `+inf` as a widened `f32` key: every NaN and ±inf key is at or above it.
@@ -73,14 +73,14 @@ pub fn add_cube_counts(counts: &mut [Atomic<u32>], first: u32, second: u32) {
 /// `counts` (two zeroed `u32` counters).
 pub fn launch(values: &CubeTensor, threshold: &CubeTensor, counts: &CubeTensor, plan: &Plan) {
     let client = &values.client;
-    for launch in plan.launches() {
+    for launch in plan.reduction_launches() {
         let Launch {
             vector_size,
             start,
             end,
-            ..
+            cube_count,
+            cube_dim,
         } = launch;
-        let (cube_count, cube_dim) = reduction_grid(client, end - start);
         // SAFETY: every unit reads positions in `start..end`, within the `plan.len` entries;
         // the threshold holds one entry and the counts two.
         unsafe {

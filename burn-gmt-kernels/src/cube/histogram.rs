@@ -16,7 +16,7 @@
 use cubecl::prelude::*;
 
 use super::key::{narrow_key, wide_key};
-use super::{Launch, Plan, reduction_grid};
+use super::{Launch, Plan};
 use crate::element::{BELOW_PREFIX_BIN, DIGITS, SELECTION_PREFIX};
 use burn_cubecl::tensor::CubeTensor;
 
@@ -195,14 +195,14 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &Plan, shift: u32, pre
         Prefix::Value(prefix) => (u32::try_from(prefix).unwrap_or(u32::MAX), false),
         Prefix::InBuffer => (0, true),
     };
-    for launch in plan.launches() {
+    for launch in plan.reduction_launches() {
         let Launch {
             vector_size,
             start,
             end,
-            ..
+            cube_count,
+            cube_dim,
         } = launch;
-        let (cube_count, cube_dim) = reduction_grid(client, end - start);
         // SAFETY: every unit reads positions in `start..end`, within the `plan.len` entries;
         // histogram indices are digits (< 65,536) or `BELOW_PREFIX_BIN`, within its length;
         // shared indices stay below `window + 2`.

@@ -75,10 +75,8 @@ use cubecl::prelude::{AddressType, CubeCount, CubeDim, ElemType};
 use crate::element::{
     HISTOGRAM_LEN, SELECTION_LEN, SELECTION_STATE_LEN, SMALL_SELECT_MAX_ENTRIES, inf_key,
 };
-use crate::ops::{
-    MaskOps, host_abs_threshold_mask, host_abs_threshold_select, host_histogram_counts,
-    host_random_mask, host_random_mask_counts, host_threshold_counts,
-};
+use crate::host_ops::{self, ViaData};
+use crate::ops::MaskOps;
 use histogram::Prefix;
 
 /// How one operation covers a contiguous run of `len` entries of one dtype.
@@ -133,30 +131,44 @@ impl Plan {
         })
     }
 
-    /// The vectorized launch over the whole vectors, then the scalar launch over the tail.
+    /// The vectorized launch over the whole vectors, then the scalar launch over the tail,
+    /// one unit per position.
     fn launches(&self) -> Vec<Launch> {
-        let vectors = self.len / self.vector_size;
-        let tail = self.len % self.vector_size;
-        let mut launches = Vec::with_capacity(2);
-        if vectors > 0 {
-            launches.push(self.launch(self.vector_size, 0, vectors));
-        }
-        if tail > 0 {
-            launches.push(self.launch(1, self.len - tail, self.len));
-        }
-        launches
+        self.split(|units| {
+            let cube_dim = CubeDim::new(&self.client, units);
+            let cube_count = calculate_cube_count_elemwise(&self.client, units, cube_dim);
+            (cube_count, cube_dim)
+        })
     }
 
-    fn launch(&self, vector_size: usize, start: usize, end: usize) -> Launch {
-        let units = end - start;
-        let cube_dim = CubeDim::new(&self.client, units);
-        Launch {
-            vector_size,
-            start,
-            end,
-            cube_count: calculate_cube_count_elemwise(&self.client, units, cube_dim),
-            cube_dim,
+    /// The same two launches, as grid-stride reductions ([`reduction_grid`]).
+    fn reduction_launches(&self) -> Vec<Launch> {
+        self.split(|vectors| reduction_grid(&self.client, vectors))
+    }
+
+    /// A launch over the whole vectors and one over the scalar tail, if any, each with the
+    /// grid `grid` gives for its number of positions.
+    fn split(&self, grid: impl Fn(usize) -> (CubeCount, CubeDim)) -> Vec<Launch> {
+        let vectors = self.len / self.vector_size;
+        let tail = self.len % self.vector_size;
+        let launch = |vector_size, start, end| {
+            let (cube_count, cube_dim) = grid(end - start);
+            Launch {
+                vector_size,
+                start,
+                end,
+                cube_count,
+                cube_dim,
+            }
+        };
+        let mut launches = Vec::with_capacity(2);
+        if vectors > 0 {
+            launches.push(launch(self.vector_size, 0, vectors));
         }
+        if tail > 0 {
+            launches.push(launch(1, self.len - tail, self.len));
+        }
+        launches
     }
 }
 
@@ -169,7 +181,7 @@ const VECTORS_PER_UNIT: usize = 16;
 const MAX_REDUCTION_CUBES: usize = 1024;
 
 /// Cubes and units of a grid-stride reduction over `vectors` vectors.
-pub(crate) fn reduction_grid(client: &Client, vectors: usize) -> (CubeCount, CubeDim) {
+fn reduction_grid(client: &Client, vectors: usize) -> (CubeCount, CubeDim) {
     let units = REDUCTION_UNITS
         .min(client.properties().hardware.max_units_per_cube)
         .max(1);
@@ -199,11 +211,14 @@ fn zero_counts(like: &CubeTensor) -> CubeTensor {
     )
 }
 
-/// Two counts made on the host, as the `U32` tensor the counting kernels return.
-fn host_counts(masked: u64, non_finite: u64, like: &CubeTensor) -> CubeTensor {
-    let words = [masked, non_finite]
-        .map(|w| u32::try_from(w).expect("gradient mask: a count over u32 on a CubeCL device"));
-    CubeBackend::int_from_data(TensorData::new(words.to_vec(), [2]), &like.device)
+/// Counters made on the host (the fallbacks), as the `U32` tensor the kernels return.
+fn host_counters(words: &[u64], like: &CubeTensor) -> CubeTensor {
+    let words: Vec<u32> = words
+        .iter()
+        .map(|&w| u32::try_from(w).expect("gradient mask: a count over u32 on a CubeCL device"))
+        .collect();
+    let len = words.len();
+    CubeBackend::int_from_data(TensorData::new(words, [len]), &like.device)
 }
 
 /// A contiguous tensor this call may write to: the input itself when nothing else holds it,
@@ -240,12 +255,8 @@ impl MaskOps for CubeBackend {
             Some(_) if len == 0 => hist,
             _ => {
                 // f64 and odd passes: counted on the host, returned in the kernel's dtype.
-                let counts = host_histogram_counts::<Self>(&grad, shift, prefix);
-                let counts: Vec<u32> = counts
-                    .into_iter()
-                    .map(|c| u32::try_from(c).expect("gradient mask: histogram count over u32"))
-                    .collect();
-                Self::int_from_data(TensorData::new(counts, [HISTOGRAM_LEN]), &grad.device)
+                let hist = host_ops::histogram_counts::<Self, ViaData>(&grad, shift, prefix);
+                host_counters(&hist, &grad)
             }
         }
     }
@@ -269,7 +280,7 @@ impl MaskOps for CubeBackend {
                 mask::launch(&values, &threshold, &plan);
                 values
             }
-            None => host_abs_threshold_mask::<Self>(values, threshold),
+            None => host_ops::abs_threshold_mask::<Self, ViaData>(values, threshold),
         }
     }
 
@@ -302,7 +313,7 @@ impl MaskOps for CubeBackend {
                 select::launch(&grad, &threshold, &out, &previous, &plan);
                 out
             }
-            None => host_abs_threshold_select::<Self>(grad, threshold, out, previous),
+            None => host_ops::abs_threshold_select::<Self, ViaData>(grad, threshold, out, previous),
         }
     }
 
@@ -397,8 +408,8 @@ impl MaskOps for CubeBackend {
             }
             None => {
                 // f64: counted on the host, returned in the kernel's dtype.
-                let c = host_threshold_counts::<Self>(&grad, &threshold);
-                host_counts(c.masked, c.non_finite, &grad)
+                let c = host_ops::threshold_counts::<Self, ViaData>(&grad, &threshold);
+                host_counters(&[c.masked, c.non_finite], &grad)
             }
         }
     }
@@ -415,7 +426,7 @@ impl MaskOps for CubeBackend {
                 random::launch_mask(&values, &plan, key, bound, scale);
                 values
             }
-            _ => host_random_mask::<Self>(values, key, bound, scale),
+            _ => host_ops::random_mask::<Self, ViaData>(values, key, bound, scale),
         }
     }
 
@@ -431,8 +442,8 @@ impl MaskOps for CubeBackend {
             }
             _ => {
                 // f64 or 2^32 entries and more: counted on the host.
-                let c = host_random_mask_counts::<Self>(&grad, key, bound);
-                host_counts(c.masked, c.non_finite, &grad)
+                let c = host_ops::random_mask_counts::<Self, ViaData>(&grad, key, bound);
+                host_counters(&[c.masked, c.non_finite], &grad)
             }
         }
     }

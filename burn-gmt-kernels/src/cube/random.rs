@@ -10,7 +10,7 @@ use cubecl::prelude::*;
 
 use super::count::{WIDE_INF_KEY, add_cube_counts};
 use super::key::wide_key;
-use super::{Launch, Plan, reduction_grid};
+use super::{Launch, Plan};
 use burn_cubecl::tensor::CubeTensor;
 
 /// A 64-bit word as two 32-bit halves.
@@ -236,14 +236,14 @@ pub fn launch_mask(values: &CubeTensor, plan: &Plan, key: u64, bound: u64, scale
 pub fn launch_count(values: &CubeTensor, counts: &CubeTensor, plan: &Plan, key: u64, bound: u64) {
     let (key_hi, key_lo) = halves(key);
     let (bound_hi, bound_lo) = halves(bound);
-    for launch in plan.launches() {
+    for launch in plan.reduction_launches() {
         let Launch {
             vector_size,
             start,
             end,
-            ..
+            cube_count,
+            cube_dim,
         } = launch;
-        let (cube_count, cube_dim) = reduction_grid(&values.client, end - start);
         // SAFETY: every unit reads positions in `start..end`, within the buffer; the counts
         // hold two entries.
         unsafe {
