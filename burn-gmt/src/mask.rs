@@ -9,7 +9,7 @@ use burn_gmt_kernels::random::{draw_key, is_drawn, ratio_bound};
 
 use crate::config::MaskStrategy;
 use crate::error::GradMaskError;
-use crate::select::{self, Counts, PendingStats, masked_count, resolve_stats, threshold_tensor};
+use crate::select::{self, PendingStats, masked_count, resolve_stats, threshold_tensor};
 use crate::stats::TensorMaskStats;
 
 /// What the mask does to one parameter tensor at one step.
@@ -128,8 +128,11 @@ pub(crate) fn plan_tensor(
             } else {
                 TensorMask::Keep
             };
-            let stats =
-                collect_stats.then(|| PendingStats::known(random_counts(grad, key, bound), None));
+            // Counted on the device, read with the rest of the step's statistics.
+            let stats = collect_stats.then(|| {
+                let counts = <Dispatch as MaskOps>::random_mask_count(grad, key, bound);
+                PendingStats::counted(grad, Tensor::from_dispatch(counts))
+            });
             Plan { mask, stats }
         }
         MaskStrategy::Hft { seed, stage_steps } => {
@@ -160,19 +163,6 @@ pub(crate) fn plan_frozen(grad: &DispatchTensor, frozen: bool, collect_stats: bo
             mask: TensorMask::Keep,
             stats,
         },
-    }
-}
-
-fn random_counts(grad: &DispatchTensor, key: u64, bound: u64) -> Counts {
-    let counts = <Dispatch as MaskOps>::random_mask_count(grad, key, bound);
-    let counts: Vec<i64> = Tensor::<1, burn::tensor::Int>::from_dispatch(counts)
-        .into_data()
-        .iter::<i64>()
-        .collect();
-    Counts {
-        total: grad.shape().num_elements() as u64,
-        masked: counts[0] as u64,
-        non_finite: counts[1] as u64,
     }
 }
 

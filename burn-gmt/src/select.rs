@@ -23,7 +23,7 @@ use burn_gmt_kernels::element::{
     BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_PREFIX, SELECTION_STATE_LEN,
     SMALL_SELECT_MAX_ENTRIES, inf_key, key_bits, key_to_f64,
 };
-use burn_gmt_kernels::{MaskOps, with_mask_element};
+use burn_gmt_kernels::{MaskOps, host, with_mask_element};
 
 /// Up to this many entries in all, selection on a CPU backend reads the keys and runs an O(n)
 /// `select_nth_unstable`: a histogram pass has a fixed cost of one 65,536-bin table, which
@@ -41,9 +41,17 @@ thread_local! {
 /// on-device driver against the same reference everywhere.
 #[doc(hidden)]
 pub fn with_device_select<R>(f: impl FnOnce() -> R) -> R {
-    let previous = FORCE_DEVICE.replace(true);
+    with_forced(&FORCE_DEVICE, f)
+}
+
+/// Runs `f` with the thread's `flag` set, then puts it back.
+fn with_forced<R>(
+    flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
+    f: impl FnOnce() -> R,
+) -> R {
+    let previous = flag.replace(true);
     let out = f();
-    FORCE_DEVICE.set(previous);
+    flag.set(previous);
     out
 }
 
@@ -73,10 +81,7 @@ fn on_device(grads: &[DispatchTensor], dtype: DType) -> bool {
 /// for small inputs: lets tests check both selection paths against the same reference.
 #[doc(hidden)]
 pub fn with_radix_select<R>(f: impl FnOnce() -> R) -> R {
-    let previous = FORCE_RADIX.replace(true);
-    let out = f();
-    FORCE_RADIX.set(previous);
-    out
+    with_forced(&FORCE_RADIX, f)
 }
 
 /// Whether inputs of `grads` are small enough for the host selection.
@@ -116,10 +121,11 @@ enum Source {
     /// `[masked, non_finite]` counted on the device; the threshold value known (or none).
     Counted(Box<Tensor<1, Int>>, Option<f64>),
     /// `[masked, non_finite]` counted on the device against a selection whose state words
-    /// (`[prefix, remaining, below, non_finite]`) give the threshold (the global scope).
-    CountedSelected(Box<Tensor<1, Int>>, Box<Tensor<1, Int>>),
+    /// (`[prefix, remaining, below, non_finite]`) give the threshold key in the gradients'
+    /// dtype (the global scope).
+    CountedSelected(Box<Tensor<1, Int>>, Box<Tensor<1, Int>>, DType),
     /// The state words of a one-gradient selection: counts and threshold, no counting pass.
-    Selected(Box<Tensor<1, Int>>),
+    Selected(Box<Tensor<1, Int>>, DType),
 }
 
 /// The statistics of one gradient against its threshold, possibly still on the device:
@@ -127,7 +133,6 @@ enum Source {
 #[derive(Debug, Clone)]
 pub(crate) struct PendingStats {
     total: u64,
-    dtype: DType,
     source: Source,
 }
 
@@ -136,8 +141,24 @@ impl PendingStats {
     pub(crate) fn known(counts: Counts, threshold: Option<f64>) -> Self {
         Self {
             total: counts.total,
-            dtype: DType::F64,
             source: Source::Known(counts, threshold),
+        }
+    }
+
+    /// The statistics of `grad` from its `[masked, non_finite]` counted on the device, read
+    /// with the rest of the step's.
+    pub(crate) fn counted(grad: &DispatchTensor, counts: Tensor<1, Int>) -> Self {
+        Self {
+            total: grad.shape().num_elements() as u64,
+            source: Source::Counted(Box::new(counts), None),
+        }
+    }
+
+    /// The statistics of `grad`, the one gradient of a selection, from its state words.
+    fn selected(grad: &DispatchTensor, state: Tensor<1, Int>) -> Self {
+        Self {
+            total: grad.shape().num_elements() as u64,
+            source: Source::Selected(Box::new(state), grad.dtype()),
         }
     }
 
@@ -145,7 +166,7 @@ impl PendingStats {
     pub(crate) fn with_threshold(mut self, value: f64) -> Self {
         match &mut self.source {
             Source::Known(_, threshold) | Source::Counted(_, threshold) => *threshold = Some(value),
-            Source::CountedSelected(..) | Source::Selected(_) => {}
+            Source::CountedSelected(..) | Source::Selected(..) => {}
         }
         self
     }
@@ -154,8 +175,8 @@ impl PendingStats {
         match &self.source {
             Source::Known(..) => vec![],
             Source::Counted(counts, _) => vec![counts],
-            Source::CountedSelected(counts, state) => vec![counts, state],
-            Source::Selected(state) => vec![state],
+            Source::CountedSelected(counts, state, _) => vec![counts, state],
+            Source::Selected(state, _) => vec![state],
         }
     }
 
@@ -170,8 +191,7 @@ impl PendingStats {
         };
         // State words: the threshold is the prefix, at most +inf; "below" counts the entries
         // under the prefix, which is every finite entry once the prefix reaches +inf.
-        let dtype = self.dtype;
-        let state = |words: &mut dyn FnMut(usize) -> u64, non_finite: Option<u64>| {
+        let state = |words: &mut dyn FnMut(usize) -> u64, dtype, non_finite: Option<u64>| {
             let (prefix, _remaining, below, state_non_finite) =
                 (words(0), words(0), words(0), words(0));
             let inf = inf_key(dtype).expect("a supported float dtype");
@@ -187,13 +207,13 @@ impl PendingStats {
         match self.source {
             Source::Known(c, threshold) => (c, threshold),
             Source::Counted(_, threshold) => (counts(words(0), words(0)), threshold),
-            Source::CountedSelected(..) => {
+            Source::CountedSelected(_, _, dtype) => {
                 let (masked, non_finite) = (words(0), words(0));
-                let (_, _, value) = state(words, Some(non_finite));
+                let (_, _, value) = state(words, dtype, Some(non_finite));
                 (counts(masked, non_finite), Some(value))
             }
-            Source::Selected(_) => {
-                let (masked, non_finite, value) = state(words, None);
+            Source::Selected(_, dtype) => {
+                let (masked, non_finite, value) = state(words, dtype, None);
                 (counts(masked, non_finite), Some(value))
             }
         }
@@ -311,13 +331,8 @@ fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: 
         // A small tensor: one step straight to the state words.
         let state = <Dispatch as MaskOps>::radix_select_small(grad, rank);
         let threshold = <Dispatch as MaskOps>::radix_select_threshold(grad, state.clone());
-        let stats = collect.then(|| {
-            vec![PendingStats {
-                total: grad.shape().num_elements() as u64,
-                dtype,
-                source: Source::Selected(Box::new(Tensor::from_dispatch(state))),
-            }]
-        });
+        let stats =
+            collect.then(|| vec![PendingStats::selected(grad, Tensor::from_dispatch(state))]);
         return Selection { threshold, stats };
     }
     let bits = key_bits(dtype).expect("selection on a supported float dtype");
@@ -342,48 +357,31 @@ fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: 
     let stats = collect.then(|| {
         // The four state words in a tensor of their own (`+ 0` materialises the slice), so
         // that statistics waiting to be read do not keep the 256 KiB buffer alive.
-        let state = Box::new(
-            Tensor::<1, Int>::from_dispatch(selection)
-                .slice(SELECTION_PREFIX..SELECTION_PREFIX + SELECTION_STATE_LEN)
-                .add_scalar(0),
-        );
+        let state = Tensor::<1, Int>::from_dispatch(selection)
+            .slice(SELECTION_PREFIX..SELECTION_PREFIX + SELECTION_STATE_LEN)
+            .add_scalar(0);
         if let [grad] = grads {
             // One gradient: the selection's own state words hold its statistics.
-            return vec![PendingStats {
-                total: grad.shape().num_elements() as u64,
-                dtype,
-                source: Source::Selected(state),
-            }];
+            return vec![PendingStats::selected(grad, state)];
         }
-        device_counts(grads, &threshold, None)
-            .map(|mut stats| {
-                if let Source::Counted(counts, _) = stats.source {
-                    stats.source = Source::CountedSelected(counts, state.clone());
-                }
-                stats
+        grads
+            .iter()
+            .map(|g| PendingStats {
+                total: g.shape().num_elements() as u64,
+                source: Source::CountedSelected(
+                    Box::new(device_count(g, &threshold)),
+                    Box::new(state.clone()),
+                    dtype,
+                ),
             })
             .collect()
     });
     Selection { threshold, stats }
 }
 
-/// Each gradient's `[masked, non_finite]` against `threshold` (whose value, if known, is
-/// `value`), counted on the device.
-fn device_counts<'a>(
-    grads: &'a [DispatchTensor],
-    threshold: &'a DispatchTensor,
-    value: Option<f64>,
-) -> impl Iterator<Item = PendingStats> + 'a {
-    grads.iter().map(move |g| PendingStats {
-        total: g.shape().num_elements() as u64,
-        dtype: g.dtype(),
-        source: Source::Counted(
-            Box::new(Tensor::from_dispatch(
-                <Dispatch as MaskOps>::abs_threshold_count(g, threshold),
-            )),
-            value,
-        ),
-    })
+/// `[masked, non_finite]` of `grad` against `threshold`, counted on the device.
+fn device_count(grad: &DispatchTensor, threshold: &DispatchTensor) -> Tensor<1, Int> {
+    Tensor::from_dispatch(<Dispatch as MaskOps>::abs_threshold_count(grad, threshold))
 }
 
 /// The radix passes driven from the host: each gradient's histogram read back per pass.
@@ -419,17 +417,7 @@ fn select_by_passes(grads: &[DispatchTensor], dtype: DType, rank: u64) -> HostSe
                 .zip(&hist[..DIGITS])
                 .for_each(|(m, h)| *m += h);
         }
-        let mut before = 0u64;
-        let digit = merged
-            .iter()
-            .position(|&c| {
-                let found = remaining < before + c;
-                if !found {
-                    before += c;
-                }
-                found
-            })
-            .expect("rank below the number of entries in the prefix");
+        let (digit, before) = host::digit_of_rank(&merged, remaining);
         remaining -= before;
         prefix = (prefix << DIGIT_BITS) | digit as u64;
     }
@@ -462,7 +450,10 @@ pub(crate) fn count_unselected(
     if on_device(grads, dtype) {
         let value = if frozen { f64::INFINITY } else { 0.0 };
         let threshold = threshold_tensor(value, dtype, &grads[0].device().into());
-        return device_counts(grads, &threshold, None).collect();
+        return grads
+            .iter()
+            .map(|g| PendingStats::counted(g, device_count(g, &threshold)))
+            .collect();
     }
     count_non_finite(grads, dtype)
         .into_iter()
