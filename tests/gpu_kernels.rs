@@ -162,14 +162,19 @@ fn device_select<E: TestFloat, const D: usize>(
     ))
 }
 
+/// An integer tensor of counters read back, widened to `u64` (the device counts in `u32`).
+fn words(tensor: burn::backend::DispatchTensor) -> Vec<u64> {
+    Tensor::<1, Int>::from_dispatch(tensor)
+        .into_data()
+        .iter::<i64>()
+        .map(|w| w as u64)
+        .collect()
+}
+
 fn device_histogram<const D: usize>(grad: &Tensor<D>, shift: u32, prefix: u64) -> Vec<u64> {
     let hist =
         <Dispatch as MaskOps>::abs_key_histogram(&grad.clone().into_dispatch(), shift, prefix);
-    Tensor::<1, Int>::from_dispatch(hist)
-        .into_data()
-        .iter::<i64>()
-        .map(|c| c as u64)
-        .collect()
+    words(hist)
 }
 
 fn host_mask<E: TestFloat>(values: &[E], threshold: E) -> Vec<E> {
@@ -575,12 +580,8 @@ fn device_count<E: TestFloat, const D: usize>(
         &grad.clone().into_dispatch(),
         &threshold.into_dispatch(),
     );
-    let words: Vec<u64> = Tensor::<1, Int>::from_dispatch(counts)
-        .into_data()
-        .iter::<i64>()
-        .map(|w| w as u64)
-        .collect();
-    [words[0], words[1]]
+    let got = words(counts);
+    [got[0], got[1]]
 }
 
 /// The on-device selection steps one by one against a host sort: the buffer after each digit
@@ -612,14 +613,10 @@ fn radix_select_steps_match_host_sort_on_gpu() {
                     selection = <Dispatch as MaskOps>::radix_select_count(&grad, selection, shift);
                     selection =
                         <Dispatch as MaskOps>::radix_select_digit(selection, inf_digit as u32);
-                    let words: Vec<u64> = Tensor::<1, Int>::from_dispatch(selection.clone())
-                        .into_data()
-                        .iter::<i64>()
-                        .map(|w| w as u64)
-                        .collect();
+                    let buffer = words(selection.clone());
                     let context = format!("{:?} n={n} rank={rank} shift={shift}", E::DTYPE);
                     assert_eq!(
-                        words[SELECTION_PREFIX],
+                        buffer[SELECTION_PREFIX],
                         target >> shift,
                         "{context}: prefix"
                     );
@@ -628,17 +625,17 @@ fn radix_select_steps_match_host_sort_on_gpu() {
                         .filter(|&&k| k >> shift < target >> shift)
                         .count();
                     assert_eq!(
-                        words[SELECTION_REMAINING],
+                        buffer[SELECTION_REMAINING],
                         (rank - below) as u64,
                         "{context}"
                     );
-                    assert_eq!(words[SELECTION_BELOW], below as u64, "{context}: below");
+                    assert_eq!(buffer[SELECTION_BELOW], below as u64, "{context}: below");
                     assert_eq!(
-                        words[SELECTION_NON_FINITE], non_finite,
+                        buffer[SELECTION_NON_FINITE], non_finite,
                         "{context}: non-finite"
                     );
                     assert!(
-                        words[..HISTOGRAM_LEN].iter().all(|&w| w == 0),
+                        buffer[..HISTOGRAM_LEN].iter().all(|&w| w == 0),
                         "{context}: cleared"
                     );
                 }
@@ -699,11 +696,7 @@ fn random_mask_matches_host_on_gpu() {
                 let mut expected = values.clone();
                 let host_counts = host::random_mask(&mut expected, key, bound, scale);
                 assert_bits(&got, &expected, &context);
-                let counts: Vec<u64> = Tensor::<1, Int>::from_dispatch(counts)
-                    .into_data()
-                    .iter::<i64>()
-                    .map(|w| w as u64)
-                    .collect();
+                let counts = words(counts);
                 assert_eq!(
                     counts,
                     [host_counts.masked, host_counts.non_finite],
@@ -742,11 +735,7 @@ fn small_select_matches_host_sort_on_gpu() {
                 let non_finite = keys.iter().filter(|&&k| k >= E::INF_KEY).count() as u64;
                 for rank in [0, n / 3, n / 2, n - 1] {
                     let state = <Dispatch as MaskOps>::radix_select_small(&grad, rank as u64);
-                    let got: Vec<u64> = Tensor::<1, Int>::from_dispatch(state)
-                        .into_data()
-                        .iter::<i64>()
-                        .map(|w| w as u64)
-                        .collect();
+                    let got = words(state);
                     let key = keys[rank];
                     let below = keys.iter().filter(|&&k| k < key).count() as u64;
                     let expected = [key, rank as u64 - below, below, non_finite];
