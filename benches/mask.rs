@@ -89,28 +89,35 @@ fn device_of(name: &str) -> Option<Device> {
     }
 }
 
+/// `f`'s result, or the message it panicked with (the panic itself kept quiet).
+fn catch_quietly<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into())
+    })
+}
+
 /// The device of `name` after a small round trip on it, or why not. Panics while opening a
 /// device (no adapter, no libcuda) are caught and kept quiet.
 fn probe(name: &str) -> Result<Device, String> {
     if !COMPILED.contains(&name) {
         return Err(format!("not compiled in: build with --features {name}"));
     }
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(|| {
+    catch_quietly(|| {
         let device = device_of(name).expect("compiled in");
         let t = Tensor::<1>::from_floats([1.0, 2.0], &device);
         let _ = t.sum().into_scalar::<f32>();
         device.sync().expect("device sync");
         device
-    });
-    std::panic::set_hook(hook);
-    result.map_err(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("panic");
+    })
+    .map_err(|message| {
         let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         match name {
             "wgpu" => "no adapter".to_string(),
@@ -415,20 +422,9 @@ fn main() {
     for (name, device) in &backends {
         for &n in &sizes {
             // A size the device cannot hold (a wgpu buffer limit, memory) fails its row only.
-            let hook = std::panic::take_hook();
-            std::panic::set_hook(Box::new(|_| {}));
-            let row = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                row(name, device, n, with_sort, with_check, timeout)
-            }));
-            std::panic::set_hook(hook);
-            match row {
+            match catch_quietly(|| row(name, device, n, with_sort, with_check, timeout)) {
                 Ok(row) => println!("{row}"),
-                Err(payload) => {
-                    let message = payload
-                        .downcast_ref::<String>()
-                        .map(String::as_str)
-                        .or_else(|| payload.downcast_ref::<&str>().copied())
-                        .unwrap_or("panic");
+                Err(message) => {
                     // The innermost cause is the telling line (e.g. a buffer size limit).
                     let cause = message
                         .lines()
