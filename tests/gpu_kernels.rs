@@ -31,6 +31,9 @@ trait TestFloat: MaskElement + std::fmt::Debug {
     fn bits(self) -> u32;
     /// A subnormal magnitude (`k` ulps above zero).
     fn subnormal(k: u64) -> f64;
+    /// A NaN picked by `z`: quiet or signalling, either sign, one of several payloads (a
+    /// device may change a payload; the key must not).
+    fn nan(z: u64) -> Self;
 }
 
 impl TestFloat for f32 {
@@ -42,6 +45,11 @@ impl TestFloat for f32 {
     }
     fn subnormal(k: u64) -> f64 {
         f32::from_bits(k as u32) as f64
+    }
+    fn nan(z: u64) -> Self {
+        let payload = [1 << 22, 1, (1 << 23) - 1, 0b101][(z % 4) as usize];
+        let sign = if z & 4 == 0 { 0 } else { 1 << 31 };
+        f32::from_bits(sign | 0x7F80_0000 | payload)
     }
 }
 
@@ -55,6 +63,11 @@ impl TestFloat for f16 {
     fn subnormal(k: u64) -> f64 {
         f16::from_bits(k as u16).to_f64()
     }
+    fn nan(z: u64) -> Self {
+        let payload = [1 << 9, 1, (1 << 10) - 1, 0b101][(z % 4) as usize];
+        let sign = if z & 4 == 0 { 0 } else { 1 << 15 };
+        f16::from_bits(sign | 0x7C00 | payload)
+    }
 }
 
 impl TestFloat for bf16 {
@@ -67,10 +80,15 @@ impl TestFloat for bf16 {
     fn subnormal(k: u64) -> f64 {
         bf16::from_bits(k as u16).to_f64()
     }
+    fn nan(z: u64) -> Self {
+        let payload = [1 << 6, 1, (1 << 7) - 1, 0b101][(z % 4) as usize];
+        let sign = if z & 4 == 0 { 0 } else { 1 << 15 };
+        bf16::from_bits(sign | 0x7F80 | payload)
+    }
 }
 
-/// `n` values with many zeros (both signs), ties, subnormals, NaN and ±inf, and magnitudes
-/// over many binades.
+/// `n` values with many zeros (both signs), ties, subnormals, NaN of several payloads and
+/// ±inf, and magnitudes over many binades.
 fn sample<E: TestFloat>(n: usize, seed: u64) -> Vec<E> {
     (0..n as u64)
         .map(|i| {
@@ -82,7 +100,7 @@ fn sample<E: TestFloat>(n: usize, seed: u64) -> Vec<E> {
                 2 => 0.25 * sign,
                 3 => 1.5 * sign,
                 4 => E::subnormal(1 + (z >> 20) % 1000) * sign,
-                5 if i % 97 == 0 => f64::NAN,
+                5 if i % 97 == 0 => return E::nan(z >> 8),
                 6 if i % 89 == 0 => f64::INFINITY * sign,
                 _ => {
                     let unit = (z >> 11) as f64 / (1u64 << 53) as f64;

@@ -188,6 +188,67 @@ fn edge_sizes_and_special_patterns() {
     }
 }
 
+/// Every NaN ranks as one key above +inf, whatever its sign and payload: thresholds, counts and
+/// masks match the reference (which knows one NaN), and each NaN entry keeps its bits.
+#[test]
+fn nan_payloads_rank_as_one_nan() {
+    for float in [Float::F32, Float::F16, Float::BF16] {
+        let nans = float.nan_bits();
+        for n in [300usize, 70_000] {
+            // Finite values (ties, zeros, subnormals via `entry`-like mixes) with a NaN of a
+            // different payload every 7th entry and an infinity every 11th.
+            let reals: Vec<f64> = (0..n)
+                .map(|i| match i % 11 {
+                    0 => f64::INFINITY,
+                    1 => -0.0,
+                    _ => float.round(((i * 7919) % 1013) as f64 / 97.0 - 5.0),
+                })
+                .collect();
+            let bits: Vec<u64> = (0..n)
+                .map(|i| {
+                    if i % 7 == 3 {
+                        nans[i % nans.len()]
+                    } else {
+                        float.bits(reals[i])
+                    }
+                })
+                .collect();
+            let vals: Vec<f64> = (0..n)
+                .map(|i| if i % 7 == 3 { f64::NAN } else { reals[i] })
+                .collect();
+            for ratio in [0.3, 0.9, 0.95] {
+                let (expected, expected_masked, expected_threshold) = reference_mask(&vals, ratio);
+                let check = || {
+                    for device in devices_for(float) {
+                        let context = format!("{float:?} n={n} r={ratio} on {device:?}");
+                        let module = Single::new(n, float, &device);
+                        let grads = grads_for(&module, float.tensor_of_bits(&bits, &device));
+                        let mut mask = GradMaskConfig::new(ratio).init().unwrap();
+                        let mut grads = mask.apply(&module, grads);
+                        let got = float.bits_of(grads.remove::<1>(module.weight.id).unwrap());
+                        for i in 0..n {
+                            let want = if vals[i].is_nan() {
+                                bits[i]
+                            } else {
+                                float.bits(expected[i])
+                            };
+                            assert_eq!(got[i], want, "{context}: entry {i}");
+                        }
+                        let t = &mask.last_stats().tensors[0];
+                        assert_eq!(t.masked, expected_masked, "{context}");
+                        assert_eq!(t.threshold, expected_threshold, "{context}");
+                        let non_finite = vals.iter().filter(|v| !v.is_finite()).count() as u64;
+                        assert_eq!(t.non_finite, non_finite, "{context}");
+                    }
+                };
+                check();
+                burn_gmt::with_radix_select(check);
+                burn_gmt::with_device_select(check);
+            }
+        }
+    }
+}
+
 #[test]
 fn large_tensors_match_reference() {
     // Sizes around the 16-bit digit boundaries and beyond one million entries.

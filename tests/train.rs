@@ -35,19 +35,13 @@ use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
-use burn::train::logger::{EvaluationProgressLogger, InMemoryMetricLogger, TrainingProgressLogger};
-use burn::train::metric::MetricDefinition;
-use burn::train::renderer::{
-    EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation,
-    MetricsRendererTraining,
-};
+use burn::train::logger::InMemoryMetricLogger;
 use burn::train::{
-    InferenceStep, Learner, LearnerSummary, RegressionOutput, SupervisedTraining, TrainOutput,
-    TrainStep,
+    InferenceStep, Learner, RegressionOutput, SupervisedTraining, TrainOutput, TrainStep,
 };
-use burn_gmt::kernels::random::mix64;
 use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStats, WithGradMask};
-use common::{assert_same, reference_mask};
+use common::learner::{Quiet, tempdir};
+use common::{assert_same, reference_mask, seeded_linear, uniform};
 
 /// Items per micro-batch.
 const BATCH: usize = 4;
@@ -66,13 +60,6 @@ const D_HIDDEN: usize = 8;
 const D_OUT: usize = 3;
 /// Parameter entries: two weights and two biases.
 const ENTRIES: u64 = (D_IN * D_HIDDEN + D_HIDDEN + D_HIDDEN * D_OUT + D_OUT) as u64;
-
-/// Uniform in `[-scale, scale)`, from a counter.
-fn uniform(seed: u64, i: u64, scale: f32) -> f32 {
-    ((mix64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i) >> 40) as f32 / (1 << 24) as f32 * 2.0
-        - 1.0)
-        * scale
-}
 
 #[derive(Clone, Debug)]
 struct Item {
@@ -144,23 +131,11 @@ struct Model {
     mask: Option<SharedMask>,
 }
 
-/// A linear layer with seeded weights (Burn's RNG is shared by the tests running in parallel).
-fn linear(d_in: usize, d_out: usize, seed: u64, device: &Device) -> Linear {
-    let scale = 1.0 / (d_in as f32).sqrt();
-    let values = |seed, n: usize| (0..n as u64).map(|i| uniform(seed, i, scale)).collect();
-    let weight: Vec<f32> = values(seed, d_in * d_out);
-    let bias: Vec<f32> = values(seed + 1, d_out);
-    Linear {
-        weight: Param::from_data(TensorData::new(weight, [d_in, d_out]), device),
-        bias: Some(Param::from_data(TensorData::new(bias, [d_out]), device)),
-    }
-}
-
 impl Model {
     fn new(device: &Device) -> Self {
         Self {
-            hidden: linear(D_IN, D_HIDDEN, 10, device),
-            out: linear(D_HIDDEN, D_OUT, 20, device),
+            hidden: seeded_linear(D_IN, D_HIDDEN, 10, device),
+            out: seeded_linear(D_HIDDEN, D_OUT, 20, device),
             mask: None,
         }
     }
@@ -227,44 +202,6 @@ impl InferenceStep for Model {
     }
 }
 
-/// Renders nothing: the tests run headless, with no terminal and no stdin.
-struct Quiet;
-
-impl MetricsRendererTraining for Quiet {
-    fn update_train(&mut self, _state: MetricState) {}
-    fn update_valid(&mut self, _state: MetricState) {}
-    fn on_train_end(
-        &mut self,
-        _summary: Option<LearnerSummary>,
-    ) -> Result<(), Box<dyn core::error::Error>> {
-        Ok(())
-    }
-}
-impl MetricsRendererEvaluation for Quiet {
-    fn update_test(&mut self, _name: EvaluationName, _state: MetricState) {}
-}
-impl TrainingProgressLogger for Quiet {
-    fn start(&mut self, _: usize, _: usize, _: Option<usize>, _: Option<&str>) {}
-    fn update_epoch(&mut self, _epoch: usize) {}
-    fn start_split(&mut self, _split: &str, _items: usize) {}
-    fn update_split(&mut self, _items: usize) {}
-    fn end_split(&mut self) {}
-    fn end(&mut self) {}
-    fn log_event_training(&mut self, _event: String) {}
-}
-impl EvaluationProgressLogger for Quiet {
-    fn start_global_progress(&mut self, _tests: usize) {}
-    fn start_test(&mut self, _name: &str, _items: usize) {}
-    fn update_test_progress(&mut self, _items: usize) {}
-    fn end_test(&mut self) {}
-    fn end_global_progress(&mut self) {}
-    fn log_event_evaluation(&mut self, _event: String) {}
-}
-impl MetricsRenderer for Quiet {
-    fn manual_close(&mut self) {}
-    fn register_metric(&mut self, _definition: MetricDefinition) {}
-}
-
 /// One epoch of burn-train: no shuffling, fixed batch size, `grads_accumulation(4)`, constant
 /// learning rate.
 fn run_learner(model: Model, optim: ModuleOptimizer, lr: f64, device: &Device) -> Model {
@@ -289,19 +226,6 @@ fn run_learner(model: Model, optim: ModuleOptimizer, lr: f64, device: &Device) -
         result.error
     );
     result.model
-}
-
-/// A fresh artifact directory, unique per process and call.
-fn tempdir() -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "burn-gmt-train-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// The manual loop: for each group of (up to) `ACCUMULATION` micro-batches, accumulate the

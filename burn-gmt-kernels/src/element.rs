@@ -1,9 +1,12 @@
 //! Float element types the mask supports, seen through the order-preserving key of `|x|`.
 //!
 //! Clearing the sign bit of an IEEE float gives an unsigned integer that orders exactly like
-//! `|x|` for every non-NaN value (−0 and +0 share key 0), puts `+inf` above every finite value
-//! and every NaN above `+inf`. Selection on these keys is therefore exact, needs no float
-//! comparisons and treats NaN as the largest magnitude.
+//! `|x|` for every non-NaN value (−0 and +0 share key 0) and puts `+inf` above every finite
+//! value. Every NaN, whatever its sign and payload, gets the one key just above `+inf`
+//! ([`MaskElement::NAN_KEY`]): devices differ in what they do with NaN payloads (CUDA turns an
+//! f16 NaN widened to f32 into `0x7FFF_FFFF`, the host keeps its payload), and a key must not
+//! depend on that. Selection on these keys is therefore exact, needs no float comparisons,
+//! treats NaN as the largest magnitude and gives the same histograms on every backend.
 
 use burn::tensor::{DType, bf16, f16};
 
@@ -13,10 +16,12 @@ pub trait MaskElement: burn::tensor::Element + bytemuck::Pod {
     const KEY_BITS: u32;
     /// Key of `+inf`: keys at or above it belong to non-finite entries.
     const INF_KEY: u64;
+    /// Key of every NaN (`INF_KEY + 1`), whatever its sign and payload.
+    const NAN_KEY: u64 = Self::INF_KEY + 1;
     /// The burn dtype of this element.
     const DTYPE: DType;
 
-    /// The order-preserving key of `|self|`.
+    /// The order-preserving key of `|self|`; [`NAN_KEY`](Self::NAN_KEY) for every NaN.
     fn abs_key(self) -> u64;
     /// The non-negative value whose key is `key`.
     fn from_key(key: u64) -> Self;
@@ -71,7 +76,8 @@ macro_rules! impl_mask_element {
             #[inline(always)]
             fn abs_key(self) -> u64 {
                 let sign: $bits = 1 << ($key_bits - 1);
-                ($to_bits(self) & !sign) as u64
+                // Sign cleared; any NaN payload folds onto the one NaN key just above +inf.
+                (($to_bits(self) & !sign) as u64).min(Self::NAN_KEY)
             }
             #[inline(always)]
             fn from_key(key: u64) -> Self {
@@ -166,4 +172,103 @@ macro_rules! with_mask_element {
             other => panic!("gradient masking does not support dtype {other:?}"),
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NaN bit patterns of every kind: quiet and signalling, both signs, several payloads.
+    fn nan_bits(bits: u32) -> Vec<u64> {
+        let exp_mask: u64 = match bits {
+            16 => 0x7C00,
+            32 => 0x7F80_0000,
+            _ => unreachable!(),
+        };
+        let man_bits = if bits == 16 { 10 } else { 23 };
+        let sign = 1u64 << (bits - 1);
+        let quiet = 1u64 << (man_bits - 1);
+        let top = (1u64 << man_bits) - 1;
+        [quiet, 1, quiet | 1, top, quiet | 0x5, top ^ quiet]
+            .into_iter()
+            .flat_map(|payload| [exp_mask | payload, sign | exp_mask | payload])
+            .collect()
+    }
+
+    #[test]
+    fn every_nan_has_the_one_nan_key() {
+        for bits in nan_bits(32) {
+            let x = f32::from_bits(bits as u32);
+            assert!(x.is_nan());
+            assert_eq!(x.abs_key(), f32::NAN_KEY, "f32 {bits:#x}");
+        }
+        let f16_nans = nan_bits(16);
+        for &bits in &f16_nans {
+            let x = f16::from_bits(bits as u16);
+            assert!(x.is_nan());
+            assert_eq!(x.abs_key(), f16::NAN_KEY, "f16 {bits:#x}");
+        }
+        // bf16 has f32's exponent over an 7-bit mantissa: the top halves of f32 NaNs.
+        for bits in nan_bits(32).into_iter().map(|b| b >> 16) {
+            let x = bf16::from_bits(bits as u16);
+            if x.is_nan() {
+                assert_eq!(x.abs_key(), bf16::NAN_KEY, "bf16 {bits:#x}");
+            }
+        }
+        for payload in [1u64, 0x8_0000_0000_0000, 0xF_FFFF_FFFF_FFFF] {
+            for sign in [0, 1u64 << 63] {
+                let x = f64::from_bits(sign | 0x7FF0_0000_0000_0000 | payload);
+                assert_eq!(x.abs_key(), f64::NAN_KEY);
+            }
+        }
+        assert_eq!(f32::NAN_KEY, 0x7F80_0001);
+        assert_eq!(f16::NAN_KEY, 0x7C01);
+        assert_eq!(bf16::NAN_KEY, 0x7F81);
+    }
+
+    #[test]
+    fn keys_order_like_magnitudes() {
+        // Every f16 pattern against an f64 sort of the magnitudes (NaN above +inf).
+        let mut values: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+        values.sort_by(|a, b| {
+            let (a, b) = (a.to_f64().abs(), b.to_f64().abs());
+            match (a.is_nan(), b.is_nan()) {
+                (false, false) => a.partial_cmp(&b).unwrap(),
+                (x, y) => x.cmp(&y),
+            }
+        });
+        for pair in values.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            let same = a.to_f64().abs() == b.to_f64().abs() || (a.is_nan() && b.is_nan());
+            if same {
+                assert_eq!(a.abs_key(), b.abs_key(), "{a} {b}");
+            } else {
+                assert!(a.abs_key() < b.abs_key(), "{a} {b}");
+            }
+        }
+        assert_eq!((-0.0f32).abs_key(), 0.0f32.abs_key());
+        assert_eq!(f32::INFINITY.abs_key(), f32::INF_KEY);
+        assert_eq!(f32::NEG_INFINITY.abs_key(), f32::INF_KEY);
+        assert!(f32::MAX.abs_key() < f32::INF_KEY);
+        assert_eq!(f32::from_bits(1).abs_key(), 1);
+    }
+
+    #[test]
+    fn keys_round_trip_through_values() {
+        for key in [0u64, 1, 0x3C00, 0x7BFF, 0x7C00] {
+            assert_eq!(f16::from_key(key).abs_key(), key);
+            assert_eq!(
+                key_to_f64(DType::F16, key),
+                Some(f16::from_key(key).to_f64())
+            );
+        }
+        for x in [0.0f32, 1e-45, 0.375, 3.4e38, f32::INFINITY] {
+            assert_eq!(f32::from_key(x.abs_key()), x);
+            assert_eq!(key_to_f64(DType::F32, x.abs_key()), Some(x as f64));
+        }
+        assert_eq!(key_bits(DType::BF16), Some(16));
+        assert_eq!(inf_key(DType::F64), Some(f64::INF_KEY));
+        assert_eq!(key_bits(DType::I32), None);
+        assert_eq!(bf16::from_f64(-3.0).scale(0.5).to_f64(), -1.5);
+    }
 }

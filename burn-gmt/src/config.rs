@@ -11,8 +11,9 @@ pub enum MaskScope {
     /// One threshold per parameter tensor (the default).
     PerTensor,
     /// One threshold over every masked entry of the model, found by merging per-tensor
-    /// histograms (no concatenated copy of the gradients). Needs the module, so it is applied
-    /// by [`GradMask`](crate::GradMask), not by the per-tensor optimizer wrapper.
+    /// histograms (no concatenated copy of the gradients; gradients on several devices have
+    /// their histograms merged on the host). Needs the module, so it is applied by
+    /// [`GradMask`](crate::GradMask), not by the per-tensor optimizer wrapper.
     Global,
 }
 

@@ -107,10 +107,10 @@ pub(crate) fn plan_tensor(
                         .then(|| select::count_unselected(&grads, dtype, false).remove(0)),
                 };
             }
-            let selection = select::select(&grads, dtype, rank, collect_stats);
+            let mut selection = select::select(&grads, dtype, rank, collect_stats);
             Plan {
                 mask: TensorMask::Below {
-                    threshold: selection.threshold,
+                    threshold: selection.thresholds.remove(0),
                 },
                 stats: selection.stats.map(|mut s| s.remove(0)),
             }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use burn::backend::{DispatchTensor, TensorMetadata};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
-use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
+use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_gmt_kernels::random::{draw, draw_key, mix64};
 
 use crate::config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
@@ -54,14 +54,17 @@ use crate::stats::MaskStats;
 /// In burn-train, override `TrainStep::optimize`: `Learner` calls it once per optimizer step
 /// with the gradients it has already summed (not averaged) over the `grads_accumulation`
 /// micro-batches, which is what GMT masks; a last, shorter group at the end of an epoch gets a
-/// step too. Keep the mask in the model as a `#[module(skip)]` field behind an
-/// `Arc<Mutex<_>>`: burn-train clones and moves the model, and a skipped field is carried
-/// along as it is (never visited, mapped or saved), so every clone shares one mask and its
-/// step counter.
+/// step too. Keep the mask in the model as a field: `GradMask` is a [`Module`] whose only
+/// record is its step counter, so
+/// - burn-train's checkpoints save it with the model, and a resumed run masks exactly as an
+///   uninterrupted one would (warm-up, random draws and HFT stages included);
+/// - every replica of the model (DDP gives each worker a clone) has a mask of its own, stepped
+///   once per optimizer step, with nothing shared between replicas.
+///
+/// The mask is a pure function of its configuration, the step, the parameter's module path
+/// and the gradient, so replicas that see the same (all-reduced) gradients mask alike.
 ///
 /// ```
-/// use std::sync::{Arc, Mutex};
-///
 /// use burn::data::dataloader::DataLoaderBuilder;
 /// use burn::data::dataset::InMemDataset;
 /// use burn::module::Module;
@@ -79,9 +82,8 @@ use crate::stats::MaskStats;
 /// #[derive(Module, Debug)]
 /// pub struct Regressor {
 ///     layer: Linear,
-///     // Not a parameter: shared by the clones burn-train makes, never saved.
-///     #[module(skip)]
-///     mask: Arc<Mutex<GradMask>>,
+///     // Saved with the model; one per replica.
+///     mask: GradMask,
 /// }
 ///
 /// impl Regressor {
@@ -108,8 +110,10 @@ use crate::stats::MaskStats;
 ///         lr: ModuleLearningRate,
 ///         grads: GradientsParams,
 ///     ) -> Self {
-///         let grads = self.mask.lock().unwrap().apply(&self, grads);
-///         optim.step(lr, self, grads)
+///         let mut mask = self.mask.clone();
+///         let mut model = mask.step(optim, lr, self, grads);
+///         model.mask = mask;
+///         model
 ///     }
 /// }
 /// # impl InferenceStep for Regressor {
@@ -145,8 +149,7 @@ use crate::stats::MaskStats;
 ///
 /// let device = Device::default().autodiff();
 /// let config = GradMaskConfig::new(0.3).with_scope(MaskScope::Global);
-/// let mask = Arc::new(Mutex::new(config.init().unwrap()));
-/// let model = Regressor { layer: LinearConfig::new(8, 2).init(&device), mask: mask.clone() };
+/// let model = Regressor { layer: LinearConfig::new(8, 2).init(&device), mask: config.init().unwrap() };
 /// let learner = Learner::new(model, AdamWConfig::new().init(), 1e-3);
 ///
 /// // 8 micro-batches of 4 items, accumulated 4 at a time: 2 optimizer steps, 2 masks.
@@ -159,15 +162,24 @@ use crate::stats::MaskStats;
 ///     .launch(learner);
 /// assert!(result.error.is_none());
 ///
-/// let mask = mask.lock().unwrap();
+/// let mask = &result.model.mask;
 /// assert_eq!(mask.steps(), 2);
 /// assert_eq!(mask.last_stats().masked(), (0.3 * 18.0_f64).floor() as u64);
 /// # let _ = std::fs::remove_dir_all(&dir);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct GradMask {
+    /// Optimizer steps masked so far, as a one-entry integer parameter: a module record (and
+    /// so burn-train's checkpoints of a model holding the mask) saves it. Written lazily, so
+    /// counting steps costs no device work; it is materialised only when saved.
+    step: Param<Tensor<1, Int>>,
+    #[module(skip)]
     config: GradMaskConfig,
-    step: u64,
+    /// The value of `step` while it keeps the id it was written with; loading a record gives
+    /// it the saved id, and the value is then read back once.
+    #[module(skip)]
+    known_step: (ParamId, u64),
+    #[module(skip)]
     last_stats: MaskStats,
 }
 
@@ -175,16 +187,36 @@ pub struct GradMask {
 struct Entry {
     id: ParamId,
     path: String,
-    stream: u64,
     grad: DispatchTensor,
+}
+
+/// A stable 64-bit key of a module path: the random draw stream of a parameter, or the HFT
+/// draw of a layer. Paths are the same in every clone, replica and run of a model (a
+/// `ParamId` is drawn afresh each time a model is built).
+fn path_key(path: &str) -> u64 {
+    mix64(path.bytes().fold(0u64, |h, b| mix64(h ^ b as u64)))
+}
+
+/// A step-counter parameter holding `step`, created on `device` only if it is ever read or
+/// saved.
+fn step_param(step: u64, device: Device) -> Param<Tensor<1, Int>> {
+    Param::uninitialized(
+        ParamId::new(),
+        move |device, _| Tensor::from_data(TensorData::from([step as i64]), device),
+        device,
+        false,
+        [1].into(),
+    )
 }
 
 impl GradMask {
     pub(crate) fn new(config: GradMaskConfig) -> Result<Self, GradMaskError> {
         config.validate()?;
+        let step = step_param(0, Device::default());
         Ok(Self {
+            known_step: (step.id, 0),
+            step,
             config,
-            step: 0,
             last_stats: MaskStats::default(),
         })
     }
@@ -194,14 +226,24 @@ impl GradMask {
         &self.config
     }
 
-    /// Optimizer steps masked so far (drives the warm-up, random draws and HFT stages).
+    /// Optimizer steps masked so far (drives the warm-up, random draws and HFT stages). Saved
+    /// and loaded with the record of a module holding the mask.
     pub fn steps(&self) -> u64 {
-        self.step
+        match self.known_step {
+            (id, step) if id == self.step.id => step,
+            // Loaded from a record: the saved counter.
+            _ => self.step.val().into_scalar::<i64>() as u64,
+        }
     }
 
-    /// Sets the step counter, for example when resuming from a checkpoint at step `step`.
+    /// Sets the step counter, for example to resume a run whose mask was not saved.
     pub fn set_steps(&mut self, step: u64) {
-        self.step = step;
+        self.write_steps(step, self.step.lazy_device());
+    }
+
+    fn write_steps(&mut self, step: u64, device: Device) {
+        self.step = step_param(step, device);
+        self.known_step = (self.step.id, step);
     }
 
     /// Statistics of the latest [`apply`](Self::apply) or [`step`](Self::step).
@@ -230,6 +272,57 @@ impl GradMask {
         self.mask_grads(module, grads).map(|(grads, _)| grads)
     }
 
+    /// Masks the gradients of a multi-device step (burn-train's
+    /// `MultiDevice(.., OptimSharded)` strategy, which calls `TrainStep::optimize_multi`).
+    /// Each parameter's gradients are summed on the device burn-optim's
+    /// [`MultiGradientsParams::remove`] picks for it, masked there, and handed back on that
+    /// device alone, so `ModuleOptimizer::step_multi` steps them where it would have. The mask
+    /// is the one [`apply`](Self::apply) computes on the summed gradients; with
+    /// [`MaskScope::Global`] the threshold is selected over every device's gradients by
+    /// merging their histograms on the host (no gradient leaves its device).
+    ///
+    /// ```
+    /// use burn::module::Module;
+    /// use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+    /// use burn::optim::{ModuleOptimizer, MultiGradientsParams};
+    /// use burn_gmt::GradMask;
+    ///
+    /// /// The body of `TrainStep::optimize_multi` for a model holding a `mask: GradMask` field.
+    /// fn optimize_multi<M: Module>(
+    ///     model: M,
+    ///     mask: &mut GradMask,
+    ///     optim: &mut ModuleOptimizer,
+    ///     lr: ModuleLearningRate,
+    ///     grads: MultiGradientsParams,
+    /// ) -> M {
+    ///     let grads = mask.apply_multi(&model, grads);
+    ///     optim.step_multi(lr, model, grads)
+    /// }
+    /// ```
+    ///
+    /// # Panics
+    /// As [`apply`](Self::apply); see [`try_apply_multi`](Self::try_apply_multi).
+    pub fn apply_multi<M: Module>(
+        &mut self,
+        module: &M,
+        grads: MultiGradientsParams,
+    ) -> MultiGradientsParams {
+        self.try_apply_multi(module, grads)
+            .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// Like [`apply_multi`](Self::apply_multi), returning an error for an unsupported
+    /// gradient.
+    pub fn try_apply_multi<M: Module>(
+        &mut self,
+        module: &M,
+        grads: MultiGradientsParams,
+    ) -> Result<MultiGradientsParams, GradMaskError> {
+        let sharded = Sharded::sum_on_home(module, grads);
+        let (masked, _) = self.mask_grads(module, sharded.sums)?;
+        Ok(sharded.homes.send_home(module, masked))
+    }
+
     /// One optimizer step of `module` with masked gradients: [`apply`](Self::apply), then
     /// `optim.step`; with [`MaskTarget::Update`] the masked parameters are then put back to
     /// their previous values. (That keeps the previous values of the masked parameters
@@ -245,17 +338,52 @@ impl GradMask {
         let (grads, plans) = self
             .mask_grads(&module, grads)
             .unwrap_or_else(|err| panic!("{err}"));
+        let held = self.collect_held(&module, &plans, &grads);
+        let updated = optim.step(lr, module, grads);
+        restore_held(updated, held)
+    }
+
+    /// [`step`](Self::step) for a multi-device step (`TrainStep::optimize_multi`):
+    /// [`apply_multi`](Self::apply_multi), then `optim.step_multi`, holding the masked
+    /// parameters still with [`MaskTarget::Update`].
+    ///
+    /// # Panics
+    /// As [`apply`](Self::apply).
+    pub fn step_multi<M: Module>(
+        &mut self,
+        optim: &mut ModuleOptimizer,
+        lr: impl Into<ModuleLearningRate>,
+        module: M,
+        grads: MultiGradientsParams,
+    ) -> M {
+        let sharded = Sharded::sum_on_home(&module, grads);
+        let (masked, plans) = self
+            .mask_grads(&module, sharded.sums)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let held = self.collect_held(&module, &plans, &masked);
+        let grads = sharded.homes.send_home(&module, masked);
+        let updated = optim.step_multi(lr, module, grads);
+        restore_held(updated, held)
+    }
+
+    /// With [`MaskTarget::Update`], the previous value and masked gradient of every parameter
+    /// the mask holds still this step.
+    fn collect_held<M: Module>(
+        &self,
+        module: &M,
+        plans: &HashMap<ParamId, TensorMask>,
+        grads: &GradientsParams,
+    ) -> Option<HeldParams> {
         if self.config.target == MaskTarget::Gradient {
-            return optim.step(lr, module, grads);
+            return None;
         }
         let mut held = HeldParams::default();
         module.visit(&mut CollectHeld {
-            plans: &plans,
-            grads: &grads,
+            plans,
+            grads,
             held: &mut held,
         });
-        let updated = optim.step(lr, module, grads);
-        updated.map(&mut RestoreHeld { held })
+        Some(held)
     }
 
     /// Masks the gradients and returns the plan of every masked parameter.
@@ -269,7 +397,6 @@ impl GradMask {
             grads: &grads,
             config: &self.config,
             path: Vec::new(),
-            stream: 0,
             entries: &mut entries,
         });
         for entry in &entries {
@@ -277,15 +404,21 @@ impl GradMask {
                 entry.path.clone()
             })?;
         }
-        let ratio = self.config.ratio_at(self.step);
-        let plans = self.plan(&entries, ratio)?;
+        let step = self.steps();
+        let ratio = self.config.ratio_at(step);
+        let plans = self.plan(&entries, ratio, step)?;
 
         let mut stats = MaskStats {
-            step: self.step,
+            step,
             ratio,
             tensors: Vec::new(),
         };
         stats.tensors = plan_stats(plans.iter().zip(entries.iter().map(|e| e.path.clone())));
+        // The next step's counter lives where the gradients do (a replica's own device).
+        let device = match entries.first() {
+            Some(entry) => entry.grad.device().into(),
+            None => self.step.lazy_device(),
+        };
         let masks: HashMap<ParamId, TensorMask> = entries
             .iter()
             .zip(plans)
@@ -299,24 +432,20 @@ impl GradMask {
         });
 
         self.last_stats = stats;
-        self.step += 1;
+        self.write_steps(step + 1, device);
         Ok((grads, masks))
     }
 
-    fn plan(&self, entries: &[Entry], ratio: f64) -> Result<Vec<Plan>, GradMaskError> {
+    fn plan(&self, entries: &[Entry], ratio: f64, step: u64) -> Result<Vec<Plan>, GradMaskError> {
         let collect = self.config.collect_stats;
         match (self.config.strategy, self.config.scope) {
             (MaskStrategy::Magnitude, MaskScope::Global) => plan_global(entries, ratio, collect),
-            (MaskStrategy::Hft { seed, stage_steps }, _) => Ok(plan_hft(
-                entries,
-                ratio,
-                seed,
-                self.step / stage_steps,
-                collect,
-            )),
+            (MaskStrategy::Hft { seed, stage_steps }, _) => {
+                Ok(plan_hft(entries, ratio, seed, step / stage_steps, collect))
+            }
             (strategy, _) => Ok(entries
                 .iter()
-                .map(|e| plan_tensor(strategy, &e.grad, ratio, e.stream, self.step, collect))
+                .map(|e| plan_tensor(strategy, &e.grad, ratio, path_key(&e.path), step, collect))
                 .collect()),
         }
     }
@@ -332,14 +461,6 @@ fn plan_global(entries: &[Entry], ratio: f64, collect: bool) -> Result<Vec<Plan>
             field: "scope",
             value: "MaskScope::Global".into(),
             reason: "a global threshold needs every masked gradient in one dtype; mark the others `unmasked` or use MaskScope::PerTensor",
-        });
-    }
-    let device = entries[0].grad.device();
-    if entries.iter().any(|e| e.grad.device() != device) {
-        return Err(GradMaskError::Unsupported {
-            field: "scope",
-            value: "MaskScope::Global".into(),
-            reason: "a global threshold is selected on one device and the gradients are on several; mask each device's replica on its own, or use MaskScope::PerTensor",
         });
     }
     let grads: Vec<DispatchTensor> = entries.iter().map(|e| e.grad.clone()).collect();
@@ -358,7 +479,7 @@ fn plan_global(entries: &[Entry], ratio: f64, collect: bool) -> Result<Vec<Plan>
     Ok((0..entries.len())
         .map(|i| Plan {
             mask: TensorMask::Below {
-                threshold: selection.threshold.clone(),
+                threshold: selection.thresholds[i].clone(),
             },
             stats: selection.stats.as_ref().map(|s| s[i].clone()),
         })
@@ -375,11 +496,7 @@ fn plan_hft(entries: &[Entry], ratio: f64, seed: u64, stage: u64, collect: bool)
     }
     let mut frozen = vec![false; entries.len()];
     for (layer, members) in layers {
-        let key = draw_key(
-            seed,
-            mix64(layer.bytes().fold(0u64, |h, b| mix64(h ^ b as u64))),
-            stage,
-        );
+        let key = draw_key(seed, path_key(layer), stage);
         let wanted = ratio * members.len() as f64;
         let fraction = (draw(key, u64::MAX) >> 11) as f64 / (1u64 << 53) as f64;
         let count = (wanted.floor() + if fraction < wanted.fract() { 1.0 } else { 0.0 }) as usize;
@@ -398,7 +515,6 @@ struct CollectEntries<'a> {
     grads: &'a GradientsParams,
     config: &'a GradMaskConfig,
     path: Vec<String>,
-    stream: u64,
     entries: &'a mut Vec<Entry>,
 }
 
@@ -412,8 +528,6 @@ impl ModuleVisitor for CollectEntries<'_> {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let stream = self.stream;
-        self.stream += 1;
         let path = self.path.join(".");
         if let Some(group) = &self.config.unmasked
             && group.matches(&param.id, Some(&path))
@@ -424,10 +538,93 @@ impl ModuleVisitor for CollectEntries<'_> {
             self.entries.push(Entry {
                 id: param.id,
                 path,
-                stream,
                 grad: grad.into_dispatch(),
             });
         }
+    }
+}
+
+/// The gradients of a multi-device step, each parameter's summed on its home device.
+struct Sharded {
+    sums: GradientsParams,
+    homes: Homes,
+}
+
+/// The devices of a multi-device step, and which of them is each parameter's home.
+struct Homes {
+    devices: Vec<Device>,
+    home: HashMap<ParamId, usize>,
+}
+
+impl Sharded {
+    /// Sums each parameter's gradients where burn-optim's [`MultiGradientsParams::remove`]
+    /// does: on the device it picks for that parameter (its home).
+    fn sum_on_home<M: Module>(module: &M, mut multi: MultiGradientsParams) -> Self {
+        struct Sum<'a> {
+            multi: &'a mut MultiGradientsParams,
+            sums: GradientsParams,
+            home: HashMap<ParamId, usize>,
+        }
+        impl ModuleVisitor for Sum<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if let Some((grad, device)) = self.multi.remove::<D>(param.id) {
+                    let home = self
+                        .multi
+                        .grads
+                        .iter()
+                        .position(|(_, d)| *d == device)
+                        .expect("burn-optim sums a gradient on one of the step's devices");
+                    self.home.insert(param.id, home);
+                    self.sums.register::<D>(param.id, grad);
+                }
+            }
+        }
+        let mut sum = Sum {
+            multi: &mut multi,
+            sums: GradientsParams::new(),
+            home: HashMap::new(),
+        };
+        module.visit(&mut sum);
+        let Sum { sums, home, .. } = sum;
+        let devices = multi.grads.into_iter().map(|(_, device)| device).collect();
+        Self {
+            sums,
+            homes: Homes { devices, home },
+        }
+    }
+}
+
+impl Homes {
+    /// Hands each (masked) gradient back on its home device alone, where `step_multi` finds
+    /// it and steps the parameter as it would have.
+    fn send_home<M: Module>(self, module: &M, mut grads: GradientsParams) -> MultiGradientsParams {
+        struct Send<'a> {
+            grads: &'a mut GradientsParams,
+            home: &'a HashMap<ParamId, usize>,
+            out: &'a mut MultiGradientsParams,
+        }
+        impl ModuleVisitor for Send<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if let (Some(&home), Some(grad)) =
+                    (self.home.get(&param.id), self.grads.remove::<D>(param.id))
+                {
+                    self.out.grads[home].0.register::<D>(param.id, grad);
+                }
+            }
+        }
+        let mut out = MultiGradientsParams {
+            grads: self
+                .devices
+                .into_iter()
+                .map(|device| (GradientsParams::new(), device))
+                .collect(),
+        };
+        module.visit(&mut Send {
+            grads: &mut grads,
+            home: &self.home,
+            out: &mut out,
+        });
+        out
     }
 }
 
@@ -475,6 +672,14 @@ struct RestoreHeld {
     held: HeldParams,
 }
 
+/// `updated` with the parameters in `held` put back where the mask held them.
+fn restore_held<M: Module>(updated: M, held: Option<HeldParams>) -> M {
+    match held {
+        Some(held) => updated.map(&mut RestoreHeld { held }),
+        None => updated,
+    }
+}
+
 impl ModuleMapper for RestoreHeld {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let Some((previous, masked_grad, mask)) = self.held.0.remove(&param.id) else {
@@ -483,19 +688,23 @@ impl ModuleMapper for RestoreHeld {
         let (id, tensor, mapper) = param.consume();
         let require_grad = tensor.is_require_grad();
         let checkpointing = tensor.gradient_checkpointing_strategy();
-        let held = hold_masked(
-            tensor.inner(),
-            Tensor::from_dispatch(previous),
-            Tensor::from_dispatch(masked_grad),
-            mask,
-        );
-        // Lift the result back with the parameter's autodiff settings, as ModuleOptimizer does.
+        let distributed = tensor.is_distributed();
+        // A sharded step may have moved the parameter to its gradient's device.
+        let updated = tensor.inner();
+        let previous = Tensor::from_dispatch(previous).to_device(&updated.device());
+        let held = hold_masked(updated, previous, Tensor::from_dispatch(masked_grad), mask);
+        // Lift the result back with everything burn-optim's `ParameterContext::restore` puts
+        // back: checkpointing, require_grad and the distributed flag (without which DDP stops
+        // synchronising this parameter's gradient).
         let mut tensor = Tensor::from_inner(held);
         if let Some(strategy) = checkpointing {
             tensor = tensor.with_gradient_checkpointing_strategy(strategy);
         }
         if require_grad {
             tensor = tensor.require_grad();
+        }
+        if distributed {
+            tensor = tensor.set_distributed(id);
         }
         Param::from_mapped_value(id, tensor, mapper)
     }

@@ -1,7 +1,8 @@
 //! [`GradMasked`]: any Burn [`Optimizer`] with a gradient mask in front of it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
 
 use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource, join_path};
 use burn::tensor::{Device, Tensor};
@@ -20,12 +21,45 @@ use crate::stats::MaskStats;
 /// Each parameter's state carries the inner optimizer's state, the step count (for the ratio
 /// warm-up and the random draws) and the parameter's draw stream, so checkpoints resume the
 /// exact same masks.
+///
+/// An optimizer sees neither parameter ids nor paths, so a parameter's draw stream is its
+/// rank in the order its training thread first steps it: the module's order, the same in
+/// every replica. burn-train's DDP shares one optimizer between its workers (a
+/// `ModuleOptimizer` clone shares its optimizers), one thread each, so streams and statistics
+/// are kept per thread: every replica numbers its parameters alike and keeps its own
+/// statistics.
 #[derive(Clone)]
 pub struct GradMasked<O> {
     inner: O,
     config: Arc<GradMaskConfig>,
-    next_stream: Arc<AtomicU64>,
-    stats: Arc<Mutex<LatestStats>>,
+    replicas: Arc<Mutex<Replicas>>,
+}
+
+/// What the optimizer keeps for each thread that steps it (each replica of the model).
+#[derive(Default)]
+struct Replicas(HashMap<ThreadId, Replica>);
+
+#[derive(Default)]
+struct Replica {
+    /// The draw stream of the next parameter this thread steps for the first time.
+    next_stream: u64,
+    /// When this replica last stepped, in steps of any replica (orders the replicas).
+    last_update: u64,
+    /// First-seen rank of the replica.
+    rank: usize,
+    latest: LatestStats,
+}
+
+impl Replicas {
+    fn this_thread(&mut self) -> &mut Replica {
+        let rank = self.0.len();
+        self.0
+            .entry(std::thread::current().id())
+            .or_insert_with(|| Replica {
+                rank,
+                ..Replica::default()
+            })
+    }
 }
 
 /// The statistics of the latest step, kept as the plans left them (on a GPU, counts still
@@ -112,8 +146,7 @@ impl<O: Optimizer> GradMasked<O> {
         Ok(Self {
             inner,
             config: Arc::new(config),
-            next_stream: Arc::new(AtomicU64::new(0)),
-            stats: Arc::new(Mutex::new(LatestStats::default())),
+            replicas: Arc::new(Mutex::new(Replicas::default())),
         })
     }
 
@@ -125,13 +158,17 @@ impl<O: Optimizer> GradMasked<O> {
     /// A handle on the statistics of the latest step, shared with every clone of this
     /// optimizer (keep one before moving the optimizer into a `ModuleOptimizer`).
     pub fn stats_handle(&self) -> MaskStatsHandle {
-        MaskStatsHandle(self.stats.clone())
+        MaskStatsHandle(self.replicas.clone())
+    }
+
+    fn replicas(&self) -> MutexGuard<'_, Replicas> {
+        self.replicas.lock().expect("mask replicas lock")
     }
 }
 
 /// Shared view of the statistics a [`GradMasked`] optimizer collects.
 #[derive(Clone)]
-pub struct MaskStatsHandle(Arc<Mutex<LatestStats>>);
+pub struct MaskStatsHandle(Arc<Mutex<Replicas>>);
 
 impl std::fmt::Debug for MaskStatsHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -140,19 +177,39 @@ impl std::fmt::Debug for MaskStatsHandle {
 }
 
 impl MaskStatsHandle {
-    /// The statistics of the latest optimizer step. On a GPU the counts stay on the device
-    /// during the step; this reads them, every tensor's at once.
+    /// The statistics of the latest optimizer step (of the replica that stepped last, when
+    /// several threads step the optimizer). On a GPU the counts stay on the device during the
+    /// step; this reads them, every tensor's at once.
     pub fn latest(&self) -> MaskStats {
-        let mut latest = self.0.lock().expect("mask statistics lock");
-        if let Some(read) = &latest.read {
+        let mut replicas = self.0.lock().expect("mask replicas lock");
+        replicas
+            .0
+            .values_mut()
+            .max_by_key(|r| r.last_update)
+            .map_or_else(MaskStats::default, |r| r.latest.read())
+    }
+
+    /// The statistics of each replica's latest step, in the order the replicas first
+    /// stepped (one entry for single-device training; one per DDP worker).
+    pub fn replicas(&self) -> Vec<MaskStats> {
+        let mut replicas = self.0.lock().expect("mask replicas lock");
+        let mut all: Vec<&mut Replica> = replicas.0.values_mut().collect();
+        all.sort_by_key(|r| r.rank);
+        all.into_iter().map(|r| r.latest.read()).collect()
+    }
+}
+
+impl LatestStats {
+    fn read(&mut self) -> MaskStats {
+        if let Some(read) = &self.read {
             return read.clone();
         }
         let read = MaskStats {
-            step: latest.step,
-            ratio: latest.ratio,
-            tensors: resolve_named(latest.tensors.clone()),
+            step: self.step,
+            ratio: self.ratio,
+            tensors: resolve_named(self.tensors.clone()),
         };
-        latest.read = Some(read.clone());
+        self.read = Some(read.clone());
         read
     }
 }
@@ -169,7 +226,12 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let (inner_state, step, stream) = match state {
             Some(state) => (state.inner, state.step, state.stream),
-            None => (None, 0, self.next_stream.fetch_add(1, Ordering::Relaxed)),
+            None => {
+                let mut replicas = self.replicas();
+                let replica = replicas.this_thread();
+                replica.next_stream += 1;
+                (None, 0, replica.next_stream - 1)
+            }
         };
         if let Err(err) = check_dtype(grad.dtype(), &grad.device(), || format!("stream {stream}")) {
             panic!("{err}");
@@ -201,7 +263,17 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
 
         if let Some(stats) = plan.stats {
             let param = format!("stream {stream}");
-            let mut latest = self.stats.lock().expect("mask statistics lock");
+            let mut replicas = self.replicas();
+            let clock = replicas
+                .0
+                .values()
+                .map(|r| r.last_update)
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let replica = replicas.this_thread();
+            replica.last_update = clock;
+            let latest = &mut replica.latest;
             if latest.step != step || latest.tensors.is_empty() {
                 *latest = LatestStats {
                     step,

@@ -105,10 +105,10 @@ pub(crate) struct Counts {
 /// The outcome of a selection.
 #[derive(Debug, Clone)]
 pub(crate) struct Selection {
-    /// The threshold `T`, a one-entry tensor of the gradients' dtype on their device:
-    /// entries whose `|g|` is below it are masked. At most `+inf`, so non-finite entries are
-    /// never masked.
-    pub threshold: DispatchTensor,
+    /// The threshold `T` for each gradient, in input order: a one-entry tensor of the
+    /// gradients' dtype on that gradient's device (one tensor per device). Entries whose `|g|`
+    /// is below it are masked. At most `+inf`, so non-finite entries are never masked.
+    pub thresholds: Vec<DispatchTensor>,
     /// Per gradient, in input order, when statistics are collected.
     pub stats: Option<Vec<PendingStats>>,
 }
@@ -264,14 +264,28 @@ struct HostSelection {
 }
 
 impl HostSelection {
-    fn into_selection(self, dtype: DType, device: &Device, collect: bool) -> Selection {
+    fn into_selection(self, grads: &[DispatchTensor], dtype: DType, collect: bool) -> Selection {
         let value = key_to_f64(dtype, self.key).expect("supported dtype");
         let stats = self
             .counts
             .into_iter()
             .map(|counts| PendingStats::known(counts, Some(value)));
+        // One threshold tensor per device the gradients live on.
+        let mut per_device: Vec<(Device, DispatchTensor)> = Vec::new();
+        let thresholds = grads
+            .iter()
+            .map(|grad| {
+                let device: Device = grad.device().into();
+                if let Some((_, t)) = per_device.iter().find(|(d, _)| *d == device) {
+                    return t.clone();
+                }
+                let t = threshold_tensor(value, dtype, &device);
+                per_device.push((device, t.clone()));
+                t
+            })
+            .collect();
         Selection {
-            threshold: threshold_tensor(value, dtype, device),
+            thresholds,
             stats: collect.then(|| stats.collect()),
         }
     }
@@ -302,22 +316,33 @@ fn histogram(grad: &DispatchTensor, shift: u32, prefix: u64) -> Vec<u64> {
 /// float dtype, with `rank` below their total entry count), NaN ranking above `+inf`.
 /// With `collect`, each gradient's masked and non-finite entries are counted against it and
 /// the threshold's value is read (one read-back on a device; free on the host paths).
+///
+/// Gradients spread over several devices are selected by the host-driven passes: each
+/// gradient's histogram is read back and merged on the host (no gradient leaves its
+/// device), and the threshold is written on every device.
 pub(crate) fn select(
     grads: &[DispatchTensor],
     dtype: DType,
     rank: u64,
     collect: bool,
 ) -> Selection {
-    let device = grads[0].device().into();
-    if on_device(grads, dtype) {
+    let one_device = !several_devices(grads);
+    if one_device && on_device(grads, dtype) {
         return select_on_device(grads, dtype, rank, collect);
     }
-    let host = if on_host(grads) {
+    let host = if one_device && on_host(grads) {
         select_on_host(grads, dtype, rank)
     } else {
         select_by_passes(grads, dtype, rank)
     };
-    host.into_selection(dtype, &device, collect)
+    host.into_selection(grads, dtype, collect)
+}
+
+/// Whether `grads` live on more than one device.
+fn several_devices(grads: &[DispatchTensor]) -> bool {
+    grads
+        .windows(2)
+        .any(|pair| pair[0].device() != pair[1].device())
 }
 
 /// The selection steps on the device (see the module docs): `2` histogram passes per f32
@@ -333,7 +358,10 @@ fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: 
         let threshold = <Dispatch as MaskOps>::radix_select_threshold(grad, state.clone());
         let stats =
             collect.then(|| vec![PendingStats::selected(grad, Tensor::from_dispatch(state))]);
-        return Selection { threshold, stats };
+        return Selection {
+            thresholds: vec![threshold],
+            stats,
+        };
     }
     let bits = key_bits(dtype).expect("selection on a supported float dtype");
     let like = &grads[0];
@@ -376,7 +404,10 @@ fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: 
             })
             .collect()
     });
-    Selection { threshold, stats }
+    Selection {
+        thresholds: vec![threshold; grads.len()],
+        stats,
+    }
 }
 
 /// `[masked, non_finite]` of `grad` against `threshold`, counted on the device.
@@ -447,6 +478,12 @@ pub(crate) fn count_unselected(
     dtype: DType,
     frozen: bool,
 ) -> Vec<PendingStats> {
+    if several_devices(grads) {
+        return grads
+            .iter()
+            .flat_map(|g| count_unselected(std::slice::from_ref(g), dtype, frozen))
+            .collect();
+    }
     if on_device(grads, dtype) {
         let value = if frozen { f64::INFINITY } else { 0.0 };
         let threshold = threshold_tensor(value, dtype, &grads[0].device().into());
@@ -560,8 +597,8 @@ pub fn select_kth_abs<const D: usize>(grad: &Tensor<D>, k: u64) -> Option<f64> {
     if k >= grad.shape().num_elements() as u64 {
         return None;
     }
-    let selection = select(&[grad.clone().into_dispatch()], dtype, k, false);
-    Tensor::<1>::from_dispatch(selection.threshold)
+    let mut selection = select(&[grad.clone().into_dispatch()], dtype, k, false);
+    Tensor::<1>::from_dispatch(selection.thresholds.remove(0))
         .into_data()
         .iter::<f64>()
         .next()

@@ -1,7 +1,10 @@
 //! Shared test helpers: the devices under test and an independent host reference of the mask.
 #![allow(dead_code)]
 
-use burn::module::{Module, Param};
+pub mod learner;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::nn::Linear;
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData, bf16, f16};
 
@@ -70,6 +73,71 @@ impl Float {
         device: &Device,
     ) -> Tensor<D> {
         Tensor::from_data(self.data(values, shape.to_vec()), (device, self.dtype()))
+    }
+
+    /// The bit pattern of `value` (already representable) in this type.
+    pub fn bits(self, value: f64) -> u64 {
+        match self {
+            Float::F32 => (value as f32).to_bits() as u64,
+            Float::F16 => f16::from_f64(value).to_bits() as u64,
+            Float::BF16 => bf16::from_f64(value).to_bits() as u64,
+        }
+    }
+
+    /// NaN bit patterns of this type: quiet and signalling, both signs, several payloads.
+    pub fn nan_bits(self) -> Vec<u64> {
+        let (width, mantissa) = match self {
+            Float::F32 => (32, 23),
+            Float::F16 => (16, 10),
+            Float::BF16 => (16, 7),
+        };
+        let exponent = ((1u64 << (width - 1 - mantissa)) - 1) << mantissa;
+        let quiet = 1u64 << (mantissa - 1);
+        let all = (1u64 << mantissa) - 1;
+        [quiet, 1, quiet | 1, all, quiet | 2, all ^ quiet]
+            .into_iter()
+            .flat_map(|payload| [0, 1u64 << (width - 1)].map(|sign| sign | exponent | payload))
+            .collect()
+    }
+
+    /// A tensor holding these bit patterns.
+    pub fn tensor_of_bits(self, bits: &[u64], device: &Device) -> Tensor<1> {
+        let shape = vec![bits.len()];
+        let data = match self {
+            Float::F32 => TensorData::new(
+                bits.iter().map(|&b| f32::from_bits(b as u32)).collect(),
+                shape,
+            ),
+            Float::F16 => TensorData::new(
+                bits.iter().map(|&b| f16::from_bits(b as u16)).collect(),
+                shape,
+            ),
+            Float::BF16 => TensorData::new(
+                bits.iter().map(|&b| bf16::from_bits(b as u16)).collect(),
+                shape,
+            ),
+        };
+        Tensor::from_data(data, (device, self.dtype()))
+    }
+
+    /// The bit patterns a tensor of this type holds.
+    pub fn bits_of(self, tensor: Tensor<1>) -> Vec<u64> {
+        let data = tensor.into_data();
+        match self {
+            Float::F32 => data.iter::<f32>().map(|x| x.to_bits() as u64).collect(),
+            Float::F16 => data
+                .try_to_vec::<f16>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits() as u64)
+                .collect(),
+            Float::BF16 => data
+                .try_to_vec::<bf16>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits() as u64)
+                .collect(),
+        }
     }
 }
 
@@ -195,4 +263,38 @@ pub fn has_dtype(device: &Device, dtype: DType, test: &str) -> bool {
         println!("skipped: {test}, {dtype:?} cases (the device has no {dtype:?})");
     }
     has
+}
+
+/// Uniform in `[-scale, scale)`, from a counter.
+pub fn uniform(seed: u64, i: u64, scale: f32) -> f32 {
+    ((burn_gmt::kernels::random::mix64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i) >> 40) as f32
+        / (1 << 24) as f32
+        * 2.0
+        - 1.0)
+        * scale
+}
+
+/// A linear layer with seeded weights (Burn's RNG is shared by the tests running in parallel).
+pub fn seeded_linear(d_in: usize, d_out: usize, seed: u64, device: &Device) -> Linear {
+    let scale = 1.0 / (d_in as f32).sqrt();
+    let values = |seed, n: usize| (0..n as u64).map(|i| uniform(seed, i, scale)).collect();
+    let weight: Vec<f32> = values(seed, d_in * d_out);
+    let bias: Vec<f32> = values(seed + 1, d_out);
+    Linear {
+        weight: Param::from_data(TensorData::new(weight, [d_in, d_out]), device),
+        bias: Some(Param::from_data(TensorData::new(bias, [d_out]), device)),
+    }
+}
+
+/// Every float parameter of `module`, in module order, as f64 (exact).
+pub fn param_values<M: Module>(module: &M) -> Vec<Vec<f64>> {
+    struct Read(Vec<Vec<f64>>);
+    impl ModuleVisitor for Read {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(values(param.val()));
+        }
+    }
+    let mut read = Read(Vec::new());
+    module.visit(&mut read);
+    read.0
 }

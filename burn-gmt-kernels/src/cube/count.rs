@@ -5,12 +5,9 @@
 
 use cubecl::prelude::*;
 
-use super::key::wide_key;
+use super::key::{WIDE_INF_KEY, wide_key};
 use super::{Launch, Plan};
 use burn_cubecl::tensor::CubeTensor;
-
-/// Key of `+inf` as a widened `f32` key: every NaN and ±inf key is at or above it.
-pub const WIDE_INF_KEY: u32 = 0x7F80_0000;
 
 /// Adds to `counts[0]` the entries of `values[start..end]` below the threshold key and to
 /// `counts[1]` the non-finite ones.

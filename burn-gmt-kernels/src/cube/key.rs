@@ -2,7 +2,8 @@
 //!
 //! A key is computed from the value's bits, never by float comparison, so the kernels agree
 //! with the host bit for bit: subnormals are ranked even on a device that flushes them in
-//! arithmetic, and NaN ranks above `+inf`.
+//! arithmetic, and every NaN gets the one key just above `+inf`, whatever payload the device
+//! gives it (CUDA widens an f16 NaN to `0x7FFF_FFFF`, lavapipe keeps the payload).
 //!
 //! 32-bit floats reinterpret their bits. The 16-bit floats are widened to `f32` first (exact,
 //! and a `u16` type does not exist on every runtime, WGSL among them): the `f32` key orders
@@ -18,8 +19,14 @@ pub const KIND_F16: u32 = 1;
 /// Key kind of `bf16`.
 pub const KIND_BF16: u32 = 2;
 
+/// Key of `+inf` as a widened `f32` key: every NaN and ±inf key is at or above it.
+pub const WIDE_INF_KEY: u32 = 0x7F80_0000;
+/// The wide key of every NaN: one above [`WIDE_INF_KEY`].
+pub const WIDE_NAN_KEY: u32 = WIDE_INF_KEY + 1;
+
 /// Sign-cleared `f32` bits of `x`, widened to `f32` first when `F` is a 16-bit float
-/// (`kind` is not [`KIND_F32`]). Orders like `|x|`, NaN above `+inf`.
+/// (`kind` is not [`KIND_F32`]), with every NaN folded onto [`WIDE_NAN_KEY`]. Orders like
+/// `|x|`, NaN above `+inf`.
 #[cube]
 pub fn wide_key<F: Float, N: Size>(x: Vector<F, N>, #[comptime] kind: u32) -> Vector<u32, N> {
     let bits = if comptime!(kind == KIND_F32) {
@@ -27,7 +34,10 @@ pub fn wide_key<F: Float, N: Size>(x: Vector<F, N>, #[comptime] kind: u32) -> Ve
     } else {
         Vector::<u32, N>::reinterpret(Vector::<f32, N>::cast_from(x))
     };
-    bits & Vector::new(0x7FFF_FFFFu32)
+    min(
+        bits & Vector::new(0x7FFF_FFFFu32),
+        Vector::new(WIDE_NAN_KEY),
+    )
 }
 
 /// The key of the element's own width ([`crate::element::MaskElement::abs_key`]) from its
@@ -37,15 +47,15 @@ pub fn wide_key<F: Float, N: Size>(x: Vector<F, N>, #[comptime] kind: u32) -> Ve
 pub fn narrow_key(wide: u32, #[comptime] kind: u32) -> u32 {
     let mut key = wide;
     if comptime!(kind == KIND_BF16) {
-        // bf16 is the high half of an f32.
-        key = wide >> 16u32;
+        // bf16 is the high half of an f32; the NaN key's low bit makes 0x7F81, bf16's NaN key.
+        key = (wide >> 16u32) | (wide & 1u32);
     } else if comptime!(kind == KIND_F16) {
         let exp = wide >> 23u32;
         let man = wide & 0x7F_FFFFu32;
         key = 0u32;
         if exp == 255u32 {
-            // inf and NaN: the payload keeps its top 10 bits.
-            key = 0x7C00u32 | (man >> 13u32);
+            // +inf (man 0) is 0x7C00; the NaN key (man 1) is 0x7C01, f16's NaN key.
+            key = 0x7C00u32 | man;
         } else if exp >= 113u32 {
             // Normal f16: exponents 1..=30 are f32 exponents 113..=142.
             key = ((exp - 112u32) << 10u32) | (man >> 13u32);

@@ -8,8 +8,8 @@
 
 use cubecl::prelude::*;
 
-use super::count::{WIDE_INF_KEY, add_cube_counts};
-use super::key::wide_key;
+use super::count::add_cube_counts;
+use super::key::{WIDE_INF_KEY, wide_key};
 use super::{Launch, Plan};
 use burn_cubecl::tensor::CubeTensor;
 
