@@ -7,7 +7,7 @@ use burn::module::{Module, Param, ParamGroup};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use burn_gmt::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
+use burn_gmt::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, RatioSchedule};
 use common::{Float, Params, assert_same, reference_mask, values};
 
 fn sample(n: usize, seed: u64) -> Vec<f64> {
@@ -218,6 +218,29 @@ fn warmup_ramps_the_ratio() {
         assert_eq!(stats.tensors[0].masked, (ratio * 40.0).floor() as u64);
     }
     assert_eq!(mask.steps(), 6);
+}
+
+/// A piecewise schedule drives the ratio of every step.
+#[test]
+fn schedule_drives_the_ratio() {
+    let device = Device::flex();
+    let module = params_module(&device);
+    let config = GradMaskConfig::new(0.1).with_schedule(RatioSchedule::Piecewise {
+        points: vec![(2, 0.5), (4, 0.5), (6, 0.2)],
+    });
+    // Written out by hand: 0.1 → 0.5 over steps 0..2, flat to 4, down to 0.2 at 6.
+    let expected = [0.1, 0.3, 0.5, 0.5, 0.5, 0.35, 0.2, 0.2];
+    let mut mask = config.init().unwrap();
+    for (step, ratio) in expected.iter().enumerate() {
+        let _ = mask.apply(&module, grads_like(&module));
+        let stats = mask.last_stats();
+        assert!(
+            (stats.ratio - ratio).abs() < 1e-12,
+            "step {step}: {}",
+            stats.ratio
+        );
+        assert_eq!(stats.tensors[0].masked, (stats.ratio * 40.0).floor() as u64);
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use burn_gmt::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, WithGradMask};
+use burn_gmt::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, RatioSchedule, WithGradMask};
 use common::{assert_same, reference_mask};
 
 #[derive(Module, Debug)]
@@ -358,7 +358,10 @@ fn config_round_trips_through_json() {
             seed: 9,
             rescale: true,
         })
-        .with_warmup_steps(10);
+        .with_warmup_steps(10)
+        .with_schedule(RatioSchedule::Piecewise {
+            points: vec![(5, 0.1), (20, 0.4)],
+        });
     let path = std::env::temp_dir().join(format!("burn-gmt-config-{}.json", std::process::id()));
     config.save(&path).unwrap();
     let loaded = GradMaskConfig::load(&path).unwrap();
@@ -374,5 +377,6 @@ fn config_round_trips_through_json() {
         }
     );
     assert_eq!(loaded.warmup_steps, 10);
+    assert_eq!(loaded.schedule, config.schedule);
     assert!(loaded.collect_stats);
 }

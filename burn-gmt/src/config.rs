@@ -53,6 +53,115 @@ pub enum MaskStrategy {
     },
 }
 
+/// How the mask ratio moves over optimizer steps, from [`GradMaskConfig::ratio`] at step 0.
+/// Every ratio it reaches must lie in `[0, 1)`. A warm-up
+/// ([`GradMaskConfig::warmup_steps`]) scales whatever the schedule gives, from 0 up.
+///
+/// ```
+/// use burn_gmt::{GradMaskConfig, RatioSchedule};
+///
+/// // 0.1 for 100 steps, then a cosine ramp to 0.4 at step 1,100.
+/// let config = GradMaskConfig::new(0.1).with_schedule(RatioSchedule::Cosine {
+///     to: 0.4,
+///     start: 100,
+///     end: 1_100,
+/// });
+/// assert_eq!(config.ratio_at(50), 0.1);
+/// assert!((config.ratio_at(600) - 0.25).abs() < 1e-12);
+/// assert_eq!(config.ratio_at(5_000), 0.4);
+/// ```
+#[derive(Config, Debug, PartialEq)]
+pub enum RatioSchedule {
+    /// The ratio at every step (the default).
+    Constant,
+    /// The ratio until step `start`, then linearly to `to` at step `end`, `to` after it.
+    Linear {
+        /// The ratio from step `end` on.
+        to: f64,
+        /// First step of the ramp.
+        start: u64,
+        /// Step at which the ramp reaches `to` (at least `start`).
+        end: u64,
+    },
+    /// Like [`Linear`](Self::Linear), along a half cosine (flat at both ends).
+    Cosine {
+        /// The ratio from step `end` on.
+        to: f64,
+        /// First step of the ramp.
+        start: u64,
+        /// Step at which the ramp reaches `to` (at least `start`).
+        end: u64,
+    },
+    /// Straight lines through `(step, ratio)` points with strictly increasing steps, from the
+    /// config's ratio at step 0; the last point's ratio after it.
+    Piecewise {
+        /// The points, by increasing step.
+        points: Vec<(u64, f64)>,
+    },
+}
+
+impl RatioSchedule {
+    /// The ratio at `step`, starting from `ratio` at step 0.
+    pub fn ratio_at(&self, ratio: f64, step: u64) -> f64 {
+        let ramp = |to: f64, start: u64, end: u64, shape: fn(f64) -> f64| {
+            if step >= end {
+                to
+            } else if step <= start {
+                ratio
+            } else {
+                let t = (step - start) as f64 / (end - start) as f64;
+                ratio + (to - ratio) * shape(t)
+            }
+        };
+        match self {
+            RatioSchedule::Constant => ratio,
+            RatioSchedule::Linear { to, start, end } => ramp(*to, *start, *end, |t| t),
+            RatioSchedule::Cosine { to, start, end } => ramp(*to, *start, *end, |t| {
+                (1.0 - (std::f64::consts::PI * t).cos()) / 2.0
+            }),
+            RatioSchedule::Piecewise { points } => {
+                let mut previous = (0u64, ratio);
+                for &(at, value) in points {
+                    if step < at {
+                        let t = (step - previous.0) as f64 / (at - previous.0) as f64;
+                        return previous.1 + (value - previous.1) * t;
+                    }
+                    previous = (at, value);
+                }
+                previous.1
+            }
+        }
+    }
+
+    /// Checks the ratios and step ranges, naming what is wrong.
+    fn validate(&self) -> Result<(), String> {
+        let ratio_ok = |r: f64| r.is_finite() && (0.0..1.0).contains(&r);
+        match self {
+            RatioSchedule::Constant => Ok(()),
+            RatioSchedule::Linear { to, start, end } | RatioSchedule::Cosine { to, start, end } => {
+                if !ratio_ok(*to) {
+                    Err(format!("`to` must be in [0, 1), got {to}"))
+                } else if end < start {
+                    Err(format!("`end` ({end}) must be at least `start` ({start})"))
+                } else {
+                    Ok(())
+                }
+            }
+            RatioSchedule::Piecewise { points } => {
+                if let Some((_, r)) = points.iter().find(|(_, r)| !ratio_ok(*r)) {
+                    return Err(format!("every point's ratio must be in [0, 1), got {r}"));
+                }
+                let increasing = points.first().is_none_or(|(s, _)| *s > 0)
+                    && points.windows(2).all(|w| w[0].0 < w[1].0);
+                match increasing {
+                    true => Ok(()),
+                    false => Err("points need strictly increasing steps, after step 0".into()),
+                }
+            }
+        }
+    }
+}
+
 /// Configuration of Gradient-Mask Tuning.
 ///
 /// ```
@@ -66,7 +175,7 @@ pub enum MaskStrategy {
 #[derive(Config, Debug)]
 pub struct GradMaskConfig {
     /// Fraction of the entries **masked** (zeroed) at each step, in `[0, 1)`; 0 is plain
-    /// fine-tuning.
+    /// fine-tuning. With a [`schedule`](Self::schedule), the ratio at step 0.
     pub ratio: f64,
     /// Which entries share a threshold. Default: [`MaskScope::PerTensor`].
     #[config(default = "MaskScope::PerTensor")]
@@ -81,7 +190,10 @@ pub struct GradMaskConfig {
     /// module path. Default: none. With the optimizer wrapper, use
     /// `ModuleOptimizer::with_group` with the unwrapped optimizer instead.
     pub unmasked: Option<ParamGroup>,
-    /// Optimizer steps over which the ratio ramps linearly from 0 to `ratio`. Default: 0
+    /// How the ratio moves over the optimizer steps. Default: [`RatioSchedule::Constant`].
+    #[config(default = "RatioSchedule::Constant")]
+    pub schedule: RatioSchedule,
+    /// Optimizer steps over which the (scheduled) ratio is scaled linearly from 0 up. Default: 0
     /// (the full ratio from the first step).
     #[config(default = 0)]
     pub warmup_steps: u64,
@@ -107,6 +219,12 @@ impl GradMaskConfig {
                 ),
             });
         }
+        if let Err(reason) = self.schedule.validate() {
+            return Err(GradMaskError::InvalidField {
+                field: "schedule",
+                reason,
+            });
+        }
         if let MaskStrategy::Hft { stage_steps: 0, .. } = self.strategy {
             return Err(GradMaskError::InvalidField {
                 field: "strategy",
@@ -116,17 +234,123 @@ impl GradMaskConfig {
         Ok(())
     }
 
-    /// The ratio in force at optimizer step `step` (0-based), after the warm-up ramp.
+    /// The ratio in force at optimizer step `step` (0-based): the schedule's, scaled by the
+    /// warm-up ramp. A pure function of the step, so a resumed run (whose step count the
+    /// records keep) continues on the same schedule.
     pub fn ratio_at(&self, step: u64) -> f64 {
+        let ratio = self.schedule.ratio_at(self.ratio, step);
         if self.warmup_steps == 0 || step >= self.warmup_steps {
-            self.ratio
+            ratio
         } else {
-            self.ratio * step as f64 / self.warmup_steps as f64
+            ratio * step as f64 / self.warmup_steps as f64
         }
     }
 
     /// Builds the module-level mask, after validation.
     pub fn init(&self) -> Result<crate::GradMask, GradMaskError> {
         crate::GradMask::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schedule against the formulas written out in f64, step by step.
+    #[test]
+    fn schedules_follow_their_formulas() {
+        let (r, to, start, end) = (0.1, 0.4, 10u64, 30u64);
+        let linear = RatioSchedule::Linear { to, start, end };
+        let cosine = RatioSchedule::Cosine { to, start, end };
+        for step in 0..50u64 {
+            let t = (step.clamp(start, end) - start) as f64 / (end - start) as f64;
+            let expect_linear = r + (to - r) * t;
+            let expect_cosine = r + (to - r) * (1.0 - (std::f64::consts::PI * t).cos()) / 2.0;
+            assert!(
+                (linear.ratio_at(r, step) - expect_linear).abs() < 1e-15,
+                "step {step}"
+            );
+            assert!(
+                (cosine.ratio_at(r, step) - expect_cosine).abs() < 1e-15,
+                "step {step}"
+            );
+        }
+        assert_eq!(linear.ratio_at(r, start), r);
+        assert_eq!(linear.ratio_at(r, end), to);
+        assert_eq!(cosine.ratio_at(r, 20), (r + to) / 2.0);
+        assert_eq!(RatioSchedule::Constant.ratio_at(r, 7), r);
+
+        let piecewise = RatioSchedule::Piecewise {
+            points: vec![(4, 0.3), (8, 0.3), (12, 0.0)],
+        };
+        let expected = [
+            0.1, 0.15, 0.2, 0.25, 0.3, 0.3, 0.3, 0.3, 0.3, 0.225, 0.15, 0.075, 0.0, 0.0, 0.0,
+        ];
+        for (step, want) in expected.iter().enumerate() {
+            let got = piecewise.ratio_at(r, step as u64);
+            assert!((got - want).abs() < 1e-15, "step {step}: {got} vs {want}");
+        }
+        // A ramp over no steps jumps at `start`.
+        let jump = RatioSchedule::Linear {
+            to: 0.5,
+            start: 3,
+            end: 3,
+        };
+        assert_eq!((jump.ratio_at(r, 2), jump.ratio_at(r, 3)), (r, 0.5));
+    }
+
+    #[test]
+    fn warmup_scales_the_schedule() {
+        let config = GradMaskConfig::new(0.2)
+            .with_schedule(RatioSchedule::Linear {
+                to: 0.4,
+                start: 0,
+                end: 8,
+            })
+            .with_warmup_steps(4);
+        assert_eq!(config.ratio_at(0), 0.0);
+        assert!((config.ratio_at(2) - 0.25 * 0.5).abs() < 1e-15);
+        assert_eq!(config.ratio_at(8), 0.4);
+    }
+
+    #[test]
+    fn bad_schedules_name_the_field() {
+        let bad = [
+            RatioSchedule::Linear {
+                to: 1.0,
+                start: 0,
+                end: 5,
+            },
+            RatioSchedule::Cosine {
+                to: 0.3,
+                start: 6,
+                end: 5,
+            },
+            RatioSchedule::Piecewise {
+                points: vec![(5, 0.1), (5, 0.2)],
+            },
+            RatioSchedule::Piecewise {
+                points: vec![(0, 0.1)],
+            },
+            RatioSchedule::Piecewise {
+                points: vec![(3, f64::NAN)],
+            },
+        ];
+        for schedule in bad {
+            let err = GradMaskConfig::new(0.1)
+                .with_schedule(schedule.clone())
+                .validate()
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("GradMaskConfig.schedule"),
+                "{schedule:?}: {err}"
+            );
+        }
+        assert!(
+            GradMaskConfig::new(0.1)
+                .with_schedule(RatioSchedule::Piecewise { points: vec![] })
+                .validate()
+                .is_ok()
+        );
     }
 }
