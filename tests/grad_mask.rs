@@ -7,7 +7,7 @@ use burn::module::{Module, Param, ParamGroup};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use burn_gmt::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, RatioSchedule};
+use burn_gmt::{GradMaskConfig, MaskGroup, MaskScope, MaskStrategy, MaskTarget, RatioSchedule};
 use common::{Float, Params, assert_same, reference_mask, values};
 
 fn sample(n: usize, seed: u64) -> Vec<f64> {
@@ -363,4 +363,61 @@ fn global_scope_across_devices_matches_reference() {
     let stats = mask.last_stats();
     assert_eq!(stats.masked(), masked);
     assert!(stats.tensors.iter().all(|t| t.threshold == threshold));
+}
+
+/// Per-group ratios and scopes: each group masked with its own ratio and scope, the rest with
+/// the config's, each against a host sort of its own entries.
+#[test]
+fn groups_have_their_own_ratio_and_scope() {
+    let device = Device::flex();
+    let module = params_module(&device);
+    let raw = [sample(40, 1), sample(24, 2), sample(30, 3)];
+    // "matrix" alone at 0.5; "vector" and "cube" together under one threshold at 0.25; nothing
+    // left for the default ratio of 0.9.
+    let config = GradMaskConfig::new(0.9).with_groups(vec![
+        MaskGroup::new(ParamGroup::from_paths(vec!["matrix"]), 0.5),
+        MaskGroup::new(ParamGroup::from_paths(vec!["vector", "cube"]), 0.25)
+            .with_scope(Some(MaskScope::Global)),
+    ]);
+    let mut mask = config.init().unwrap();
+    let mut grads = mask.apply(&module, grads_like(&module));
+    let vector = values(grads.remove::<1>(module.vector.id).unwrap());
+    let matrix = values(grads.remove::<2>(module.matrix.id).unwrap());
+    let cube = values(grads.remove::<3>(module.cube.id).unwrap());
+
+    assert_same(&matrix, &reference_mask(&raw[1], 0.5).0, "matrix group");
+    let (joint, joint_masked, _) = reference_mask(&[raw[0].clone(), raw[2].clone()].concat(), 0.25);
+    assert_same(&[vector, cube].concat(), &joint, "global group");
+    let stats = mask.last_stats();
+    assert_eq!(stats.masked(), 12 + joint_masked);
+
+    // The first matching group wins, `unmasked` over all; the default ratio serves the rest.
+    let config = GradMaskConfig::new(0.5)
+        .with_unmasked(Some(ParamGroup::from_paths(vec!["cube"])))
+        .with_groups(vec![
+            MaskGroup::new(ParamGroup::from_paths(vec!["vector", "cube"]), 0.1),
+            MaskGroup::new(ParamGroup::from_paths(vec!["vector"]), 0.7),
+        ]);
+    let mut mask = config.init().unwrap();
+    let _ = mask.apply(&module, grads_like(&module));
+    let masked: Vec<(String, u64)> = mask
+        .last_stats()
+        .tensors
+        .iter()
+        .map(|t| (t.param.clone(), t.masked))
+        .collect();
+    assert_eq!(
+        masked,
+        [("vector".to_string(), 4), ("matrix".to_string(), 12)]
+    );
+
+    let bad = GradMaskConfig::new(0.5).with_groups(vec![MaskGroup::new(
+        ParamGroup::from_paths(vec!["cube"]),
+        1.0,
+    )]);
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("GradMaskConfig.groups") && err.contains("group 0"),
+        "{err}"
+    );
 }

@@ -340,6 +340,66 @@ fn invalid_configs_name_the_field() {
         .unwrap()
         .to_string();
     assert!(err.contains("GradMaskConfig.unmasked"), "{err}");
+    let groups = GradMaskConfig::new(0.3).with_groups(vec![burn_gmt::MaskGroup::new(
+        burn::module::ParamGroup::from_predicate("bias"),
+        0.1,
+    )]);
+    let err = SgdConfig::new()
+        .build()
+        .try_with_grad_mask_config(groups)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("GradMaskConfig.groups"), "{err}");
+}
+
+/// The wrapper's recipe for groups (see the crate docs): `ModuleOptimizer::with_group` gives
+/// the group its own optimizer, here unwrapped (never masked) or wrapped at another ratio.
+#[test]
+fn with_group_gives_a_group_its_own_mask() {
+    let device = Device::flex().autodiff();
+    let model = net(&device);
+    let grads = grads_of(&model, 3, &device);
+    let expected_grads = params_of_grads(&model, &grads);
+    let lr = 0.5;
+    let mut optim = ModuleOptimizer::from(SgdConfig::new().build().with_grad_mask(0.5))
+        .with_group(
+            burn::module::ParamGroup::from_paths(vec!["out.weight"]),
+            SgdConfig::new().build(),
+            None,
+        )
+        .with_group(
+            burn::module::ParamGroup::from_paths(vec!["hidden.bias"]),
+            SgdConfig::new().build().with_grad_mask(0.25),
+            None,
+        );
+    let before = params(&model);
+    let after = params(&optim.step(lr, model, grads));
+    // hidden.weight, hidden.bias, out.weight, out.bias: entries left where they were.
+    let held: Vec<usize> = before
+        .iter()
+        .zip(&after)
+        .map(|((_, b), (_, a))| b.iter().zip(a).filter(|(b, a)| b == a).count())
+        .collect();
+    let len = |i: usize| expected_grads[i].len();
+    assert_eq!(held[0], len(0) / 2, "hidden.weight at 0.5");
+    assert_eq!(held[1], len(1) / 4, "hidden.bias at 0.25");
+    assert_eq!(held[2], 0, "out.weight unmasked");
+    assert_eq!(held[3], len(3) / 2, "out.bias at 0.5");
+}
+
+/// Each parameter's gradient values, in module order.
+fn params_of_grads(model: &Net, grads: &GradientsParams) -> Vec<Vec<f64>> {
+    struct Read<'a>(&'a GradientsParams, Vec<Vec<f64>>);
+    impl ModuleVisitor for Read<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let grad = self.0.get::<D>(param.id).unwrap();
+            self.1.push(grad.into_data().iter::<f64>().collect());
+        }
+    }
+    let mut read = Read(grads, Vec::new());
+    model.visit(&mut read);
+    read.1
 }
 
 #[test]

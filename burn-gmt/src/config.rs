@@ -100,6 +100,11 @@ pub enum RatioSchedule {
     },
 }
 
+/// Whether `ratio` is a fraction of entries the mask can mask: in `[0, 1)`.
+fn valid_ratio(ratio: f64) -> bool {
+    ratio.is_finite() && (0.0..1.0).contains(&ratio)
+}
+
 impl RatioSchedule {
     /// The ratio at `step`, starting from `ratio` at step 0.
     pub fn ratio_at(&self, ratio: f64, step: u64) -> f64 {
@@ -135,11 +140,10 @@ impl RatioSchedule {
 
     /// Checks the ratios and step ranges, naming what is wrong.
     fn validate(&self) -> Result<(), String> {
-        let ratio_ok = |r: f64| r.is_finite() && (0.0..1.0).contains(&r);
         match self {
             RatioSchedule::Constant => Ok(()),
             RatioSchedule::Linear { to, start, end } | RatioSchedule::Cosine { to, start, end } => {
-                if !ratio_ok(*to) {
+                if !valid_ratio(*to) {
                     Err(format!("`to` must be in [0, 1), got {to}"))
                 } else if end < start {
                     Err(format!("`end` ({end}) must be at least `start` ({start})"))
@@ -148,7 +152,7 @@ impl RatioSchedule {
                 }
             }
             RatioSchedule::Piecewise { points } => {
-                if let Some((_, r)) = points.iter().find(|(_, r)| !ratio_ok(*r)) {
+                if let Some((_, r)) = points.iter().find(|(_, r)| !valid_ratio(*r)) {
                     return Err(format!("every point's ratio must be in [0, 1), got {r}"));
                 }
                 let increasing = points.first().is_none_or(|(s, _)| *s > 0)
@@ -160,6 +164,34 @@ impl RatioSchedule {
             }
         }
     }
+}
+
+/// A group of parameters masked with a ratio (and scope) of its own, in
+/// [`GradMaskConfig::groups`].
+///
+/// ```
+/// use burn::module::ParamGroup;
+/// use burn_gmt::{GradMaskConfig, MaskGroup, MaskScope};
+///
+/// // Attention projections at 0.1 with one threshold among them, the rest at 0.3 per tensor.
+/// let attention = ParamGroup::from_regex(r"\.attn\.").unwrap();
+/// let config = GradMaskConfig::new(0.3)
+///     .with_groups(vec![MaskGroup::new(attention, 0.1).with_scope(Some(MaskScope::Global))]);
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Config, Debug)]
+pub struct MaskGroup {
+    /// The parameters, by id, module path or pattern.
+    pub params: ParamGroup,
+    /// Fraction of each step's entries masked in this group, in `[0, 1)`; at step 0 when the
+    /// group has a [`schedule`](Self::schedule).
+    pub ratio: f64,
+    /// The group's scope. Default: `None`, the config's [`scope`](GradMaskConfig::scope).
+    pub scope: Option<MaskScope>,
+    /// How the group's ratio moves. Default: [`RatioSchedule::Constant`]. The config's
+    /// warm-up scales it as it scales the rest.
+    #[config(default = "RatioSchedule::Constant")]
+    pub schedule: RatioSchedule,
 }
 
 /// Configuration of Gradient-Mask Tuning.
@@ -190,6 +222,13 @@ pub struct GradMaskConfig {
     /// module path. Default: none. With the optimizer wrapper, use
     /// `ModuleOptimizer::with_group` with the unwrapped optimizer instead.
     pub unmasked: Option<ParamGroup>,
+    /// Groups of parameters with a ratio (and scope) of their own: a parameter takes the first
+    /// group it matches, the others `ratio` and `scope`; `unmasked` wins over every group.
+    /// Default: none. Needs the module, so it is applied by [`GradMask`](crate::GradMask); with
+    /// the wrapper, give each group its own wrapped optimizer through
+    /// `ModuleOptimizer::with_group`.
+    #[config(default = "Vec::new()")]
+    pub groups: Vec<MaskGroup>,
     /// How the ratio moves over the optimizer steps. Default: [`RatioSchedule::Constant`].
     #[config(default = "RatioSchedule::Constant")]
     pub schedule: RatioSchedule,
@@ -210,7 +249,7 @@ pub struct GradMaskConfig {
 impl GradMaskConfig {
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), GradMaskError> {
-        if !(self.ratio.is_finite() && (0.0..1.0).contains(&self.ratio)) {
+        if !valid_ratio(self.ratio) {
             return Err(GradMaskError::InvalidField {
                 field: "ratio",
                 reason: format!(
@@ -225,6 +264,18 @@ impl GradMaskConfig {
                 reason,
             });
         }
+        for (i, group) in self.groups.iter().enumerate() {
+            let problem = match valid_ratio(group.ratio) {
+                false => Err(format!("must be in [0, 1), got {}", group.ratio)),
+                true => group.schedule.validate(),
+            };
+            if let Err(reason) = problem {
+                return Err(GradMaskError::InvalidField {
+                    field: "groups",
+                    reason: format!("group {i}: ratio or schedule {reason}"),
+                });
+            }
+        }
         if let MaskStrategy::Hft { stage_steps: 0, .. } = self.strategy {
             return Err(GradMaskError::InvalidField {
                 field: "strategy",
@@ -238,7 +289,17 @@ impl GradMaskConfig {
     /// warm-up ramp. A pure function of the step, so a resumed run (whose step count the
     /// records keep) continues on the same schedule.
     pub fn ratio_at(&self, step: u64) -> f64 {
-        let ratio = self.schedule.ratio_at(self.ratio, step);
+        self.warmed_up(self.schedule.ratio_at(self.ratio, step), step)
+    }
+
+    /// The ratio of group `group` (an index into [`groups`](Self::groups)) at step `step`.
+    pub fn group_ratio_at(&self, group: usize, step: u64) -> f64 {
+        let group = &self.groups[group];
+        self.warmed_up(group.schedule.ratio_at(group.ratio, step), step)
+    }
+
+    /// `ratio`, scaled by the warm-up ramp at `step`.
+    fn warmed_up(&self, ratio: f64, step: u64) -> f64 {
         if self.warmup_steps == 0 || step >= self.warmup_steps {
             ratio
         } else {

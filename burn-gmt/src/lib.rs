@@ -10,7 +10,7 @@ mod select;
 mod stats;
 
 pub use burn_gmt_kernels as kernels;
-pub use config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, RatioSchedule};
+pub use config::{GradMaskConfig, MaskGroup, MaskScope, MaskStrategy, MaskTarget, RatioSchedule};
 pub use error::GradMaskError;
 pub use module::GradMask;
 pub use optimizer::{GradMasked, GradMaskedState, MaskStatsHandle, WithGradMask};

@@ -187,6 +187,8 @@ pub struct GradMask {
 struct Entry {
     id: ParamId,
     path: String,
+    /// The first of the config's groups the parameter belongs to, if any.
+    group: Option<usize>,
     grad: DispatchTensor,
 }
 
@@ -406,7 +408,7 @@ impl GradMask {
         }
         let step = self.steps();
         let ratio = self.config.ratio_at(step);
-        let plans = self.plan(&entries, ratio, step)?;
+        let plans = self.plan_groups(&entries, step)?;
 
         let mut stats = MaskStats {
             step,
@@ -436,9 +438,49 @@ impl GradMask {
         Ok((grads, masks))
     }
 
-    fn plan(&self, entries: &[Entry], ratio: f64, step: u64) -> Result<Vec<Plan>, GradMaskError> {
+    /// The plans of every entry, each group of parameters (and the rest) with its own ratio
+    /// and scope.
+    fn plan_groups(&self, entries: &[Entry], step: u64) -> Result<Vec<Plan>, GradMaskError> {
+        let mut plans: Vec<Option<Plan>> = entries.iter().map(|_| None).collect();
+        let groups = std::iter::once(None).chain((0..self.config.groups.len()).map(Some));
+        for group in groups {
+            let (members, subset): (Vec<usize>, Vec<&Entry>) = entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.group == group)
+                .unzip();
+            if members.is_empty() {
+                continue;
+            }
+            let (ratio, scope) = match group {
+                None => (self.config.ratio_at(step), self.config.scope),
+                Some(g) => (
+                    self.config.group_ratio_at(g, step),
+                    self.config.groups[g].scope.unwrap_or(self.config.scope),
+                ),
+            };
+            for (i, plan) in members
+                .into_iter()
+                .zip(self.plan(&subset, ratio, scope, step)?)
+            {
+                plans[i] = Some(plan);
+            }
+        }
+        Ok(plans
+            .into_iter()
+            .map(|p| p.expect("every entry is in one group"))
+            .collect())
+    }
+
+    fn plan(
+        &self,
+        entries: &[&Entry],
+        ratio: f64,
+        scope: MaskScope,
+        step: u64,
+    ) -> Result<Vec<Plan>, GradMaskError> {
         let collect = self.config.collect_stats;
-        match (self.config.strategy, self.config.scope) {
+        match (self.config.strategy, scope) {
             (MaskStrategy::Magnitude, MaskScope::Global) => plan_global(entries, ratio, collect),
             (MaskStrategy::Hft { seed, stage_steps }, _) => {
                 Ok(plan_hft(entries, ratio, seed, step / stage_steps, collect))
@@ -452,7 +494,7 @@ impl GradMask {
 }
 
 /// One threshold over every entry: histograms merged across tensors, no concatenation.
-fn plan_global(entries: &[Entry], ratio: f64, collect: bool) -> Result<Vec<Plan>, GradMaskError> {
+fn plan_global(entries: &[&Entry], ratio: f64, collect: bool) -> Result<Vec<Plan>, GradMaskError> {
     let Some(dtype) = entries.first().map(|e| e.grad.dtype()) else {
         return Ok(Vec::new());
     };
@@ -488,7 +530,7 @@ fn plan_global(entries: &[Entry], ratio: f64, collect: bool) -> Result<Vec<Plan>
 
 /// HFT: in each layer (parameters sharing a parent module), freeze `ratio` of the tensors,
 /// rounded stochastically so the expected count is exact, re-drawn each stage.
-fn plan_hft(entries: &[Entry], ratio: f64, seed: u64, stage: u64, collect: bool) -> Vec<Plan> {
+fn plan_hft(entries: &[&Entry], ratio: f64, seed: u64, stage: u64, collect: bool) -> Vec<Plan> {
     let mut layers: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, entry) in entries.iter().enumerate() {
         let layer = entry.path.rsplit_once('.').map_or("", |(parent, _)| parent);
@@ -535,9 +577,15 @@ impl ModuleVisitor for CollectEntries<'_> {
             return;
         }
         if let Some(grad) = self.grads.get::<D>(param.id) {
+            let group = self
+                .config
+                .groups
+                .iter()
+                .position(|g| g.params.matches(&param.id, Some(&path)));
             self.entries.push(Entry {
                 id: param.id,
                 path,
+                group,
                 grad: grad.into_dispatch(),
             });
         }

@@ -136,6 +136,13 @@ impl<O: Optimizer> GradMasked<O> {
                 reason: "an optimizer sees one tensor at a time; apply a global mask with GradMask::apply (for example in TrainStep::optimize)",
             });
         }
+        if !config.groups.is_empty() {
+            return Err(GradMaskError::Unsupported {
+                field: "groups",
+                value: format!("{} groups", config.groups.len()),
+                reason: "an optimizer does not see parameter paths; give each group its own wrapped optimizer with ModuleOptimizer::with_group",
+            });
+        }
         if config.unmasked.is_some() {
             return Err(GradMaskError::Unsupported {
                 field: "unmasked",
