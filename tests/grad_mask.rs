@@ -421,3 +421,61 @@ fn groups_have_their_own_ratio_and_scope() {
         "{err}"
     );
 }
+
+/// `reselect_every(3)`: the threshold selected at steps 0, 3, 6 masks the steps after it; each
+/// step checked against a host sort (selection steps) or the kept threshold (the others).
+#[test]
+fn reselect_every_keeps_the_threshold_between_selections() {
+    let device = Device::flex();
+    let module = common::Single::new(500, Float::F32, &device);
+    let mut mask = GradMaskConfig::new(0.4)
+        .with_reselect_every(3)
+        .init()
+        .unwrap();
+    let mut kept = f64::NAN;
+    for step in 0..7u64 {
+        let mut raw = sample(500, 100 + step);
+        raw[7] = f64::NAN;
+        let grads = common::grads_for(&module, Float::F32.tensor(&raw, [500], &device));
+        let got = values(
+            mask.apply(&module, grads)
+                .remove::<1>(module.weight.id)
+                .unwrap(),
+        );
+        let (expected, masked) = if step % 3 == 0 {
+            let (expected, masked, threshold) = reference_mask(&raw, 0.4);
+            kept = threshold.unwrap();
+            (expected, masked)
+        } else {
+            let below = |v: f64| v.is_finite() && v.abs() < kept;
+            let expected: Vec<f64> = raw
+                .iter()
+                .map(|&v| if below(v) { 0.0 } else { v })
+                .collect();
+            let masked = raw.iter().filter(|&&v| below(v)).count() as u64;
+            (expected, masked)
+        };
+        assert_same(&got, &expected, &format!("step {step}"));
+        let t = &mask.last_stats().tensors[0];
+        assert_eq!((t.masked, t.non_finite), (masked, 1), "step {step}");
+        assert_eq!(t.threshold, Some(kept), "step {step}");
+    }
+    for (config, field) in [
+        (
+            GradMaskConfig::new(0.3).with_reselect_every(0),
+            "reselect_every",
+        ),
+        (
+            GradMaskConfig::new(0.3)
+                .with_reselect_every(2)
+                .with_strategy(MaskStrategy::Random {
+                    seed: 1,
+                    rescale: false,
+                }),
+            "reselect_every",
+        ),
+    ] {
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains(&format!("GradMaskConfig.{field}")), "{err}");
+    }
+}

@@ -440,3 +440,47 @@ fn config_round_trips_through_json() {
     assert_eq!(loaded.schedule, config.schedule);
     assert!(loaded.collect_stats);
 }
+
+/// The wrapper with `reselect_every(3)`: between selections each tensor is masked against the
+/// threshold kept in its state (statistics count what that masks), and a checkpoint taken
+/// mid-window resumes with that threshold: bitwise the uninterrupted run.
+#[test]
+fn wrapper_keeps_the_threshold_between_selections_and_across_records() {
+    let device = Device::flex().autodiff();
+    let config = GradMaskConfig::new(0.5).with_reselect_every(3);
+    let make = || {
+        let masked = adamw().build().with_grad_mask_config(config.clone());
+        let handle = masked.stats_handle();
+        (ModuleOptimizer::from(masked), handle)
+    };
+    let model = net(&device);
+    let (mut optim, handle) = make();
+    let mut uninterrupted = model.clone();
+    let mut thresholds = Vec::new();
+    for step in 0..6u64 {
+        let grads = grads_of(&uninterrupted, step, &device);
+        let expected = params_of_grads(&uninterrupted, &grads);
+        uninterrupted = optim.step(1e-2, uninterrupted, grads);
+        let stats = handle.latest();
+        if step % 3 == 0 {
+            thresholds = stats.tensors.iter().map(|t| t.threshold.unwrap()).collect();
+        }
+        for ((t, threshold), g) in stats.tensors.iter().zip(&thresholds).zip(&expected) {
+            let below = g.iter().filter(|v| v.abs() < *threshold).count() as u64;
+            assert_eq!(t.masked, below, "step {step}: {}", t.param);
+        }
+    }
+
+    // The same run, saved after step 1 (mid-window) and resumed in a fresh optimizer.
+    let (mut optim, _) = make();
+    let mut resumed = model;
+    for step in 0..6u64 {
+        if step == 2 {
+            let record = optim.to_record();
+            optim = make().0.load_record(record);
+        }
+        let grads = grads_of(&resumed, step, &device);
+        resumed = optim.step(1e-2, resumed, grads);
+    }
+    assert_eq!(params(&resumed), params(&uninterrupted));
+}

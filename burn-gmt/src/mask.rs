@@ -147,6 +147,21 @@ pub(crate) fn plan_tensor(
     }
 }
 
+/// The plan of a tensor masked again as an earlier step decided (`reselect_every`): the same
+/// threshold (of value `value`, when known), its statistics counted anew.
+pub(crate) fn plan_reused(
+    grad: &DispatchTensor,
+    mask: TensorMask,
+    value: Option<f64>,
+    collect_stats: bool,
+) -> Plan {
+    let stats = collect_stats.then(|| match &mask {
+        TensorMask::Below { threshold } => select::count_against(grad, threshold, value),
+        _ => select::count_unselected(std::slice::from_ref(grad), grad.dtype(), false).remove(0),
+    });
+    Plan { mask, stats }
+}
+
 /// The plan of a tensor frozen (every finite entry masked) or left alone for an HFT stage.
 pub(crate) fn plan_frozen(grad: &DispatchTensor, frozen: bool, collect_stats: bool) -> Plan {
     let dtype = grad.dtype();

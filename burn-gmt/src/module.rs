@@ -12,7 +12,8 @@ use burn_gmt_kernels::random::{draw, draw_key, mix64};
 use crate::config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
 use crate::error::GradMaskError;
 use crate::mask::{
-    Plan, TensorMask, check_dtype, hold_masked, mask_gradient, plan_frozen, plan_stats, plan_tensor,
+    Plan, TensorMask, check_dtype, hold_masked, mask_gradient, plan_frozen, plan_reused,
+    plan_stats, plan_tensor,
 };
 use crate::select::{self, masked_count};
 use crate::stats::MaskStats;
@@ -181,6 +182,10 @@ pub struct GradMask {
     known_step: (ParamId, u64),
     #[module(skip)]
     last_stats: MaskStats,
+    /// With `reselect_every > 1`: each parameter's mask at the last selection, and its
+    /// threshold value when statistics read it.
+    #[module(skip)]
+    kept: HashMap<ParamId, (TensorMask, Option<f64>)>,
 }
 
 /// One masked parameter, as the first walk over the module finds it.
@@ -220,6 +225,7 @@ impl GradMask {
             step,
             config,
             last_stats: MaskStats::default(),
+            kept: HashMap::new(),
         })
     }
 
@@ -408,7 +414,19 @@ impl GradMask {
         }
         let step = self.steps();
         let ratio = self.config.ratio_at(step);
-        let plans = self.plan_groups(&entries, step)?;
+        let collect = self.config.collect_stats;
+        let reuse =
+            !self.config.selects_at(step) && entries.iter().all(|e| self.kept.contains_key(&e.id));
+        let plans = match reuse {
+            true => entries
+                .iter()
+                .map(|e| {
+                    let (mask, value) = self.kept[&e.id].clone();
+                    plan_reused(&e.grad, mask, value, collect)
+                })
+                .collect(),
+            false => self.plan_groups(&entries, step)?,
+        };
 
         let mut stats = MaskStats {
             step,
@@ -416,6 +434,17 @@ impl GradMask {
             tensors: Vec::new(),
         };
         stats.tensors = plan_stats(plans.iter().zip(entries.iter().map(|e| e.path.clone())));
+        if self.config.reselect_every > 1 && !reuse {
+            // Statistics, when collected, come one per entry: they carry the threshold values.
+            let values = stats.tensors.iter().map(|t| t.threshold);
+            let values = values.chain(std::iter::repeat(None));
+            self.kept = entries
+                .iter()
+                .zip(&plans)
+                .zip(values)
+                .map(|((e, plan), value)| (e.id, (plan.mask.clone(), value)))
+                .collect();
+        }
         // The next step's counter lives where the gradients do (a replica's own device).
         let device = match entries.first() {
             Some(entry) => entry.grad.device().into(),

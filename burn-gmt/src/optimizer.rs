@@ -10,7 +10,9 @@ use burn_pack::Scalar;
 
 use crate::config::{GradMaskConfig, MaskScope, MaskTarget};
 use crate::error::GradMaskError;
-use crate::mask::{check_dtype, hold_masked, mask_gradient, plan_tensor, resolve_named};
+use crate::mask::{
+    TensorMask, check_dtype, hold_masked, mask_gradient, plan_reused, plan_tensor, resolve_named,
+};
 use crate::select::PendingStats;
 use crate::stats::MaskStats;
 
@@ -82,6 +84,9 @@ pub struct GradMaskedState<S> {
     pub step: u64,
     /// The parameter's stream of random draws.
     pub stream: u64,
+    /// With `reselect_every > 1`: the threshold selected last, masked against until the next
+    /// selection (a one-entry tensor of the gradient's dtype).
+    pub threshold: Option<Tensor<1>>,
 }
 
 impl<S: RecordState> RecordState for GradMaskedState<S> {
@@ -92,6 +97,9 @@ impl<S: RecordState> RecordState for GradMaskedState<S> {
         }
         out.push_scalar(prefix, "mask_step", Scalar::from(self.step));
         out.push_scalar(prefix, "mask_stream", Scalar::from(self.stream));
+        if let Some(threshold) = &self.threshold {
+            out.push_tensor(prefix, "mask_threshold", threshold.to_data());
+        }
     }
 
     fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
@@ -113,10 +121,15 @@ impl<S: RecordState> RecordState for GradMaskedState<S> {
             )?),
             false => None,
         };
+        let threshold = src.take_tensor(prefix, "mask_threshold").map(|data| {
+            let dtype = data.dtype();
+            Tensor::from_data(data, (device, dtype))
+        });
         Some(Self {
             inner,
             step,
             stream,
+            threshold,
         })
     }
 }
@@ -231,13 +244,13 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let (inner_state, step, stream) = match state {
-            Some(state) => (state.inner, state.step, state.stream),
+        let (inner_state, step, stream, kept) = match state {
+            Some(state) => (state.inner, state.step, state.stream, state.threshold),
             None => {
                 let mut replicas = self.replicas();
                 let replica = replicas.this_thread();
                 replica.next_stream += 1;
-                (None, 0, replica.next_stream - 1)
+                (None, 0, replica.next_stream - 1, None)
             }
         };
         if let Err(err) = check_dtype(grad.dtype(), &grad.device(), || format!("stream {stream}")) {
@@ -245,14 +258,31 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
         }
         let config = &self.config;
         let ratio = config.ratio_at(step);
-        let plan = plan_tensor(
-            config.strategy,
-            &grad.clone().into_dispatch(),
-            ratio,
-            stream,
-            step,
-            config.collect_stats,
-        );
+        let dispatch = grad.clone().into_dispatch();
+        let plan = match kept {
+            Some(threshold) if !config.selects_at(step) => plan_reused(
+                &dispatch,
+                TensorMask::Below {
+                    threshold: threshold.into_dispatch(),
+                },
+                None,
+                config.collect_stats,
+            ),
+            _ => plan_tensor(
+                config.strategy,
+                &dispatch,
+                ratio,
+                stream,
+                step,
+                config.collect_stats,
+            ),
+        };
+        let threshold = match &plan.mask {
+            TensorMask::Below { threshold } if config.reselect_every > 1 => {
+                Some(Tensor::from_dispatch(threshold.clone()))
+            }
+            _ => None,
+        };
         let masked = mask_gradient(grad, plan.mask.clone());
 
         let (updated, inner_state) = match config.target {
@@ -298,12 +328,14 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
                 inner: inner_state,
                 step: step + 1,
                 stream,
+                threshold,
             }),
         )
     }
 
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
         state.inner = state.inner.map(|inner| O::to_device(inner, device));
+        state.threshold = state.threshold.map(|t| t.to_device(device));
         state
     }
 }

@@ -410,6 +410,20 @@ fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: 
     }
 }
 
+/// The statistics of `grad` masked against a threshold it did not select (a threshold kept
+/// from an earlier step), counted in one pass; `value` is the threshold's, when known.
+pub(crate) fn count_against(
+    grad: &DispatchTensor,
+    threshold: &DispatchTensor,
+    value: Option<f64>,
+) -> PendingStats {
+    let stats = PendingStats::counted(grad, device_count(grad, threshold));
+    match value {
+        Some(value) => stats.with_threshold(value),
+        None => stats,
+    }
+}
+
 /// `[masked, non_finite]` of `grad` against `threshold`, counted on the device.
 fn device_count(grad: &DispatchTensor, threshold: &DispatchTensor) -> Tensor<1, Int> {
     Tensor::from_dispatch(<Dispatch as MaskOps>::abs_threshold_count(grad, threshold))
