@@ -186,18 +186,7 @@ fn replicas_and_single(config: &GradMaskConfig, path: Path) -> (Vec<Replica>, Re
 
 fn configs() -> Vec<(String, GradMaskConfig, Vec<Path>)> {
     let mut out = Vec::new();
-    let strategies = [
-        MaskStrategy::Magnitude,
-        MaskStrategy::Random {
-            seed: 7,
-            rescale: true,
-        },
-        MaskStrategy::Hft {
-            seed: 7,
-            stage_steps: 2,
-        },
-    ];
-    for strategy in strategies {
+    for strategy in common::strategies(7, 2) {
         for target in [MaskTarget::Gradient, MaskTarget::Update] {
             for warmup in [0, 3] {
                 let config = GradMaskConfig::new(0.5)

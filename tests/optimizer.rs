@@ -231,18 +231,7 @@ fn update_target_holds_masked_parameters_still() {
 #[test]
 fn records_resume_bit_identically_including_random_masks() {
     let device = Device::flex().autodiff();
-    let strategies = [
-        MaskStrategy::Magnitude,
-        MaskStrategy::Random {
-            seed: 7,
-            rescale: true,
-        },
-        MaskStrategy::Hft {
-            seed: 3,
-            stage_steps: 2,
-        },
-    ];
-    for strategy in strategies {
+    for strategy in common::strategies(7, 2) {
         let config = GradMaskConfig::new(0.5)
             .with_strategy(strategy)
             .with_warmup_steps(3);

@@ -298,3 +298,16 @@ pub fn param_values<M: Module>(module: &M) -> Vec<Vec<f64>> {
     module.visit(&mut read);
     read.0
 }
+
+/// The three strategies: GMT, the random mask (rescaled) and HFT, seeded with `seed`.
+pub fn strategies(seed: u64, stage_steps: u64) -> [burn_gmt::MaskStrategy; 3] {
+    use burn_gmt::MaskStrategy;
+    [
+        MaskStrategy::Magnitude,
+        MaskStrategy::Random {
+            seed,
+            rescale: true,
+        },
+        MaskStrategy::Hft { seed, stage_steps },
+    ]
+}
