@@ -202,18 +202,20 @@ struct Method {
     times: Vec<Timing>,
 }
 
-/// Median step times of the three methods.
+/// Median step times of the three methods, and of the untimed setup's copy of all gradients.
 struct Medians {
+    copy: Duration,
     sft: Duration,
     wrapper: Duration,
     grad_mask: Duration,
 }
 
 impl Medians {
-    fn of(methods: &[Method; 3], pick: impl Fn(&Timing) -> Duration) -> Self {
+    fn of(copies: &[Timing], methods: &[Method; 3], pick: impl Fn(&Timing) -> Duration) -> Self {
         let [sft, wrapper, grad_mask] =
             std::array::from_fn(|i| median(methods[i].times.iter().map(&pick).collect()));
         Self {
+            copy: median(copies.iter().map(&pick).collect()),
             sft,
             wrapper,
             grad_mask,
@@ -269,7 +271,13 @@ fn run(preset: &Preset, device: &Device, steps: usize) -> Row {
     ];
     device.sync().expect("device sync");
 
+    let mut copies = Vec::new();
     for step in 0..WARM_UP + steps {
+        // What one pass over all the gradients costs (the masks make 3 or 4).
+        let copy = time_once(device, &mut || (), &mut |()| fresh_grads(&grads));
+        if step >= WARM_UP {
+            copies.push(copy);
+        }
         for method in &mut methods {
             let timing = time_once(
                 device,
@@ -299,8 +307,8 @@ fn run(preset: &Preset, device: &Device, steps: usize) -> Row {
             .kept_fraction(),
     );
     Row {
-        wall: Medians::of(&methods, |t| t.wall),
-        cpu: Medians::of(&methods, |t| t.cpu),
+        wall: Medians::of(&copies, &methods, |t| t.wall),
+        cpu: Medians::of(&copies, &methods, |t| t.cpu),
         kept,
     }
 }
@@ -329,15 +337,16 @@ fn main() {
         "- SFT: `AdamWConfig::new().init()`; wrapper: `AdamWConfig::new().build()\
          .with_grad_mask({RATIO})` in a `ModuleOptimizer`; grad-mask: `GradMaskConfig::new({RATIO})\
          .init()`, `mask.apply` then the SFT optimizer's step\n\
-         - times are wall-clock medians; CPU / SFT: the same ratios in CPU time of the whole \
+         - copy: a copy of all gradients, one pass (what the setup of each step does, untimed \
+         there); times are wall-clock medians; CPU / SFT: the same ratios in CPU time of the whole \
          process (all threads), which other processes on a shared machine do not inflate\n\
          - kept: fraction of gradient entries kept at the last step (wrapper / grad-mask)\n"
     );
     println!(
-        "| backend | preset | tensors | parameters | SFT (ms) | wrapper (ms) | grad-mask (ms) \
+        "| backend | preset | tensors | parameters | copy (ms) | SFT (ms) | wrapper (ms) | grad-mask (ms) \
          | wrapper / SFT | grad-mask / SFT | CPU: wrapper / SFT | CPU: grad-mask / SFT | kept |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     std::io::stdout().flush().unwrap();
 
     let mut last = None;
@@ -353,8 +362,9 @@ fn main() {
                 let (wrapper, grad_mask) = row.wall.overheads();
                 let (cpu_wrapper, cpu_grad_mask) = row.cpu.overheads();
                 println!(
-                    "{head} {:.1} | {:.1} | {:.1} | {wrapper:.3} | {grad_mask:.3} \
+                    "{head} {:.1} | {:.1} | {:.1} | {:.1} | {wrapper:.3} | {grad_mask:.3} \
                      | {cpu_wrapper:.3} | {cpu_grad_mask:.3} | {:.3} / {:.3} |",
+                    ms(row.wall.copy),
                     ms(row.wall.sft),
                     ms(row.wall.wrapper),
                     ms(row.wall.grad_mask),
@@ -363,7 +373,10 @@ fn main() {
                 );
                 last = Some((wrapper, grad_mask));
             }
-            Err(message) => println!("{head} failed: {} | | | | | | | |", failure_cause(&message)),
+            Err(message) => println!(
+                "{head} failed: {} | | | | | | | | |",
+                failure_cause(&message)
+            ),
         }
         std::io::stdout().flush().unwrap();
     }
