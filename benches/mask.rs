@@ -24,16 +24,22 @@
 //! run once untimed first, so kernel compilation is not timed. The gradient is generated on the
 //! host from a fixed hash, so the parent and the sort child see the same values.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_gmt::GradMaskConfig;
 use burn_gmt::kernels::random::mix64;
+use common::{
+    catch_quietly, describe, env_flag_off, failure_cause, fresh, median, ms, open_backends, probe,
+    time, time_once,
+};
 
 /// Memory passes over the gradient that our f32 mask makes: 2 histogram read passes (radix
 /// select over the 32 bits of |g|, 16 bits a pass) + 1 read/write masking pass = 3 reads and
@@ -53,100 +59,6 @@ const SORT_CHILD: &str = "GMT_BENCH_SORT_CHILD";
 #[derive(Module, Debug)]
 struct One {
     weight: Param<Tensor<1>>,
-}
-
-/// The backends compiled into this build, in table order.
-const COMPILED: &[&str] = &[
-    #[cfg(feature = "flex")]
-    "flex",
-    #[cfg(feature = "ndarray")]
-    "ndarray",
-    #[cfg(feature = "wgpu")]
-    "wgpu",
-    #[cfg(feature = "cuda")]
-    "cuda",
-    #[cfg(feature = "rocm")]
-    "rocm",
-];
-
-/// The device of a backend compiled in (`None` for a name not compiled in). Opening a GPU
-/// device may panic when there is none: see [`probe`].
-fn device_of(name: &str) -> Option<Device> {
-    match name {
-        #[cfg(feature = "flex")]
-        "flex" => Some(Device::flex()),
-        #[cfg(feature = "ndarray")]
-        #[allow(deprecated)]
-        // burn-ndarray is deprecated upstream, but our users still run it.
-        "ndarray" => Some(Device::ndarray()),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Some(Device::wgpu(Default::default())),
-        #[cfg(feature = "cuda")]
-        "cuda" => Some(Device::cuda(0)),
-        #[cfg(feature = "rocm")]
-        "rocm" => Some(Device::rocm(0)),
-        _ => None,
-    }
-}
-
-/// `f`'s result, or the message it panicked with (the panic itself kept quiet).
-fn catch_quietly<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
-    result.map_err(|payload| {
-        payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "panic".into())
-    })
-}
-
-/// The device of `name` after a small round trip on it, or why not. Panics while opening a
-/// device (no adapter, no libcuda) are caught and kept quiet.
-fn probe(name: &str) -> Result<Device, String> {
-    if !COMPILED.contains(&name) {
-        return Err(format!("not compiled in: build with --features {name}"));
-    }
-    catch_quietly(|| {
-        let device = device_of(name).expect("compiled in");
-        let t = Tensor::<1>::from_floats([1.0, 2.0], &device);
-        let _ = t.sum().into_scalar::<f32>();
-        device.sync().expect("device sync");
-        device
-    })
-    .map_err(|message| {
-        let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        match name {
-            "wgpu" => "no adapter".to_string(),
-            "cuda" => format!("no CUDA device: {}", first.trim()),
-            "rocm" => format!("no ROCm device: {}", first.trim()),
-            _ => format!("failed to open: {}", first.trim()),
-        }
-    })
-}
-
-/// What the device is, for the header: CPU, GPU, or a software GPU (lavapipe) on the CPU.
-fn describe(name: &str, _device: &Device) -> String {
-    match name {
-        "flex" | "ndarray" => "CPU".to_string(),
-        #[cfg(any(feature = "wgpu", feature = "cuda", feature = "rocm"))]
-        _ => match _device.identity() {
-            Some(id) if id.physical.is_none() || id.name.to_lowercase().contains("llvmpipe") => {
-                format!(
-                    "software GPU on the CPU ({}): absolute figures are CPU figures, the \
-                     ratios are what count",
-                    id.name
-                )
-            }
-            Some(id) => format!("GPU ({})", id.name),
-            None => "GPU".to_string(),
-        },
-        #[cfg(not(any(feature = "wgpu", feature = "cuda", feature = "rocm")))]
-        _ => "GPU".to_string(),
-    }
 }
 
 /// The benchmark gradient: `n` normal-ish f32 values (Box–Muller on a SplitMix64 hash of the
@@ -201,56 +113,9 @@ fn check(values: &[f32], masked: Tensor<1>) -> String {
     }
 }
 
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
-/// One run of `run` on input from `setup`; only `run` and the sync after it are timed.
-fn time_once<I, O>(
-    device: &Device,
-    setup: &mut impl FnMut() -> I,
-    run: &mut impl FnMut(I) -> O,
-) -> Duration {
-    let input = setup();
-    device.sync().expect("device sync");
-    let start = Instant::now();
-    let out = run(input);
-    device.sync().expect("device sync");
-    let elapsed = start.elapsed();
-    drop(out);
-    elapsed
-}
-
-/// Median time of `run` over `reps` repetitions after one warm-up, each on fresh input from
-/// `setup`.
-fn time<I, O>(
-    device: &Device,
-    reps: usize,
-    mut setup: impl FnMut() -> I,
-    mut run: impl FnMut(I) -> O,
-) -> Duration {
-    time_once(device, &mut setup, &mut run);
-    median(
-        (0..reps)
-            .map(|_| time_once(device, &mut setup, &mut run))
-            .collect(),
-    )
-}
-
-/// A uniquely owned copy of `g` (what a backward pass hands the optimizer): one read and one
-/// write of the gradient.
-fn fresh(g: &Tensor<1>) -> Tensor<1> {
-    g.clone().mul_scalar(1.0)
-}
-
 /// Burn's way to a threshold: sort |g| and take the k-th entry.
 fn sort_threshold(g: Tensor<1>, k: usize) -> TensorData {
     g.abs().sort(0).slice(k..k + 1).into_data()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// The sort child: time the sort baseline on `backend:n` and report on stdout, one line per
@@ -271,7 +136,7 @@ fn sort_child(spec: &str) {
     report("ready".into());
     let mut setup = || g.clone();
     let mut run = |g| sort_threshold(g, k);
-    let warm = time_once(&device, &mut setup, &mut run);
+    let warm = time_once(&device, &mut setup, &mut run).wall;
     report(format!("run_ms={}", ms(warm)));
     let reps = if warm > Duration::from_secs(5) {
         1
@@ -280,7 +145,7 @@ fn sort_child(spec: &str) {
     };
     let times: Vec<Duration> = (0..reps)
         .map(|_| {
-            let t = time_once(&device, &mut setup, &mut run);
+            let t = time_once(&device, &mut setup, &mut run).wall;
             report(format!("run_ms={}", ms(t)));
             t
         })
@@ -347,10 +212,6 @@ fn sort_in_child(backend: &str, n: usize, timeout: Duration) -> Result<Duration,
     outcome
 }
 
-fn env_flag_off(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v == "0")
-}
-
 fn sizes() -> Vec<usize> {
     std::env::var("GMT_BENCH_SIZES").ok().map_or_else(
         || DEFAULT_SIZES.to_vec(),
@@ -372,15 +233,6 @@ fn main() {
         return;
     }
     let sizes = sizes();
-    let requested: Vec<String> = std::env::var("GMT_BENCH_BACKENDS").map_or_else(
-        |_| COMPILED.iter().map(|s| s.to_string()).collect(),
-        |s| {
-            s.split(',')
-                .map(|b| b.trim().to_lowercase())
-                .filter(|b| !b.is_empty())
-                .collect()
-        },
-    );
     let with_sort = !env_flag_off("GMT_BENCH_SORT");
     let with_check = !env_flag_off("GMT_BENCH_CHECK");
     let timeout = Duration::from_secs_f64(
@@ -391,13 +243,7 @@ fn main() {
             }),
     );
 
-    let mut backends = Vec::new();
-    for name in &requested {
-        match probe(name) {
-            Ok(device) => backends.push((name.clone(), device)),
-            Err(why) => println!("skipped: {name} ({why})"),
-        }
-    }
+    let backends = open_backends();
 
     println!(
         "\nGMT per-tensor mask, f32, ratio {RATIO}: median of 11 runs (5 for n > 4M), sort: \
@@ -426,16 +272,7 @@ fn main() {
                 Ok(row) => println!("{row}"),
                 Err(message) => {
                     // The innermost cause is the telling line (e.g. a buffer size limit).
-                    let cause = message
-                        .lines()
-                        .map(str::trim)
-                        .rfind(|l| {
-                            !l.is_empty()
-                                && !l.starts_with("Caused by")
-                                && !l.starts_with("Asked at")
-                                && !l.to_lowercase().contains("backtrace")
-                        })
-                        .unwrap_or("");
+                    let cause = failure_cause(&message);
                     println!("| {name} | {n} | failed: {cause} | | | | | | | |");
                 }
             }

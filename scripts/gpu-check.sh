@@ -3,6 +3,22 @@
 #
 #   scripts/gpu-check.sh            # everything: build, tests, benchmark
 #   scripts/gpu-check.sh build      # or one stage: build | test | bench (several may be given)
+#   scripts/gpu-check.sh --bundle gpu-bundle/gmt-gpu-bundle.tar.xz   # no build: see below
+#
+# With --bundle PATH (the bundle of scripts/gpu-bundle.sh, its .tar.xz or the extracted
+# directory), nothing is built and no network or Rust toolchain is needed: it runs, from the
+# bundle, the GPU test binaries (BURN_DEVICE=cuda, GMT_REQUIRE_GPU=1), the mask benchmark
+# (cuda, wgpu), the step benchmark (wgpu then cuda, so its last line is cuda's), the PyTorch
+# anchor (scripts/torch_anchor.py, when python3 has torch) and a smoke run of the GMT study on
+# cuda, each under a time-out and all within GMT_CHECK_BUDGET_S (default 450 s), then prints
+# the test totals and every table last. The bundle's binaries leave LLVM symbols unresolved
+# (NVRTC never calls them): its lib/libllvmstub.so is LD_PRELOADed. CUDA_PATH defaults to
+# /usr/local/cuda; the directory of libnvrtc.so (never a stubs/ directory, whose libcuda.so
+# stub fails) is put on LD_LIBRARY_PATH, and the bundle's libvulkan.so.1 when the machine has
+# no Vulkan loader. Environment: GMT_BENCH_SIZES (mask benchmark and anchor sizes; default
+# 4096 to 45M), GMT_STEP_PRESET (default full), GMT_CHECK_STUDY_PRESET (default smoke),
+# GMT_CHECK_LLM_ARGS (arguments to run the llm example with, when the bundle has it; not run
+# otherwise: it needs a model file).
 #
 # 1. prints the GPU (`nvidia-smi`) and what the CUDA run time will find;
 # 2. builds the workspace and every target with `--features cuda` (flex stays on);
@@ -46,6 +62,7 @@
 # when $OUT is set, else a temporary directory).
 set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true
+caller_dir=$PWD
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/burn-gmt-target}"
@@ -59,14 +76,25 @@ else
 fi
 mkdir -p "$log_dir"
 
-stages=("$@")
-[[ ${#stages[@]} -eq 0 ]] && stages=(build test bench)
-for stage in "${stages[@]}"; do
-    case $stage in
-        build | test | bench) ;;
-        *) echo "unknown stage '$stage' (build, test, bench)" >&2; exit 2 ;;
+bundle=""
+stages=()
+while (($# > 0)); do
+    case $1 in
+        --bundle)
+            [[ $# -ge 2 ]] || { echo "--bundle needs a path" >&2; exit 2; }
+            bundle=$2
+            shift 2
+            ;;
+        build | test | bench) stages+=("$1"); shift ;;
+        *) echo "unknown argument '$1' (build, test, bench, --bundle PATH)" >&2; exit 2 ;;
     esac
 done
+if [[ -n $bundle && ${#stages[@]} -gt 0 ]]; then
+    echo "--bundle runs everything from the bundle: no stages with it" >&2
+    exit 2
+fi
+[[ ${#stages[@]} -eq 0 ]] && stages=(build test bench)
+[[ -z $bundle || $bundle == /* ]] || bundle=$caller_dir/$bundle
 wants() { [[ " ${stages[*]} " == *" $1 "* ]]; }
 
 section() { printf '\n=== %s ===\n' "$*"; }
@@ -84,8 +112,12 @@ cudarc_version_for() {
 
 section "machine"
 echo "repo: $(pwd) @ $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR, logs in $log_dir"
-cargo --version
+if [[ -n $bundle ]]; then
+    echo "bundle: $bundle, logs in $log_dir"
+else
+    echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR, logs in $log_dir"
+    cargo --version
+fi
 if command -v nvidia-smi >/dev/null; then
     nvidia-smi || true
     driver_cuda=$(nvidia-smi 2>/dev/null | grep -oE 'CUDA Version: [0-9]+\.[0-9]+' | head -1 |
@@ -120,15 +152,171 @@ else
         "cubecl-cuda cannot compile kernels (set CUDA_PATH)"
 fi
 
-llvm_dir=${XDG_DATA_HOME:-$HOME/.local/share}/tracel/tracel-llvm-23.1.0-4
-if [[ -e $llvm_dir/.tracel-llvm-installed ]]; then
-    echo "LLVM bundle (cubecl-llvm): $llvm_dir"
-else
-    echo "NOTE: no LLVM bundle in $llvm_dir: the cuda build downloads it from github.com" \
-        "(tracel-llvm v23.1.0-4) and fails offline; see the comment at the top of this script"
+if [[ -z $bundle ]]; then
+    llvm_dir=${XDG_DATA_HOME:-$HOME/.local/share}/tracel/tracel-llvm-23.1.0-4
+    if [[ -e $llvm_dir/.tracel-llvm-installed ]]; then
+        echo "LLVM bundle (cubecl-llvm): $llvm_dir"
+    else
+        echo "NOTE: no LLVM bundle in $llvm_dir: the cuda build downloads it from github.com" \
+            "(tracel-llvm v23.1.0-4) and fails offline; see the comment at the top of this script"
+    fi
 fi
 
+# A benchmark's own report from its log (skipped backends, header, device lines, table and
+# closing line), from the line matching $2 on.
+bench_report() {
+    sed -n "/^skipped: /p; /$2/,\$p" "$1" |
+        grep -E '^(skipped: |GMT |One |PyTorch |torch |- |\||$|step overhead:)' || true
+}
+
+# Test totals over cargo test logs.
+test_totals() {
+    awk '/^test result:/ { p += $4; f += $6; i += $8 }
+         END { printf "tests: %d passed, %d failed, %d ignored\n", p, f, i }' "$@"
+}
+
+# Whether the mask benchmark's log shows cuda run and every cuda mask exact; says why not.
+mask_bench_ok() {
+    local ok=0
+    if grep -q '^skipped: cuda' "$1"; then
+        echo "FAILED: the benchmark found no CUDA device (see 'skipped: cuda' below)"
+        ok=1
+    fi
+    if grep -E '^\| cuda \|' "$1" | grep -q '| NO'; then
+        echo "FAILED: the cuda mask differs from the host selection ('exact' column)"
+        ok=1
+    fi
+    return "$ok"
+}
+
+# The directory holding libnvrtc.so: the toolkit's, the system's, or the nvidia-cuda-nvrtc
+# wheel's; never a stubs/ directory.
+nvrtc_dir() {
+    local dir
+    for dir in "$CUDA_PATH/targets/x86_64-linux/lib" "$CUDA_PATH/lib64" \
+        /usr/local/cuda*/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+        if compgen -G "$dir/libnvrtc.so*" >/dev/null; then
+            echo "$dir"
+            return
+        fi
+    done
+    dir=$(ldconfig -p 2>/dev/null | grep -oE '/[^ ]*libnvrtc\.so[.0-9]*' | grep -v /stubs/ |
+        head -1 || true)
+    if [[ -n $dir ]]; then
+        dirname "$dir"
+        return
+    fi
+    python3 -c 'import nvidia.cuda_nvrtc, os; print(os.path.join(nvidia.cuda_nvrtc.__path__[0], "lib"))' \
+        2>/dev/null || true
+}
+
+# Bundle mode: everything from the bundle, each step under a time-out within one budget.
+run_bundle() {
+    local root=$bundle
+    if [[ -f $bundle ]]; then
+        local unpack
+        unpack=$(mktemp -d)
+        echo "unpacking $bundle"
+        tar -C "$unpack" -xJf "$bundle"
+        root=$unpack/gmt-gpu-bundle
+    fi
+    [[ -f $root/MANIFEST.txt ]] || { echo "no bundle at $bundle (MANIFEST.txt missing)" >&2; exit 2; }
+    sed -n '1,/^$/p' "$root/MANIFEST.txt"
+
+    export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
+    local nvrtc
+    nvrtc=$(nvrtc_dir)
+    if [[ -n $nvrtc ]]; then
+        export LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    else
+        echo "WARNING: no libnvrtc.so found: cuda cannot compile kernels (set LD_LIBRARY_PATH)"
+    fi
+    if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' && [[ -f $root/lib/libvulkan.so.1 ]]; then
+        export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$root/lib"
+        echo "Vulkan loader: the bundle's"
+    fi
+    echo "CUDA_PATH=$CUDA_PATH LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+    # Only the Rust binaries get the stub: its LLVM symbols must not stand in for others'.
+    local rust_env=(env "LD_PRELOAD=$root/lib/libllvmstub.so" BURN_DEVICE=cuda GMT_REQUIRE_GPU=1)
+    local sizes=${GMT_BENCH_SIZES:-4096,65536,1048576,16777216,45000000}
+    local deadline=$((${GMT_CHECK_BUDGET_S:-450}))
+    local -a summary=()
+    local -a test_logs=()
+
+    # run_step NAME TIME-OUT LOG COMMAND...: the time-out shrinks to what the budget has left.
+    run_step() {
+        local name=$1 limit=$2 log=$3 rc=0 begin=$SECONDS
+        shift 3
+        local left=$((deadline - SECONDS))
+        if ((left < 20)); then
+            summary+=("$name: skipped (the ${deadline} s budget is spent)")
+            echo "skipped: no time left" >"$log"
+            return 0
+        fi
+        ((limit > left)) && limit=$left
+        section "$name (time-out $limit s)"
+        timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$log" || rc=$?
+        local verdict=ok
+        if ((rc == 124 || rc == 137)); then
+            verdict="TIMED OUT after $limit s"
+        elif ((rc != 0)); then
+            verdict="FAILED (exit $rc)"
+        fi
+        [[ $verdict == ok ]] || status=1
+        summary+=("$name: $verdict in $((SECONDS - begin)) s")
+    }
+
+    local bin
+    for bin in "$root"/bin/tests/*; do
+        local name
+        name=$(basename "$bin")
+        test_logs+=("$log_dir/test-$name.log")
+        run_step "tests/$name.rs" 150 "$log_dir/test-$name.log" "${rust_env[@]}" "$bin"
+    done
+    run_step "mask benchmark" 100 "$log_dir/bench-mask.log" "${rust_env[@]}" \
+        GMT_BENCH_BACKENDS="${GMT_BENCH_BACKENDS:-cuda,wgpu}" GMT_BENCH_SIZES="$sizes" \
+        GMT_BENCH_SORT="${GMT_BENCH_SORT:-0}" "$root/bin/benches/mask"
+    mask_bench_ok "$log_dir/bench-mask.log" || status=1
+    run_step "step benchmark" 120 "$log_dir/bench-step.log" "${rust_env[@]}" \
+        GMT_BENCH_BACKENDS="${GMT_STEP_BACKENDS:-wgpu,cuda}" \
+        GMT_STEP_PRESET="${GMT_STEP_PRESET:-full}" "$root/bin/benches/step"
+    if python3 -c 'import torch' 2>/dev/null; then
+        run_step "PyTorch anchor" 60 "$log_dir/torch.log" \
+            python3 "$root/scripts/torch_anchor.py" --sizes "$sizes" \
+            --preset "${GMT_STEP_PRESET:-full}"
+    else
+        summary+=("PyTorch anchor: skipped (python3 has no torch here)")
+        echo "skipped: python3 has no torch here" >"$log_dir/torch.log"
+    fi
+    local preset=${GMT_CHECK_STUDY_PRESET:-smoke}
+    run_step "GMT study (cuda, preset $preset, 1 seed)" 60 "$log_dir/study.log" \
+        "${rust_env[@]}" "$root/bin/examples/gmt_study" --device cuda --preset "$preset" \
+        --seeds 1 --out "$log_dir/study"
+    if [[ -x $root/bin/examples/llm && -n ${GMT_CHECK_LLM_ARGS:-} ]]; then
+        local -a llm_args
+        read -r -a llm_args <<<"$GMT_CHECK_LLM_ARGS"
+        run_step "llm example" 120 "$log_dir/llm.log" "${rust_env[@]}" \
+            "$root/bin/examples/llm" "${llm_args[@]}"
+    fi
+
+    section "summary (logs in $log_dir)"
+    printf '%s\n' "${summary[@]}"
+    test_totals "${test_logs[@]}"
+    section "mask benchmark"
+    bench_report "$log_dir/bench-mask.log" '^GMT per-tensor mask'
+    section "step benchmark"
+    bench_report "$log_dir/bench-step.log" '^One AdamW step'
+    section "PyTorch anchor"
+    bench_report "$log_dir/torch.log" '^torch '
+    grep '^skipped: python3' "$log_dir/torch.log" || true
+}
+
 status=0
+if [[ -n $bundle ]]; then
+    run_bundle
+    exit "$status"
+fi
+
 if wants build; then
     section "build (--features cuda)"
     start=$SECONDS
@@ -148,8 +336,7 @@ if wants test; then
         test_result=FAILED
         status=1
     fi
-    awk '/^test result:/ { p += $4; f += $6; i += $8 }
-         END { printf "tests: %d passed, %d failed, %d ignored\n", p, f, i }' "$log_dir/test.log"
+    test_totals "$log_dir/test.log"
     echo "tests: $test_result in $((SECONDS - start)) s"
 fi
 
@@ -163,18 +350,9 @@ if wants bench; then
         bench_result=FAILED
         status=1
     fi
-    if grep -q '^skipped: cuda' "$log_dir/bench.log"; then
-        echo "FAILED: the benchmark found no CUDA device (see 'skipped: cuda' below)"
-        status=1
-    fi
-    if grep -E '^\| cuda \|' "$log_dir/bench.log" | grep -q '| NO'; then
-        echo "FAILED: the cuda mask differs from the host selection ('exact' column)"
-        status=1
-    fi
+    mask_bench_ok "$log_dir/bench.log" || status=1
     echo "benchmark: $bench_result in $((SECONDS - start)) s"
     section "benchmark table"
-    # The benchmark's own report: skipped backends, header, device lines and the table.
-    sed -n '/^skipped: /p; /^GMT per-tensor mask/,$p' "$log_dir/bench.log" |
-        grep -E '^(skipped: |GMT |- |\||$)' || true
+    bench_report "$log_dir/bench.log" '^GMT per-tensor mask'
 fi
 exit "$status"
