@@ -1,7 +1,5 @@
 //! A small decoder-only transformer language model, trained through burn-train.
 
-use std::sync::{Arc, Mutex};
-
 use burn::module::Module;
 use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -13,9 +11,9 @@ use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
-use burn_gmt::GradMask;
 
 use crate::data::{LmBatch, PAD, SEQ_LEN, VOCAB};
+use crate::methods::{SharedMask, masked_step};
 
 #[derive(burn::config::Config, Debug)]
 pub struct LmConfig {
@@ -84,10 +82,6 @@ impl TinyLm {
     }
 }
 
-/// A GradMask shared between the training loop and whoever reads its statistics.
-#[derive(Clone, Debug)]
-pub struct SharedMask(pub Arc<Mutex<GradMask>>);
-
 /// The model burn-train trains: the LM, plus the module-level mask when the method uses one.
 #[derive(Module, Debug)]
 pub struct StudyModel {
@@ -105,22 +99,15 @@ impl TrainStep for StudyModel {
         TrainOutput::new(self, item.loss.backward(), item)
     }
 
-    /// burn-train hands over the gradients accumulated over `grads_accumulation` micro-batches:
-    /// the module-level mask (global threshold, per-layer HFT) applies to them here.
+    /// The module-level mask, when the method has one, masks the accumulated gradients.
     fn optimize(
         self,
         optim: &mut ModuleOptimizer,
         lr: ModuleLearningRate,
         grads: GradientsParams,
     ) -> Self {
-        match self.mask.clone() {
-            Some(mask) => mask
-                .0
-                .lock()
-                .expect("mask lock")
-                .step(optim, lr, self, grads),
-            None => optim.step(lr, self, grads),
-        }
+        let mask = self.mask.clone();
+        masked_step(mask.as_ref(), optim, lr, self, grads)
     }
 }
 

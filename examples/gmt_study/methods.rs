@@ -1,0 +1,147 @@
+//! The fine-tuning methods compared (SFT, GMT per tensor and with a global threshold, random
+//! masks, HFT) and how each is set up with burn-gmt. Shared with the LLM example
+//! (`examples/llm`), which includes this file.
+
+use std::sync::{Arc, Mutex};
+
+use burn::module::Module;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStrategy, WithGradMask};
+
+use super::metric::StatsSource;
+
+/// A fine-tuning method.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Method {
+    /// Plain supervised fine-tuning.
+    Sft,
+    /// GMT: the smallest-|g| fraction `r` of each gradient tensor is zeroed.
+    Gmt(f64),
+    /// GMT with one threshold over the whole model.
+    GmtGlobal(f64),
+    /// A random fraction `r` of each gradient tensor is zeroed (the control for GMT).
+    Random(f64),
+    /// Half Fine-Tuning: half of the tensors of each layer frozen, re-drawn every stage.
+    Hft,
+}
+
+impl Method {
+    /// Name in tables, logs and folder names.
+    pub fn name(&self) -> String {
+        match self {
+            Method::Sft => "SFT".into(),
+            Method::Gmt(r) => format!("GMT r={r}"),
+            Method::GmtGlobal(r) => format!("GMT global r={r}"),
+            Method::Random(r) => format!("Random mask r={r}"),
+            Method::Hft => "HFT (half of each layer)".into(),
+        }
+    }
+
+    /// The mask ratio, for the methods that have one.
+    pub fn ratio(&self) -> Option<f64> {
+        match self {
+            Method::Gmt(r) | Method::GmtGlobal(r) | Method::Random(r) => Some(*r),
+            Method::Sft | Method::Hft => None,
+        }
+    }
+}
+
+/// A [`GradMask`] shared between the training step and the metrics that read its statistics.
+#[derive(Clone, Debug)]
+pub struct SharedMask(pub Arc<Mutex<GradMask>>);
+
+/// One optimizer step of `module`, through the module-level mask when there is one. Called
+/// from `TrainStep::optimize`, which burn-train hands the gradients accumulated over
+/// `grads_accumulation` micro-batches: the mask (global threshold, per-layer HFT) applies to
+/// them.
+pub fn masked_step<M: Module>(
+    mask: Option<&SharedMask>,
+    optim: &mut ModuleOptimizer,
+    lr: ModuleLearningRate,
+    module: M,
+    grads: GradientsParams,
+) -> M {
+    match mask {
+        Some(mask) => mask
+            .0
+            .lock()
+            .expect("mask lock")
+            .step(optim, lr, module, grads),
+        None => optim.step(lr, module, grads),
+    }
+}
+
+/// The optimizer, the module-level mask (global GMT, HFT) and the source of mask statistics of
+/// `method`, over `adamw`. `seed` varies the random draws; HFT re-draws its frozen half every
+/// `hft_stage_steps` optimizer steps.
+pub fn method_parts(
+    method: Method,
+    adamw: &AdamWConfig,
+    seed: u64,
+    hft_stage_steps: u64,
+) -> (ModuleOptimizer, Option<SharedMask>, Option<StatsSource>) {
+    let module_level = |config: GradMaskConfig| {
+        let mask = SharedMask(Arc::new(Mutex::new(
+            config.init().expect("valid mask config"),
+        )));
+        let reader = mask.clone();
+        let stats: StatsSource =
+            Arc::new(move || Some(reader.0.lock().expect("mask lock").last_stats().clone()));
+        (adamw.init(), Some(mask), Some(stats))
+    };
+    let per_tensor = |config: GradMaskConfig| {
+        let wrapped = adamw.build().with_grad_mask_config(config);
+        let handle = wrapped.stats_handle();
+        let stats: StatsSource = Arc::new(move || Some(handle.latest()));
+        (ModuleOptimizer::from(wrapped), None, Some(stats))
+    };
+    match method {
+        Method::Sft => (adamw.init(), None, None),
+        Method::Gmt(r) => per_tensor(GradMaskConfig::new(r)),
+        Method::Random(r) => {
+            per_tensor(GradMaskConfig::new(r).with_strategy(MaskStrategy::Random {
+                seed: 1000 + seed,
+                rescale: false,
+            }))
+        }
+        Method::GmtGlobal(r) => module_level(GradMaskConfig::new(r).with_scope(MaskScope::Global)),
+        Method::Hft => module_level(GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft {
+            seed: 2000 + seed,
+            stage_steps: hft_stage_steps.max(1),
+        })),
+    }
+}
+
+/// The device named on the command line; `example` names the example in the hint to build
+/// with the right feature.
+pub fn device_by_name(name: &str, example: &str) -> Result<burn::tensor::Device, String> {
+    use burn::tensor::Device;
+    let missing = |feature: &str| {
+        Err(format!(
+            "device `{name}` needs the `{feature}` feature: cargo run --example {example} --features {feature} -- ... --device {name}"
+        ))
+    };
+    match name {
+        #[cfg(feature = "flex")]
+        "flex" => Ok(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        "ndarray" => Ok(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Device::wgpu(Default::default())),
+        #[cfg(feature = "vulkan")]
+        "vulkan" => Ok(Device::vulkan(Default::default())),
+        #[cfg(feature = "metal")]
+        "metal" => Ok(Device::metal(Default::default())),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(Device::cuda(0)),
+        #[cfg(feature = "rocm")]
+        "rocm" => Ok(Device::rocm(0)),
+        #[allow(unreachable_patterns)] // each name is matched above when its feature is on
+        "flex" | "ndarray" | "wgpu" | "vulkan" | "metal" | "cuda" | "rocm" => missing(name),
+        other => Err(format!(
+            "unknown device `{other}` (flex, ndarray, wgpu, vulkan, metal, cuda, rocm)"
+        )),
+    }
+}
