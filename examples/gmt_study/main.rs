@@ -30,8 +30,8 @@ use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 
 use data::{PAD, Problem};
-use metric::{MaskStat, MaskStatMetric, StatsSource};
 use methods::{Method, SharedMask, device_by_name, method_parts};
+use metric::{MaskStat, MaskStatMetric, StatsSource};
 use model::{LmConfig, StudyModel, TinyLm};
 use report::Row;
 
@@ -323,8 +323,7 @@ fn main() {
         let train_set = data::split(data::TARGET, false, preset.finetune_items, 100 + seed);
         for (method, row) in methods.iter().zip(rows.iter_mut()) {
             println!("\n== fine-tuning: {} (seed {seed})", method.name());
-            let (optim, mask, stats) =
-                method_parts(*method, &adamw(), seed, stage_steps);
+            let (optim, mask, stats) = method_parts(*method, &adamw(), seed, stage_steps);
             let final_stats = stats.clone();
             let dir = out.join(format!(
                 "runs/{}-seed{seed}",

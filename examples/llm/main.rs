@@ -18,8 +18,8 @@ use burn_gmt_llm::experiment::{FinetuneArgs, run};
 use burn_gmt_llm::generate::greedy;
 use burn_gmt_llm::gguf::Gguf;
 use burn_gmt_llm::model::{Llama, LlamaConfig};
-use burn_gmt_llm::tokenizer::Tokenizer;
 use burn_gmt_llm::study::methods::device_by_name;
+use burn_gmt_llm::tokenizer::Tokenizer;
 use burn_gmt_llm::train::{Schedule, parse_methods};
 
 const HELP: &str = "\
@@ -225,7 +225,10 @@ fn finetune(args: &[String], command: String) -> Result<(), LlmError> {
         schedule,
     };
     let report = run(&args)?;
-    println!("\n{report}\nwrote {}/results.md and the plots", args.out.display());
+    println!(
+        "\n{report}\nwrote {}/results.md and the plots",
+        args.out.display()
+    );
     Ok(())
 }
 
@@ -234,7 +237,11 @@ fn main() {
     let command = format!(
         "cargo run --release --example llm -- {}",
         args.iter()
-            .map(|a| if a.contains(' ') { format!("\"{a}\"") } else { a.clone() })
+            .map(|a| if a.contains(' ') {
+                format!("\"{a}\"")
+            } else {
+                a.clone()
+            })
             .collect::<Vec<_>>()
             .join(" ")
     );

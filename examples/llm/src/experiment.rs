@@ -9,10 +9,12 @@ use burn::tensor::Device;
 use crate::LlmError;
 use crate::gguf::Gguf;
 use crate::model::{Llama, LlamaConfig};
-use crate::study::report::{Points, line_chart, mean_std};
-use crate::task::{Example, Scores, addition_examples, additions, record_probe, score};
-use crate::tokenizer::Tokenizer;
 use crate::study::methods::Method;
+use crate::study::report::{Points, line_chart, mean_std};
+use crate::task::{
+    Example, PROBE_PROMPTS, Scores, addition_examples, additions, record_probe, score,
+};
+use crate::tokenizer::Tokenizer;
 use crate::train::{Schedule, finetune, folder_name};
 
 /// Everything the `finetune` command was asked for.
@@ -54,8 +56,8 @@ struct Row {
     kept: Vec<f64>,
 }
 
-/// Runs the whole experiment and writes `results.md`, `loss_curves.svg` and
-/// `accuracy_vs_forgetting.svg` into `args.out`.
+/// Runs the whole experiment and writes `results.md`, `probe.md` (the recorded answers),
+/// `loss_curves.svg` and `accuracy_vs_forgetting.svg` into `args.out`; returns the table.
 pub fn run(args: &FinetuneArgs) -> Result<String, LlmError> {
     let gguf = Gguf::open(&args.model)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
@@ -88,9 +90,15 @@ pub fn run(args: &FinetuneArgs) -> Result<String, LlmError> {
     let valid: Vec<Example> = test[..test.len().min(2 * args.schedule.batch)].to_vec();
     println!(
         "recording the base model's answers to {} probe prompts",
-        crate::task::PROBE_PROMPTS.len()
+        PROBE_PROMPTS.len()
     );
     let probe = record_probe(&base, &tokenizer, args.probe_tokens, device)?;
+    let mut answers = String::from("# Forgetting probe: the base model's greedy answers\n\n");
+    for (prompt, example) in PROBE_PROMPTS.iter().zip(&probe) {
+        let answer = tokenizer.decode(&example.answer).replace('\n', " ");
+        writeln!(answers, "- {prompt} → {answer}").unwrap();
+    }
+    write_file(&args.out, "probe.md", &answers)?;
     let eval_batch = 16;
     let base_test = score(&base, &test, eval_batch, device)?;
     let base_probe = score(&base, &probe, eval_batch, device)?;
@@ -156,6 +164,15 @@ pub fn run(args: &FinetuneArgs) -> Result<String, LlmError> {
     }
     let report = write_report(args, &rows, &curves, base_test, base_probe)?;
     Ok(report)
+}
+
+/// Writes `text` to `dir/name`.
+fn write_file(dir: &Path, name: &str, text: &str) -> Result<(), LlmError> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|source| LlmError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// burn-train's per-iteration training loss of a run, averaged per optimizer step.
@@ -228,14 +245,11 @@ fn write_report(
         )
         .unwrap();
     }
-    let write = |name: &str, text: &str| {
-        let path = args.out.join(name);
-        std::fs::write(&path, text).map_err(|source| LlmError::Io {
-            path: path.display().to_string(),
-            source,
-        })
-    };
-    write("results.md", &format!("Command: `{}`\n\n{md}", args.command))?;
+    let write = |name: &str, text: &str| write_file(&args.out, name, text);
+    write(
+        "results.md",
+        &format!("Command: `{}`\n\n{md}", args.command),
+    )?;
 
     let series: Vec<(String, Points)> = curves
         .iter()

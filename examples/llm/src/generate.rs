@@ -69,7 +69,6 @@ pub fn greedy(
         let logits: Vec<f32> = model
             .logits(last)
             .into_data()
-            
             .try_into_vec_as::<f32>()
             .map_err(|e| LlmError::Format(format!("reading logits: {e:?}")))?;
         if out.ids.is_empty() {

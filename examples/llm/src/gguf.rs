@@ -71,7 +71,8 @@ impl Gguf {
 
     /// Reads a GGUF file from any seekable reader (a file, or bytes in a cursor).
     pub fn read<R: Read + Seek>(reader: R) -> Result<Self, LlmError> {
-        let mut reader = GGUFFileReader::new(reader).map_err(|e| gguf_error("not a GGUF file", e))?;
+        let mut reader =
+            GGUFFileReader::new(reader).map_err(|e| gguf_error("not a GGUF file", e))?;
         let infos: Vec<(String, Vec<usize>, u32)> = reader
             .tensor_infos()
             .iter()
@@ -147,7 +148,9 @@ impl Gguf {
     fn array(&self, key: &str) -> Result<&[MetadataValue], LlmError> {
         match self.value(key)? {
             MetadataValue::Array(array) => Ok(&array.values),
-            _ => Err(LlmError::Format(format!("metadata `{key}` is not an array"))),
+            _ => Err(LlmError::Format(format!(
+                "metadata `{key}` is not an array"
+            ))),
         }
     }
 
@@ -168,7 +171,9 @@ impl Gguf {
         self.array(key)?
             .iter()
             .map(|v| {
-                integer(v).ok_or_else(|| LlmError::Format(format!("metadata `{key}` holds a non-integer")))
+                integer(v).ok_or_else(|| {
+                    LlmError::Format(format!("metadata `{key}` holds a non-integer"))
+                })
             })
             .collect()
     }
@@ -195,5 +200,58 @@ impl Gguf {
             )));
         }
         dequantize(raw.kind, &raw.bytes, raw.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, tiny_model_file};
+
+    #[test]
+    fn metadata_and_tensors_read_back_from_a_written_file() {
+        let (gguf, weights, _) = tiny_model_file(7);
+        assert_eq!(gguf.string("general.architecture").unwrap(), "llama");
+        assert_eq!(gguf.uint("llama.block_count").unwrap(), testing::LAYERS);
+        assert_eq!(gguf.float("llama.rope.freq_base").unwrap(), testing::THETA);
+        assert_eq!(
+            gguf.strings("tokenizer.ggml.tokens").unwrap().len(),
+            weights.vocab
+        );
+        let types = gguf.ints("tokenizer.ggml.token_type").unwrap();
+        assert_eq!(&types[..4], &[3, 3, 3, 1]);
+        // F16 embedding and F32 matrices come back as the values written.
+        let embd = gguf.raw("token_embd.weight").unwrap();
+        assert_eq!(embd.kind, QuantType::F16);
+        assert_eq!(embd.dims, [testing::D, weights.vocab]);
+        let dims = [testing::D, weights.vocab];
+        assert_eq!(
+            gguf.tensor("token_embd.weight", &dims).unwrap(),
+            weights.get("token_embd.weight")
+        );
+        let q = "blk.1.attn_q.weight";
+        assert_eq!(
+            gguf.tensor(q, &[testing::D, testing::D]).unwrap(),
+            weights.get(q)
+        );
+    }
+
+    #[test]
+    fn missing_or_mismatched_entries_are_named_in_the_error() {
+        let (gguf, _, _) = tiny_model_file(8);
+        let err = gguf.uint("llama.no_such_key").unwrap_err().to_string();
+        assert!(err.contains("llama.no_such_key"), "{err}");
+        let err = gguf.uint("general.architecture").unwrap_err().to_string();
+        assert!(err.contains("not a non-negative integer"), "{err}");
+        let err = gguf
+            .tensor("output_norm.weight", &[3])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("output_norm.weight") && err.contains("[16]"),
+            "{err}"
+        );
+        assert!(gguf.raw("output.weight").is_err());
+        assert!(Gguf::read(std::io::Cursor::new(b"not a gguf file".to_vec())).is_err());
     }
 }

@@ -66,9 +66,9 @@ impl LlamaConfig {
         };
         if config.heads == 0
             || config.kv_heads == 0
-            || config.d_model % config.heads != 0
-            || config.heads % config.kv_heads != 0
-            || config.head_dim() % 2 != 0
+            || !config.d_model.is_multiple_of(config.heads)
+            || !config.heads.is_multiple_of(config.kv_heads)
+            || !config.head_dim().is_multiple_of(2)
         {
             return Err(LlmError::Format(format!(
                 "inconsistent attention sizes: d_model {}, {} heads, {} KV heads",
@@ -141,9 +141,8 @@ impl Block {
             .and_then(|c| c.as_ref())
             .map_or(0, |(k, _)| k.dims()[2]);
         let h = self.attn_norm.forward(x.clone());
-        let split = |t: Tensor<3>, heads: usize| {
-            t.reshape([batch, new, heads, head_dim]).swap_dims(1, 2)
-        };
+        let split =
+            |t: Tensor<3>, heads: usize| t.reshape([batch, new, heads, head_dim]).swap_dims(1, 2);
         let q = rope.apply(split(self.wq.forward(h.clone()), self.heads), start);
         let mut k = rope.apply(split(self.wk.forward(h.clone()), self.kv_heads), start);
         let mut v = split(self.wv.forward(h), self.kv_heads);
@@ -168,7 +167,9 @@ impl Block {
             .swap_dims(1, 2)
             .reshape([batch, new, d_model]);
         let x = x + self.wo.forward(attn);
-        let ffn = self.down.forward(self.ffn.forward(self.ffn_norm.forward(x.clone())));
+        let ffn = self
+            .down
+            .forward(self.ffn.forward(self.ffn_norm.forward(x.clone())));
         x + ffn
     }
 }
@@ -240,7 +241,12 @@ impl Llama {
         for i in 0..layers {
             let name = |part: &str| format!("blk.{i}.{part}.weight");
             let matrix = |part: &str, d_in: usize, d_out: usize| -> Result<Linear, LlmError> {
-                Ok(linear(gguf.tensor(&name(part), &[d_in, d_out])?, d_in, d_out, device))
+                Ok(linear(
+                    gguf.tensor(&name(part), &[d_in, d_out])?,
+                    d_in,
+                    d_out,
+                    device,
+                ))
             };
             blocks.push(Block {
                 attn_norm: rms_norm(gguf.tensor(&name("attn_norm"), &[d])?, config.eps, device),
@@ -306,7 +312,8 @@ impl Llama {
         let hidden = self.hidden(tokens, None);
         let [b, t, d] = hidden.dims();
         let vocab = self.embed.weight.dims()[0];
-        self.logits(hidden.reshape([b * t, d])).reshape([b, t, vocab])
+        self.logits(hidden.reshape([b * t, d]))
+            .reshape([b, t, vocab])
     }
 }
 
@@ -319,10 +326,17 @@ mod tests {
 
     fn logits_of(model: &Llama, tokens: &[u32], device: &Device) -> Vec<f32> {
         let input = Tensor::<2, Int>::from_data(
-            TensorData::new(tokens.iter().map(|&t| i64::from(t)).collect(), [1, tokens.len()]),
+            TensorData::new(
+                tokens.iter().map(|&t| i64::from(t)).collect(),
+                [1, tokens.len()],
+            ),
             device,
         );
-        model.forward(input).into_data().try_into_vec_as::<f32>().unwrap()
+        model
+            .forward(input)
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap()
     }
 
     #[test]
@@ -365,7 +379,10 @@ mod tests {
         // The reference is sensitive to the layout: swapping Q/K rows would be caught.
         let spread = expected[7].iter().cloned().fold(f64::MIN, f64::max)
             - expected[7].iter().cloned().fold(f64::MAX, f64::min);
-        assert!(spread > 1.0, "logits too flat to tell layouts apart: {spread}");
+        assert!(
+            spread > 1.0,
+            "logits too flat to tell layouts apart: {spread}"
+        );
     }
 
     #[test]
@@ -380,7 +397,10 @@ mod tests {
         let mut cache = KvCache::default();
         for (split, chunk) in [(0, &tokens[..4]), (4, &tokens[4..5]), (5, &tokens[5..])] {
             let input = Tensor::<2, Int>::from_data(
-                TensorData::new(chunk.iter().map(|&t| i64::from(t)).collect(), [1, chunk.len()]),
+                TensorData::new(
+                    chunk.iter().map(|&t| i64::from(t)).collect(),
+                    [1, chunk.len()],
+                ),
                 &device,
             );
             let hidden = model.hidden(input, Some(&mut cache));
@@ -388,11 +408,14 @@ mod tests {
             let got: Vec<f32> = model
                 .logits(hidden.reshape([n, d]))
                 .into_data()
-                
                 .try_into_vec_as::<f32>()
                 .unwrap();
             for (i, (g, e)) in got.iter().zip(&full[split * vocab..]).enumerate() {
-                assert!((g - e).abs() < 1e-4, "position {split}+{}: {g} vs {e}", i / vocab);
+                assert!(
+                    (g - e).abs() < 1e-4,
+                    "position {split}+{}: {g} vs {e}",
+                    i / vocab
+                );
             }
         }
         assert_eq!(cache.len(), tokens.len());
@@ -403,7 +426,12 @@ mod tests {
         let device = testing::device();
         let (gguf, _, _) = tiny_model_file(4);
         let config = LlamaConfig::from_gguf(&gguf, 64).unwrap();
-        assert_eq!(Llama::from_gguf(&gguf, &config, Some(1), &device).unwrap().layers(), 1);
+        assert_eq!(
+            Llama::from_gguf(&gguf, &config, Some(1), &device)
+                .unwrap()
+                .layers(),
+            1
+        );
         for bad in [0, 3] {
             let err = Llama::from_gguf(&gguf, &config, Some(bad), &device).unwrap_err();
             assert!(err.to_string().contains("--layers"), "{err}");

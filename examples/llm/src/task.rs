@@ -53,7 +53,10 @@ pub fn additions(held_out: bool, count: usize, seed: u64) -> Vec<(u32, u32)> {
         .flat_map(|a| (10..100u32).map(move |b| (a, b)))
         .filter(|&(a, b)| is_held_out(a, b) == held_out)
         .count();
-    assert!(count <= available, "only {available} distinct questions in this split");
+    assert!(
+        count <= available,
+        "only {available} distinct questions in this split"
+    );
     let mut state = seed ^ u64::from(held_out) << 40;
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(count);
@@ -131,7 +134,11 @@ impl Batcher<Example, LlmBatch> for LlmBatcher {
         let mut positions = Vec::new();
         let mut targets = Vec::new();
         for (row, e) in items.iter().enumerate() {
-            let seq = e.prompt.iter().chain(&e.answer).take(e.prompt.len() + e.answer.len() - 1);
+            let seq = e
+                .prompt
+                .iter()
+                .chain(&e.answer)
+                .take(e.prompt.len() + e.answer.len() - 1);
             for (i, &t) in seq.enumerate() {
                 inputs[row * len + i] = i64::from(t);
             }
@@ -155,7 +162,11 @@ impl Batcher<Example, LlmBatch> for LlmBatcher {
 pub fn answer_logits(model: &Llama, batch: &LlmBatch) -> Tensor<2> {
     let hidden = model.hidden(batch.inputs.clone(), None);
     let [b, t, d] = hidden.dims();
-    model.logits(hidden.reshape([b * t, d]).select(0, batch.positions.clone()))
+    model.logits(
+        hidden
+            .reshape([b * t, d])
+            .select(0, batch.positions.clone()),
+    )
 }
 
 /// Mean cross-entropy of the answer tokens.
@@ -194,7 +205,6 @@ pub fn score(
         tokens += n;
         let read = |t: Tensor<1, Int>| -> Result<Vec<i64>, LlmError> {
             t.into_data()
-                
                 .try_into_vec_as::<i64>()
                 .map_err(|e| LlmError::Format(format!("reading predictions: {e:?}")))
         };
@@ -231,8 +241,14 @@ mod tests {
     fn batches_point_at_the_positions_that_predict_answers() {
         let device = Device::flex();
         let items = vec![
-            Example { prompt: vec![5, 6, 7], answer: vec![8, 9] },
-            Example { prompt: vec![5], answer: vec![4] },
+            Example {
+                prompt: vec![5, 6, 7],
+                answer: vec![8, 9],
+            },
+            Example {
+                prompt: vec![5],
+                answer: vec![4],
+            },
         ];
         let batch = LlmBatcher.batch(items, &device);
         // Row 0 inputs 5 6 7 8 (len 4); row 1 inputs 5, padded.

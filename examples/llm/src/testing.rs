@@ -167,7 +167,10 @@ fn matvec(w: &[f32], x: &[f64], d_out: usize) -> Vec<f64> {
 fn rms_norm(x: &[f64], gamma: &[f32]) -> Vec<f64> {
     let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
     let r = (ms + EPS).sqrt();
-    x.iter().zip(gamma).map(|(v, &g)| v / r * f64::from(g)).collect()
+    x.iter()
+        .zip(gamma)
+        .map(|(v, &g)| v / r * f64::from(g))
+        .collect()
 }
 
 /// Rotates adjacent pairs `(2i, 2i + 1)` of one head by `pos * theta^(-2i / head_dim)`.

@@ -139,9 +139,9 @@ impl Tokenizer {
             .iter()
             .enumerate()
             .map(|(rank, m)| {
-                let (a, b) = m.split_once(' ').ok_or_else(|| {
-                    LlmError::Format(format!("merge `{m}` is not two symbols"))
-                })?;
+                let (a, b) = m
+                    .split_once(' ')
+                    .ok_or_else(|| LlmError::Format(format!("merge `{m}` is not two symbols")))?;
                 Ok(((a.to_string(), b.to_string()), rank))
             })
             .collect::<Result<_, LlmError>>()?;
@@ -367,7 +367,9 @@ pub(crate) mod tests {
     fn gpt2_pre_tokenizer_matches_the_pattern() {
         assert_eq!(
             split_gpt2("Hello world's  end!! 123\n\n  x"),
-            ["Hello", " world", "'s", " ", " end", "!!", " 123", "\n\n ", " x"]
+            [
+                "Hello", " world", "'s", " ", " end", "!!", " 123", "\n\n ", " x"
+            ]
         );
         assert_eq!(split_gpt2("a  \nb"), ["a", "  ", "\n", "b"]);
         assert_eq!(split_gpt2("trailing  "), ["trailing", "  "]);
@@ -408,20 +410,40 @@ pub(crate) mod tests {
         t.default_system = Some("be brief".into());
         let ids = t.chat_prompt("hi").unwrap();
         assert_eq!(ids[0], t.im_start);
-        assert_eq!(
-            t.decode(&ids),
-            "system\nbe brief\nuser\nhi\nassistant\n"
-        );
+        assert_eq!(t.decode(&ids), "system\nbe brief\nuser\nhi\nassistant\n");
         assert_eq!(ids.iter().filter(|&&i| i == t.im_end).count(), 2);
     }
 
     #[test]
     fn default_system_prompt_is_read_from_the_template() {
         let template = "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are SmolLM<|im_end|>\\n' }}{% endif %}";
-        assert_eq!(default_system_prompt(template).as_deref(), Some("You are SmolLM"));
         assert_eq!(
-            default_system_prompt("{{'<|im_start|>system\\n' + message['content'] + '<|im_end|>'}}"),
+            default_system_prompt(template).as_deref(),
+            Some("You are SmolLM")
+        );
+        assert_eq!(
+            default_system_prompt(
+                "{{'<|im_start|>system\\n' + message['content'] + '<|im_end|>'}}"
+            ),
             None
+        );
+    }
+
+    #[test]
+    fn gguf_metadata_gives_the_same_tokenizer_and_the_template_system_prompt() {
+        let (gguf, _, tiny) = crate::testing::tiny_model_file(9);
+        let t = Tokenizer::from_gguf(&gguf).unwrap();
+        assert_eq!(t.default_system.as_deref(), Some("Be brief."));
+        assert!(t.split_digits);
+        assert_eq!(
+            t.encode("hello world 42").unwrap(),
+            tiny.encode("hello world 42").unwrap()
+        );
+        assert_eq!((t.im_start, t.im_end), (1, 2));
+        let prompt = t.chat_prompt("hi").unwrap();
+        assert_eq!(
+            t.decode(&prompt),
+            "system\nBe brief.\nuser\nhi\nassistant\n"
         );
     }
 }

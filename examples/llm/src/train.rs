@@ -128,7 +128,9 @@ impl Schedule {
     fn lr_scheduler(&self) -> Result<ModuleLrScheduler, LlmError> {
         let bad = |e: String| LlmError::Usage(format!("learning-rate schedule: {e}"));
         if self.steps < 2 {
-            return CosineAnnealingLrSchedulerConfig::new(self.lr, 1).init().map_err(bad);
+            return CosineAnnealingLrSchedulerConfig::new(self.lr, 1)
+                .init()
+                .map_err(bad);
         }
         let warmup = (self.steps / 10).max(1);
         SequentialLrSchedulerConfig::new(
@@ -249,7 +251,10 @@ mod tests {
     struct Collect<'a>(&'a mut Vec<f32>);
 
     impl burn::module::ModuleVisitor for Collect<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<D>>,
+        ) {
             self.0
                 .extend(param.val().into_data().try_into_vec_as::<f32>().unwrap());
         }
