@@ -30,9 +30,9 @@ use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 
 use data::{PAD, Problem};
-use methods::{Method, SharedMask, device_by_name, method_parts};
+use methods::{MaskedModel, Method, SharedMask, device_by_name, method_parts};
 use metric::{MaskStat, MaskStatMetric, StatsSource};
-use model::{LmConfig, StudyModel, TinyLm};
+use model::{LmConfig, TinyLm};
 use report::Row;
 
 /// Sizes and schedule of one preset; the same for every method.
@@ -179,7 +179,7 @@ fn train(
     let scheduler = CosineAnnealingLrSchedulerConfig::new(lr, steps)
         .init()
         .expect("valid schedule");
-    let learner = Learner::new(StudyModel { lm, mask }, optim, scheduler);
+    let learner = Learner::new(MaskedModel { model: lm, mask }, optim, scheduler);
     let mut training = SupervisedTraining::new(
         dir,
         loader(train_set, preset.batch, seed, device),
@@ -203,7 +203,7 @@ fn train(
     if let Some(error) = result.error {
         panic!("training failed: {error}");
     }
-    (result.model.lm, elapsed * 1e3 / steps as f64)
+    (result.model.model, elapsed * 1e3 / steps as f64)
 }
 
 /// Exact match (every answer token right under greedy decoding; with a fixed-length answer,

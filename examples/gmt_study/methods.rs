@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use burn::module::Module;
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStrategy, WithGradMask};
 
 use super::metric::StatsSource;
@@ -51,24 +52,59 @@ impl Method {
 #[derive(Clone, Debug)]
 pub struct SharedMask(pub Arc<Mutex<GradMask>>);
 
-/// One optimizer step of `module`, through the module-level mask when there is one. Called
-/// from `TrainStep::optimize`, which burn-train hands the gradients accumulated over
-/// `grads_accumulation` micro-batches: the mask (global threshold, per-layer HFT) applies to
-/// them.
-pub fn masked_step<M: Module>(
-    mask: Option<&SharedMask>,
-    optim: &mut ModuleOptimizer,
-    lr: ModuleLearningRate,
-    module: M,
-    grads: GradientsParams,
-) -> M {
-    match mask {
-        Some(mask) => mask
-            .0
-            .lock()
-            .expect("mask lock")
-            .step(optim, lr, module, grads),
-        None => optim.step(lr, module, grads),
+/// A model the methods fine-tune: a classification loss (on the answer tokens) of a batch.
+pub trait LossModel: Module + burn::module::ModuleDisplay {
+    /// What a training step takes.
+    type Batch: Send + 'static;
+
+    /// The loss and the logits it was computed from.
+    fn loss(&self, batch: Self::Batch) -> ClassificationOutput;
+}
+
+/// What burn-train trains: the model, plus the module-level mask of the methods that have one.
+#[derive(Module, Debug)]
+pub struct MaskedModel<M: LossModel> {
+    /// The model proper (what is saved and evaluated).
+    pub model: M,
+    /// The module-level mask (global GMT, HFT).
+    #[module(skip)]
+    pub mask: Option<SharedMask>,
+}
+
+impl<M: LossModel> TrainStep for MaskedModel<M> {
+    type Input = M::Batch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: M::Batch) -> TrainOutput<ClassificationOutput> {
+        let item = self.model.loss(batch);
+        TrainOutput::new(self, item.loss.backward(), item)
+    }
+
+    /// burn-train hands over the gradients accumulated over `grads_accumulation`
+    /// micro-batches: the module-level mask (global threshold, per-layer HFT) applies to them.
+    fn optimize(
+        self,
+        optim: &mut ModuleOptimizer,
+        lr: ModuleLearningRate,
+        grads: GradientsParams,
+    ) -> Self {
+        match self.mask.clone() {
+            Some(mask) => mask
+                .0
+                .lock()
+                .expect("mask lock")
+                .step(optim, lr, self, grads),
+            None => optim.step(lr, self, grads),
+        }
+    }
+}
+
+impl<M: LossModel> InferenceStep for MaskedModel<M> {
+    type Input = M::Batch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: M::Batch) -> ClassificationOutput {
+        self.model.loss(batch)
     }
 }
 

@@ -7,13 +7,11 @@ use burn::nn::transformer::{
     TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
 };
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
-use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
-use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use burn::train::ClassificationOutput;
 
 use crate::data::{LmBatch, PAD, SEQ_LEN, VOCAB};
-use crate::methods::{SharedMask, masked_step};
+use crate::methods::LossModel;
 
 #[derive(burn::config::Config, Debug)]
 pub struct LmConfig {
@@ -82,40 +80,10 @@ impl TinyLm {
     }
 }
 
-/// The model burn-train trains: the LM, plus the module-level mask when the method uses one.
-#[derive(Module, Debug)]
-pub struct StudyModel {
-    pub lm: TinyLm,
-    #[module(skip)]
-    pub mask: Option<SharedMask>,
-}
+impl LossModel for TinyLm {
+    type Batch = LmBatch;
 
-impl TrainStep for StudyModel {
-    type Input = LmBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: LmBatch) -> TrainOutput<ClassificationOutput> {
-        let item = self.lm.forward_loss(batch);
-        TrainOutput::new(self, item.loss.backward(), item)
-    }
-
-    /// The module-level mask, when the method has one, masks the accumulated gradients.
-    fn optimize(
-        self,
-        optim: &mut ModuleOptimizer,
-        lr: ModuleLearningRate,
-        grads: GradientsParams,
-    ) -> Self {
-        let mask = self.mask.clone();
-        masked_step(mask.as_ref(), optim, lr, self, grads)
-    }
-}
-
-impl InferenceStep for StudyModel {
-    type Input = LmBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: LmBatch) -> ClassificationOutput {
-        self.lm.forward_loss(batch)
+    fn loss(&self, batch: LmBatch) -> ClassificationOutput {
+        self.forward_loss(batch)
     }
 }

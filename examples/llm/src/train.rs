@@ -11,20 +11,18 @@ use std::time::Instant;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::InMemDataset;
 use burn::module::Module;
+use burn::optim::AdamWConfig;
 use burn::optim::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::optim::lr_scheduler::linear::LinearLrSchedulerConfig;
-use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::optim::lr_scheduler::sequential::SequentialLrSchedulerConfig;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use burn::train::metric::{AccuracyMetric, LossMetric};
-use burn::train::{
-    ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep,
-};
+use burn::train::{ClassificationOutput, Learner, SupervisedTraining};
 
 use crate::LlmError;
 use crate::model::Llama;
-use crate::study::methods::{Method, SharedMask, masked_step, method_parts};
+use crate::study::methods::{LossModel, MaskedModel, Method, method_parts};
 use crate::study::metric::{MaskStat, MaskStatMetric};
 use crate::study::progress::LineRenderer;
 use crate::task::{Example, LlmBatch, LlmBatcher, answer_logits, answer_loss};
@@ -57,54 +55,16 @@ pub fn folder_name(method: Method) -> String {
     method.name().replace([' ', '=', '(', ')'], "_")
 }
 
-/// What burn-train trains: the model, plus the module-level mask of the methods that need one.
-#[derive(Module, Debug)]
-pub struct TrainModel {
-    /// The language model.
-    pub lm: Llama,
-    /// The module-level mask (global GMT, HFT).
-    #[module(skip)]
-    pub mask: Option<SharedMask>,
-}
+impl LossModel for Llama {
+    type Batch = LlmBatch;
 
-impl TrainModel {
-    fn forward(&self, batch: LlmBatch) -> ClassificationOutput {
-        let logits = answer_logits(&self.lm, &batch);
+    fn loss(&self, batch: LlmBatch) -> ClassificationOutput {
+        let logits = answer_logits(self, &batch);
         ClassificationOutput {
             loss: answer_loss(logits.clone(), batch.targets.clone()),
             output: logits,
             targets: batch.targets,
         }
-    }
-}
-
-impl TrainStep for TrainModel {
-    type Input = LlmBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: LlmBatch) -> TrainOutput<ClassificationOutput> {
-        let item = self.forward(batch);
-        TrainOutput::new(self, item.loss.backward(), item)
-    }
-
-    /// The module-level mask, when the method has one, masks the accumulated gradients.
-    fn optimize(
-        self,
-        optim: &mut ModuleOptimizer,
-        lr: ModuleLearningRate,
-        grads: GradientsParams,
-    ) -> Self {
-        let mask = self.mask.clone();
-        masked_step(mask.as_ref(), optim, lr, self, grads)
-    }
-}
-
-impl InferenceStep for TrainModel {
-    type Input = LlmBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: LlmBatch) -> ClassificationOutput {
-        self.forward(batch)
     }
 }
 
@@ -195,8 +155,8 @@ pub fn finetune(
     // Training runs on the autodiff device; the batches go there too.
     let train_device = device.clone().autodiff();
     let learner = Learner::new(
-        TrainModel {
-            lm: model.fork(&train_device).train(),
+        MaskedModel {
+            model: model.fork(&train_device).train(),
             mask,
         },
         optim,
@@ -226,7 +186,7 @@ pub fn finetune(
         return Err(LlmError::Format(format!("training failed: {error}")));
     }
     Ok(Outcome {
-        model: result.model.lm.valid(),
+        model: result.model.model.valid(),
         step_ms: elapsed * 1e3 / schedule.steps as f64,
         kept: final_stats
             .and_then(|s| s())
