@@ -5,7 +5,7 @@
 //! cargo run --release --example llm -- generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf \
 //!     --prompt "What is the capital of France?" --top 5
 //! cargo run --release --example llm -- finetune --model models/SmolLM2-135M-Instruct.Q4_1.gguf \
-//!     --method all --layers 4 --steps 24 --seeds 3
+//!     --method all --layers 4 --steps 12 --batch 4 --accumulation 2 --lr 1e-3 --seeds 3
 //! ```
 //! Run with `--help` for every option; `--device wgpu` etc. need the matching feature
 //! (`--features wgpu`).
