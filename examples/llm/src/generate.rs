@@ -96,4 +96,29 @@ mod tests {
         assert_eq!(top_k(&logits, 0), []);
         assert_eq!(top_k(&[-2.0, -1.0], 5), [(1, -1.0), (0, -2.0)]);
     }
+
+    /// The whole model on the real weights answers with Paris.
+    #[test]
+    #[ignore = "needs models/SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch-smollm2.sh)"]
+    fn smollm2_knows_the_capital_of_france() {
+        use crate::gguf::Gguf;
+        use crate::model::LlamaConfig;
+        use crate::tokenizer::Tokenizer;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let gguf = Gguf::open(&path).unwrap();
+        let tokenizer = Tokenizer::from_gguf(&gguf).unwrap();
+        let device = crate::testing::device();
+        let config = LlamaConfig::from_gguf(&gguf, 128).unwrap();
+        let model = Llama::from_gguf(&gguf, &config, None, &device).unwrap();
+        let prompt = tokenizer
+            .chat_prompt("What is the capital of France?")
+            .unwrap();
+        let out = greedy(&model, &prompt, 16, Some(tokenizer.im_end), 5, &device).unwrap();
+        let text = tokenizer.decode(&out.ids);
+        assert!(text.contains("Paris"), "{text}");
+        assert_eq!(out.ids.last(), Some(&tokenizer.im_end));
+        assert_eq!(out.first_top.len(), 5);
+        assert_eq!(out.first_top[0].0, out.ids[0]);
+    }
 }

@@ -446,4 +446,32 @@ pub(crate) mod tests {
             "system\nBe brief.\nuser\nhi\nassistant\n"
         );
     }
+
+    /// Against the real vocabulary: the tokens SmolLM2 itself generated for this sentence
+    /// (`generate --prompt "What is the capital of France?"`) are the tokenizer's encoding.
+    #[test]
+    #[ignore = "needs models/SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch-smollm2.sh)"]
+    fn smollm2_vocabulary_encodes_like_the_model() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let t = Tokenizer::from_gguf(&Gguf::open(&path).unwrap()).unwrap();
+        let sentence = "The capital of France is Paris.";
+        let ids = t.encode(sentence).unwrap();
+        assert_eq!(ids, [504, 3575, 282, 4649, 314, 7042, 30]);
+        assert_eq!(t.decode(&ids), sentence);
+        // Digits one by one, as SmolLM's pre-tokenizer splits them (again the model's own
+        // tokens, from `--prompt "What is 47 + 38?"`).
+        let sentence = "To add 47 and 38, we need to combine the numbers in a way that";
+        let expected = [
+            2068, 803, 216, 36, 39, 284, 216, 35, 40, 28, 392, 737, 288, 8993, 260, 2966, 281, 253,
+            970, 338,
+        ];
+        assert_eq!(t.encode(sentence).unwrap(), expected);
+        let text = "Grüße, 東京! 🚀\n\tend  ";
+        assert_eq!(t.decode(&t.encode(text).unwrap()), text);
+        assert_eq!(
+            t.default_system.as_deref(),
+            Some("You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+        );
+    }
 }
