@@ -19,7 +19,6 @@ mod report;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
@@ -30,8 +29,8 @@ use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 
 use data::{PAD, Problem};
-use methods::{MaskedModel, Method, SharedMask, device_by_name, method_parts};
-use metric::{MaskStat, MaskStatMetric, StatsSource};
+use methods::{MaskedModel, Method, SharedMask, device_by_name, launch_timed, method_parts};
+use metric::StatsSource;
 use model::{LmConfig, TinyLm};
 use report::Row;
 
@@ -180,7 +179,7 @@ fn train(
         .init()
         .expect("valid schedule");
     let learner = Learner::new(MaskedModel { model: lm, mask }, optim, scheduler);
-    let mut training = SupervisedTraining::new(
+    let training = SupervisedTraining::new(
         dir,
         loader(train_set, preset.batch, seed, device),
         loader(valid_set, 256, seed, device),
@@ -192,18 +191,9 @@ fn train(
         dir.file_name()
             .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
     )));
-    if let Some(stats) = stats {
-        training = training
-            .metric_train_numeric(MaskStatMetric::new(MaskStat::KeptPercent, stats.clone()))
-            .metric_train_numeric(MaskStatMetric::new(MaskStat::MeanThreshold, stats));
-    }
-    let start = Instant::now();
-    let result = training.launch(learner);
-    let elapsed = start.elapsed().as_secs_f64();
-    if let Some(error) = result.error {
-        panic!("training failed: {error}");
-    }
-    (result.model.model, elapsed * 1e3 / steps as f64)
+    let (lm, elapsed) = launch_timed(training, learner, stats)
+        .unwrap_or_else(|error| panic!("training failed: {error}"));
+    (lm, elapsed * 1e3 / steps as f64)
 }
 
 /// Exact match (every answer token right under greedy decoding; with a fixed-length answer,

@@ -7,10 +7,13 @@ use std::sync::{Arc, Mutex};
 use burn::module::Module;
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use burn::train::{
+    ClassificationOutput, InferenceStep, Learner, LearnerModel, SupervisedTraining, TrainOutput,
+    TrainStep,
+};
 use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStrategy, WithGradMask};
 
-use super::metric::StatsSource;
+use super::metric::{MaskStat, MaskStatMetric, StatsSource};
 
 /// A fine-tuning method.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,6 +108,31 @@ impl<M: LossModel> InferenceStep for MaskedModel<M> {
 
     fn step(&self, batch: M::Batch) -> ClassificationOutput {
         self.model.loss(batch)
+    }
+}
+
+/// Shows the mask statistics (kept fraction, mean threshold) among the training metrics when
+/// the method has a mask, then runs the training: the trained model and the wall time in
+/// seconds, or burn-train's error.
+pub fn launch_timed<M: LossModel>(
+    mut training: SupervisedTraining<MaskedModel<M>>,
+    learner: Learner<MaskedModel<M>>,
+    stats: Option<StatsSource>,
+) -> Result<(M, f64), String>
+where
+    MaskedModel<M>: LearnerModel,
+{
+    if let Some(stats) = stats {
+        training = training
+            .metric_train_numeric(MaskStatMetric::new(MaskStat::KeptPercent, stats.clone()))
+            .metric_train_numeric(MaskStatMetric::new(MaskStat::MeanThreshold, stats));
+    }
+    let start = std::time::Instant::now();
+    let result = training.launch(learner);
+    let elapsed = start.elapsed().as_secs_f64();
+    match result.error {
+        Some(error) => Err(error.to_string()),
+        None => Ok((result.model.model, elapsed)),
     }
 }
 

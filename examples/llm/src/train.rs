@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::InMemDataset;
@@ -22,8 +21,7 @@ use burn::train::{ClassificationOutput, Learner, SupervisedTraining};
 
 use crate::LlmError;
 use crate::model::Llama;
-use crate::study::methods::{LossModel, MaskedModel, Method, method_parts};
-use crate::study::metric::{MaskStat, MaskStatMetric};
+use crate::study::methods::{LossModel, MaskedModel, Method, launch_timed, method_parts};
 use crate::study::progress::LineRenderer;
 use crate::task::{Example, LlmBatch, LlmBatcher, answer_logits, answer_loss};
 
@@ -165,7 +163,7 @@ pub fn finetune(
     let label = dir
         .file_name()
         .map_or(String::new(), |n| n.to_string_lossy().into_owned());
-    let mut training = SupervisedTraining::new(
+    let training = SupervisedTraining::new(
         dir,
         loader(train_set, schedule.batch, seed, &train_device),
         loader(valid, schedule.batch, seed, &train_device),
@@ -174,19 +172,10 @@ pub fn finetune(
     .grads_accumulation(schedule.accumulation)
     .num_epochs(1)
     .renderer(Box::new(LineRenderer::new(label)));
-    if let Some(stats) = stats {
-        training = training
-            .metric_train_numeric(MaskStatMetric::new(MaskStat::KeptPercent, stats.clone()))
-            .metric_train_numeric(MaskStatMetric::new(MaskStat::MeanThreshold, stats));
-    }
-    let start = Instant::now();
-    let result = training.launch(learner);
-    let elapsed = start.elapsed().as_secs_f64();
-    if let Some(error) = result.error {
-        return Err(LlmError::Format(format!("training failed: {error}")));
-    }
+    let (model, elapsed) = launch_timed(training, learner, stats)
+        .map_err(|error| LlmError::Format(format!("training failed: {error}")))?;
     Ok(Outcome {
-        model: result.model.model.valid(),
+        model,
         step_ms: elapsed * 1e3 / schedule.steps as f64,
         kept: final_stats
             .and_then(|s| s())
