@@ -1,9 +1,9 @@
 //! Greedy decoding with a KV cache.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 
 use crate::LlmError;
-use crate::model::{KvCache, Llama};
+use crate::model::{KvCache, Llama, token_row};
 
 /// What [`greedy`] produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,10 +59,7 @@ pub fn greedy(
     };
     while out.ids.len() < max_new {
         let len = input.len();
-        let tokens = Tensor::<2, Int>::from_data(
-            TensorData::new(input.iter().map(|&t| t as i64).collect(), [1, len]),
-            device,
-        );
+        let tokens = token_row(&input, device);
         let hidden = model.hidden(tokens, Some(&mut cache));
         let [_, _, d] = hidden.dims();
         let last = hidden.slice([0..1, len - 1..len]).reshape([1, d]);

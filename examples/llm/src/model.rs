@@ -116,6 +116,12 @@ impl KvCache {
     }
 }
 
+/// One sequence of token ids as a `[1, len]` input.
+pub fn token_row(ids: &[u32], device: &Device) -> Tensor<2, Int> {
+    let values = ids.iter().map(|&t| i64::from(t)).collect();
+    Tensor::from_data(TensorData::new(values, [1, ids.len()]), device)
+}
+
 /// Additive causal mask `[1, 1, new, start + new]`: query `i` (at position `start + i`) sees
 /// keys up to its own position.
 fn causal_mask(start: usize, new: usize, device: &Device) -> Tensor<4> {
@@ -319,19 +325,11 @@ impl Llama {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Int, Tensor, TensorData};
-
     use super::*;
     use crate::testing::{self, reference_logits, tiny_model_file};
 
     fn logits_of(model: &Llama, tokens: &[u32], device: &Device) -> Vec<f32> {
-        let input = Tensor::<2, Int>::from_data(
-            TensorData::new(
-                tokens.iter().map(|&t| i64::from(t)).collect(),
-                [1, tokens.len()],
-            ),
-            device,
-        );
+        let input = token_row(tokens, device);
         model
             .forward(input)
             .into_data()
@@ -396,13 +394,7 @@ mod tests {
         let vocab = config.vocab;
         let mut cache = KvCache::default();
         for (split, chunk) in [(0, &tokens[..4]), (4, &tokens[4..5]), (5, &tokens[5..])] {
-            let input = Tensor::<2, Int>::from_data(
-                TensorData::new(
-                    chunk.iter().map(|&t| i64::from(t)).collect(),
-                    [1, chunk.len()],
-                ),
-                &device,
-            );
+            let input = token_row(chunk, &device);
             let hidden = model.hidden(input, Some(&mut cache));
             let [_, n, d] = hidden.dims();
             let got: Vec<f32> = model
