@@ -178,7 +178,7 @@ fn train(
     let scheduler = CosineAnnealingLrSchedulerConfig::new(lr, steps)
         .init()
         .expect("valid schedule");
-    let learner = Learner::new(MaskedModel { model: lm, mask }, optim, scheduler);
+    let learner = Learner::new(MaskedModel { lm, mask }, optim, scheduler);
     let training = SupervisedTraining::new(
         dir,
         loader(train_set, preset.batch, seed, device),

@@ -67,8 +67,10 @@ pub trait LossModel: Module + burn::module::ModuleDisplay {
 /// What burn-train trains: the model, plus the module-level mask of the methods that have one.
 #[derive(Module, Debug)]
 pub struct MaskedModel<M: LossModel> {
-    /// The model proper (what is saved and evaluated).
-    pub model: M,
+    /// The model proper (what is saved and evaluated). Named `lm` because parameter paths
+    /// (`lm.blocks.0...`) seed HFT's per-layer draws: renaming it changes which tensors HFT
+    /// freezes.
+    pub lm: M,
     /// The module-level mask (global GMT, HFT).
     #[module(skip)]
     pub mask: Option<SharedMask>,
@@ -79,7 +81,7 @@ impl<M: LossModel> TrainStep for MaskedModel<M> {
     type Output = ClassificationOutput;
 
     fn step(&self, batch: M::Batch) -> TrainOutput<ClassificationOutput> {
-        let item = self.model.loss(batch);
+        let item = self.lm.loss(batch);
         TrainOutput::new(self, item.loss.backward(), item)
     }
 
@@ -107,7 +109,7 @@ impl<M: LossModel> InferenceStep for MaskedModel<M> {
     type Output = ClassificationOutput;
 
     fn step(&self, batch: M::Batch) -> ClassificationOutput {
-        self.model.loss(batch)
+        self.lm.loss(batch)
     }
 }
 
@@ -132,7 +134,7 @@ where
     let elapsed = start.elapsed().as_secs_f64();
     match result.error {
         Some(error) => Err(error.to_string()),
-        None => Ok((result.model.model, elapsed)),
+        None => Ok((result.model.lm, elapsed)),
     }
 }
 

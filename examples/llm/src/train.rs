@@ -154,7 +154,7 @@ pub fn finetune(
     let train_device = device.clone().autodiff();
     let learner = Learner::new(
         MaskedModel {
-            model: model.fork(&train_device).train(),
+            lm: model.fork(&train_device).train(),
             mask,
         },
         optim,
