@@ -11,14 +11,14 @@
 //! `--seeds N` (default 5), `--out DIR` (default `results`).
 
 mod data;
+mod methods;
 mod metric;
 mod model;
 mod progress;
 mod report;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
@@ -27,11 +27,11 @@ use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
 use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
-use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStrategy, WithGradMask};
 
 use data::{PAD, Problem};
-use metric::{MaskStat, MaskStatMetric, StatsSource};
-use model::{LmConfig, SharedMask, StudyModel, TinyLm};
+use methods::{MaskedModel, Method, SharedMask, device_by_name, launch_timed, method_parts};
+use metric::StatsSource;
+use model::{LmConfig, TinyLm};
 use report::Row;
 
 /// Sizes and schedule of one preset; the same for every method.
@@ -102,70 +102,12 @@ impl Preset {
     }
 }
 
-/// A fine-tuning method, as the study names it.
-#[derive(Debug, Clone, Copy)]
-enum Method {
-    Sft,
-    Gmt(f64),
-    GmtGlobal(f64),
-    Random(f64),
-    Hft,
-}
-
-impl Method {
-    fn name(&self) -> String {
-        match self {
-            Method::Sft => "SFT".into(),
-            Method::Gmt(r) => format!("GMT r={r}"),
-            Method::GmtGlobal(r) => format!("GMT global r={r}"),
-            Method::Random(r) => format!("Random mask r={r}"),
-            Method::Hft => "HFT (half of each layer)".into(),
-        }
-    }
-
-    fn ratio(&self) -> Option<f64> {
-        match self {
-            Method::Gmt(r) | Method::GmtGlobal(r) | Method::Random(r) => Some(*r),
-            Method::Sft | Method::Hft => None,
-        }
-    }
-}
-
 struct Args {
     preset: Preset,
     device: Device,
     device_name: String,
     seeds: u64,
     out: PathBuf,
-}
-
-fn device_by_name(name: &str) -> Result<Device, String> {
-    let missing = |feature: &str| {
-        Err(format!(
-            "device `{name}` needs the `{feature}` feature: cargo run --example gmt_study --features {feature} -- --device {name}"
-        ))
-    };
-    match name {
-        "flex" => Ok(Device::flex()),
-        #[cfg(feature = "ndarray")]
-        #[allow(deprecated)]
-        "ndarray" => Ok(Device::ndarray()),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(Default::default())),
-        #[cfg(feature = "vulkan")]
-        "vulkan" => Ok(Device::vulkan(Default::default())),
-        #[cfg(feature = "metal")]
-        "metal" => Ok(Device::metal(Default::default())),
-        #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(0)),
-        #[cfg(feature = "rocm")]
-        "rocm" => Ok(Device::rocm(0)),
-        #[allow(unreachable_patterns)] // each name is matched above when its feature is on
-        "ndarray" | "wgpu" | "vulkan" | "metal" | "cuda" | "rocm" => missing(name),
-        other => Err(format!(
-            "unknown device `{other}` (flex, ndarray, wgpu, vulkan, metal, cuda, rocm)"
-        )),
-    }
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -194,7 +136,7 @@ fn parse_args() -> Result<Args, String> {
         return Err("--seeds must be at least 1".into());
     }
     Ok(Args {
-        device: device_by_name(&device_name)?,
+        device: device_by_name(&device_name, "gmt_study")?,
         device_name,
         preset,
         seeds,
@@ -236,8 +178,8 @@ fn train(
     let scheduler = CosineAnnealingLrSchedulerConfig::new(lr, steps)
         .init()
         .expect("valid schedule");
-    let learner = Learner::new(StudyModel { lm, mask }, optim, scheduler);
-    let mut training = SupervisedTraining::new(
+    let learner = Learner::new(MaskedModel { lm, mask }, optim, scheduler);
+    let training = SupervisedTraining::new(
         dir,
         loader(train_set, preset.batch, seed, device),
         loader(valid_set, 256, seed, device),
@@ -249,18 +191,9 @@ fn train(
         dir.file_name()
             .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
     )));
-    if let Some(stats) = stats {
-        training = training
-            .metric_train_numeric(MaskStatMetric::new(MaskStat::KeptPercent, stats.clone()))
-            .metric_train_numeric(MaskStatMetric::new(MaskStat::MeanThreshold, stats));
-    }
-    let start = Instant::now();
-    let result = training.launch(learner);
-    let elapsed = start.elapsed().as_secs_f64();
-    if let Some(error) = result.error {
-        panic!("training failed: {error}");
-    }
-    (result.model.lm, elapsed * 1e3 / steps as f64)
+    let (lm, elapsed) = launch_timed(training, learner, stats)
+        .unwrap_or_else(|error| panic!("training failed: {error}"));
+    (lm, elapsed * 1e3 / steps as f64)
 }
 
 /// Exact match (every answer token right under greedy decoding; with a fixed-length answer,
@@ -380,44 +313,7 @@ fn main() {
         let train_set = data::split(data::TARGET, false, preset.finetune_items, 100 + seed);
         for (method, row) in methods.iter().zip(rows.iter_mut()) {
             println!("\n== fine-tuning: {} (seed {seed})", method.name());
-            let (optim, mask, stats): (ModuleOptimizer, Option<SharedMask>, Option<StatsSource>) =
-                match *method {
-                    Method::Sft => (adamw().init(), None, None),
-                    Method::Gmt(r) | Method::Random(r) => {
-                        let config = match method {
-                            Method::Gmt(_) => GradMaskConfig::new(r),
-                            _ => GradMaskConfig::new(r).with_strategy(MaskStrategy::Random {
-                                seed: 1000 + seed,
-                                rescale: false,
-                            }),
-                        };
-                        let wrapped = adamw().build().with_grad_mask_config(config);
-                        let handle = wrapped.stats_handle();
-                        (
-                            ModuleOptimizer::from(wrapped),
-                            None,
-                            Some(Arc::new(move || Some(handle.latest())) as StatsSource),
-                        )
-                    }
-                    Method::GmtGlobal(_) | Method::Hft => {
-                        let config = match method {
-                            Method::GmtGlobal(r) => {
-                                GradMaskConfig::new(*r).with_scope(MaskScope::Global)
-                            }
-                            _ => GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft {
-                                seed: 2000 + seed,
-                                stage_steps,
-                            }),
-                        };
-                        let mask: GradMask = config.init().expect("valid mask config");
-                        let shared = SharedMask(Arc::new(Mutex::new(mask)));
-                        let reader = shared.clone();
-                        let stats: StatsSource = Arc::new(move || {
-                            Some(reader.0.lock().expect("mask lock").last_stats().clone())
-                        });
-                        (adamw().init(), Some(shared), Some(stats))
-                    }
-                };
+            let (optim, mask, stats) = method_parts(*method, &adamw(), seed, stage_steps);
             let final_stats = stats.clone();
             let dir = out.join(format!(
                 "runs/{}-seed{seed}",

@@ -1,7 +1,5 @@
 //! A small decoder-only transformer language model, trained through burn-train.
 
-use std::sync::{Arc, Mutex};
-
 use burn::module::Module;
 use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -9,13 +7,11 @@ use burn::nn::transformer::{
     TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
 };
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
-use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
-use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
-use burn_gmt::GradMask;
+use burn::train::ClassificationOutput;
 
 use crate::data::{LmBatch, PAD, SEQ_LEN, VOCAB};
+use crate::methods::LossModel;
 
 #[derive(burn::config::Config, Debug)]
 pub struct LmConfig {
@@ -84,51 +80,10 @@ impl TinyLm {
     }
 }
 
-/// A GradMask shared between the training loop and whoever reads its statistics.
-#[derive(Clone, Debug)]
-pub struct SharedMask(pub Arc<Mutex<GradMask>>);
+impl LossModel for TinyLm {
+    type Batch = LmBatch;
 
-/// The model burn-train trains: the LM, plus the module-level mask when the method uses one.
-#[derive(Module, Debug)]
-pub struct StudyModel {
-    pub lm: TinyLm,
-    #[module(skip)]
-    pub mask: Option<SharedMask>,
-}
-
-impl TrainStep for StudyModel {
-    type Input = LmBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: LmBatch) -> TrainOutput<ClassificationOutput> {
-        let item = self.lm.forward_loss(batch);
-        TrainOutput::new(self, item.loss.backward(), item)
-    }
-
-    /// burn-train hands over the gradients accumulated over `grads_accumulation` micro-batches:
-    /// the module-level mask (global threshold, per-layer HFT) applies to them here.
-    fn optimize(
-        self,
-        optim: &mut ModuleOptimizer,
-        lr: ModuleLearningRate,
-        grads: GradientsParams,
-    ) -> Self {
-        match self.mask.clone() {
-            Some(mask) => mask
-                .0
-                .lock()
-                .expect("mask lock")
-                .step(optim, lr, self, grads),
-            None => optim.step(lr, self, grads),
-        }
-    }
-}
-
-impl InferenceStep for StudyModel {
-    type Input = LmBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: LmBatch) -> ClassificationOutput {
-        self.lm.forward_loss(batch)
+    fn loss(&self, batch: LmBatch) -> ClassificationOutput {
+        self.forward_loss(batch)
     }
 }

@@ -1,0 +1,213 @@
+//! The fine-tuning methods compared (SFT, GMT per tensor and with a global threshold, random
+//! masks, HFT) and how each is set up with burn-gmt. Shared with the LLM example
+//! (`examples/llm`), which includes this file.
+
+use std::sync::{Arc, Mutex};
+
+use burn::module::Module;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::train::{
+    ClassificationOutput, InferenceStep, Learner, LearnerModel, SupervisedTraining, TrainOutput,
+    TrainStep,
+};
+use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStrategy, WithGradMask};
+
+use super::metric::{MaskStat, MaskStatMetric, StatsSource};
+
+/// A fine-tuning method.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Method {
+    /// Plain supervised fine-tuning.
+    Sft,
+    /// GMT: the smallest-|g| fraction `r` of each gradient tensor is zeroed.
+    Gmt(f64),
+    /// GMT with one threshold over the whole model.
+    GmtGlobal(f64),
+    /// A random fraction `r` of each gradient tensor is zeroed (the control for GMT).
+    Random(f64),
+    /// Half Fine-Tuning: half of the tensors of each layer frozen, re-drawn every stage.
+    Hft,
+}
+
+impl Method {
+    /// Name in tables, logs and folder names.
+    pub fn name(&self) -> String {
+        match self {
+            Method::Sft => "SFT".into(),
+            Method::Gmt(r) => format!("GMT r={r}"),
+            Method::GmtGlobal(r) => format!("GMT global r={r}"),
+            Method::Random(r) => format!("Random mask r={r}"),
+            Method::Hft => "HFT (half of each layer)".into(),
+        }
+    }
+
+    /// The mask ratio, for the methods that have one.
+    pub fn ratio(&self) -> Option<f64> {
+        match self {
+            Method::Gmt(r) | Method::GmtGlobal(r) | Method::Random(r) => Some(*r),
+            Method::Sft | Method::Hft => None,
+        }
+    }
+}
+
+/// A [`GradMask`] shared between the training step and the metrics that read its statistics.
+#[derive(Clone, Debug)]
+pub struct SharedMask(pub Arc<Mutex<GradMask>>);
+
+/// A model the methods fine-tune: a classification loss (on the answer tokens) of a batch.
+pub trait LossModel: Module + burn::module::ModuleDisplay {
+    /// What a training step takes.
+    type Batch: Send + 'static;
+
+    /// The loss and the logits it was computed from.
+    fn loss(&self, batch: Self::Batch) -> ClassificationOutput;
+}
+
+/// What burn-train trains: the model, plus the module-level mask of the methods that have one.
+#[derive(Module, Debug)]
+pub struct MaskedModel<M: LossModel> {
+    /// The model proper (what is saved and evaluated). Named `lm` because parameter paths
+    /// (`lm.blocks.0...`) seed HFT's per-layer draws: renaming it changes which tensors HFT
+    /// freezes.
+    pub lm: M,
+    /// The module-level mask (global GMT, HFT).
+    #[module(skip)]
+    pub mask: Option<SharedMask>,
+}
+
+impl<M: LossModel> TrainStep for MaskedModel<M> {
+    type Input = M::Batch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: M::Batch) -> TrainOutput<ClassificationOutput> {
+        let item = self.lm.loss(batch);
+        TrainOutput::new(self, item.loss.backward(), item)
+    }
+
+    /// burn-train hands over the gradients accumulated over `grads_accumulation`
+    /// micro-batches: the module-level mask (global threshold, per-layer HFT) applies to them.
+    fn optimize(
+        self,
+        optim: &mut ModuleOptimizer,
+        lr: ModuleLearningRate,
+        grads: GradientsParams,
+    ) -> Self {
+        match self.mask.clone() {
+            Some(mask) => mask
+                .0
+                .lock()
+                .expect("mask lock")
+                .step(optim, lr, self, grads),
+            None => optim.step(lr, self, grads),
+        }
+    }
+}
+
+impl<M: LossModel> InferenceStep for MaskedModel<M> {
+    type Input = M::Batch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: M::Batch) -> ClassificationOutput {
+        self.lm.loss(batch)
+    }
+}
+
+/// Shows the mask statistics (kept fraction, mean threshold) among the training metrics when
+/// the method has a mask, then runs the training: the trained model and the wall time in
+/// seconds, or burn-train's error.
+pub fn launch_timed<M: LossModel>(
+    mut training: SupervisedTraining<MaskedModel<M>>,
+    learner: Learner<MaskedModel<M>>,
+    stats: Option<StatsSource>,
+) -> Result<(M, f64), String>
+where
+    MaskedModel<M>: LearnerModel,
+{
+    if let Some(stats) = stats {
+        training = training
+            .metric_train_numeric(MaskStatMetric::new(MaskStat::KeptPercent, stats.clone()))
+            .metric_train_numeric(MaskStatMetric::new(MaskStat::MeanThreshold, stats));
+    }
+    let start = std::time::Instant::now();
+    let result = training.launch(learner);
+    let elapsed = start.elapsed().as_secs_f64();
+    match result.error {
+        Some(error) => Err(error.to_string()),
+        None => Ok((result.model.lm, elapsed)),
+    }
+}
+
+/// The optimizer, the module-level mask (global GMT, HFT) and the source of mask statistics of
+/// `method`, over `adamw`. `seed` varies the random draws; HFT re-draws its frozen half every
+/// `hft_stage_steps` optimizer steps.
+pub fn method_parts(
+    method: Method,
+    adamw: &AdamWConfig,
+    seed: u64,
+    hft_stage_steps: u64,
+) -> (ModuleOptimizer, Option<SharedMask>, Option<StatsSource>) {
+    let module_level = |config: GradMaskConfig| {
+        let mask = SharedMask(Arc::new(Mutex::new(
+            config.init().expect("valid mask config"),
+        )));
+        let reader = mask.clone();
+        let stats: StatsSource =
+            Arc::new(move || Some(reader.0.lock().expect("mask lock").last_stats().clone()));
+        (adamw.init(), Some(mask), Some(stats))
+    };
+    let per_tensor = |config: GradMaskConfig| {
+        let wrapped = adamw.build().with_grad_mask_config(config);
+        let handle = wrapped.stats_handle();
+        let stats: StatsSource = Arc::new(move || Some(handle.latest()));
+        (ModuleOptimizer::from(wrapped), None, Some(stats))
+    };
+    match method {
+        Method::Sft => (adamw.init(), None, None),
+        Method::Gmt(r) => per_tensor(GradMaskConfig::new(r)),
+        Method::Random(r) => {
+            per_tensor(GradMaskConfig::new(r).with_strategy(MaskStrategy::Random {
+                seed: 1000 + seed,
+                rescale: false,
+            }))
+        }
+        Method::GmtGlobal(r) => module_level(GradMaskConfig::new(r).with_scope(MaskScope::Global)),
+        Method::Hft => module_level(GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft {
+            seed: 2000 + seed,
+            stage_steps: hft_stage_steps.max(1),
+        })),
+    }
+}
+
+/// The device named on the command line; `example` names the example in the hint to build
+/// with the right feature.
+pub fn device_by_name(name: &str, example: &str) -> Result<burn::tensor::Device, String> {
+    use burn::tensor::Device;
+    let missing = |feature: &str| {
+        Err(format!(
+            "device `{name}` needs the `{feature}` feature: cargo run --example {example} --features {feature} -- ... --device {name}"
+        ))
+    };
+    match name {
+        #[cfg(feature = "flex")]
+        "flex" => Ok(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        "ndarray" => Ok(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Device::wgpu(Default::default())),
+        #[cfg(feature = "vulkan")]
+        "vulkan" => Ok(Device::vulkan(Default::default())),
+        #[cfg(feature = "metal")]
+        "metal" => Ok(Device::metal(Default::default())),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(Device::cuda(0)),
+        #[cfg(feature = "rocm")]
+        "rocm" => Ok(Device::rocm(0)),
+        #[allow(unreachable_patterns)] // each name is matched above when its feature is on
+        "flex" | "ndarray" | "wgpu" | "vulkan" | "metal" | "cuda" | "rocm" => missing(name),
+        other => Err(format!(
+            "unknown device `{other}` (flex, ndarray, wgpu, vulkan, metal, cuda, rocm)"
+        )),
+    }
+}
