@@ -11,9 +11,9 @@
 //! Environment:
 //!
 //! - `GMT_STEP_PRESET=small`: a 4-layer model of the same structure (38 tensors, 9.4M
-//!   parameters) that takes seconds per backend on 2 CPU cores; default `full`: SmolLM2-135M's
-//!   272 tensors and 134.5M parameters (about 2.2 GB of weights, gradients and AdamW moments
-//!   per optimizer; the three optimizers are alive at once).
+//!   parameters), well under a minute per backend on 2 CPU cores; default `full`: SmolLM2-135M's
+//!   272 tensors and 134.5M parameters (weights, gradients and AdamW moments: about 5 GB
+//!   with the three optimizers alive at once).
 //! - `GMT_BENCH_BACKENDS=flex,wgpu`: the backends to run, as for `benches/mask.rs`.
 //! - `GMT_STEP_STEPS=20`: timed steps per method (median taken), after 3 warm-up steps.
 //!
