@@ -21,8 +21,18 @@ pub trait MaskElement: burn::tensor::Element + bytemuck::Pod {
     /// The burn dtype of this element.
     const DTYPE: DType;
 
+    /// The element's bits as an unsigned integer of its own width.
+    type AbsBits: Copy + PartialOrd + Send + Sync;
+
     /// The order-preserving key of `|self|`; [`NAN_KEY`](Self::NAN_KEY) for every NaN.
     fn abs_key(self) -> u64;
+    /// The sign-cleared bits of `self`, in the element's own width: they order like `|self|`
+    /// below `+inf` and put every NaN above it, which is all a comparison against a threshold
+    /// key (at most [`INF_KEY`](Self::INF_KEY)) needs. Native-width compares vectorise.
+    fn abs_bits(self) -> Self::AbsBits;
+    /// A key of at most [`INF_KEY`](Self::INF_KEY) in the element's own width, to compare
+    /// [`abs_bits`](Self::abs_bits) against.
+    fn key_bits(key: u64) -> Self::AbsBits;
     /// The non-negative value whose key is `key`.
     fn from_key(key: u64) -> Self;
     /// Positive zero.
@@ -72,12 +82,23 @@ macro_rules! impl_mask_element {
             const KEY_BITS: u32 = $key_bits;
             const INF_KEY: u64 = $inf;
             const DTYPE: DType = $dtype;
+            type AbsBits = $bits;
 
             #[inline(always)]
             fn abs_key(self) -> u64 {
+                // Any NaN payload folds onto the one NaN key just above +inf (in the element's
+                // own width, where the min vectorises).
+                self.abs_bits().min(Self::NAN_KEY as $bits) as u64
+            }
+            #[inline(always)]
+            fn abs_bits(self) -> $bits {
                 let sign: $bits = 1 << ($key_bits - 1);
-                // Sign cleared; any NaN payload folds onto the one NaN key just above +inf.
-                (($to_bits(self) & !sign) as u64).min(Self::NAN_KEY)
+                $to_bits(self) & !sign
+            }
+            #[inline(always)]
+            fn key_bits(key: u64) -> $bits {
+                debug_assert!(key <= Self::NAN_KEY);
+                key as $bits
             }
             #[inline(always)]
             fn from_key(key: u64) -> Self {
@@ -251,6 +272,34 @@ mod tests {
         assert_eq!(f32::NEG_INFINITY.abs_key(), f32::INF_KEY);
         assert!(f32::MAX.abs_key() < f32::INF_KEY);
         assert_eq!(f32::from_bits(1).abs_key(), 1);
+    }
+
+    /// Comparing native-width bits against a threshold decides as comparing keys does, for
+    /// every f16 pattern (NaN payloads included) and thresholds up to +inf.
+    #[test]
+    fn native_bits_compare_like_keys() {
+        for threshold in [0u64, 1, 0x3C00, 0x7BFF, f16::INF_KEY] {
+            for bits in 0..=u16::MAX {
+                let x = f16::from_bits(bits);
+                let below = x.abs_bits() < f16::key_bits(threshold);
+                assert_eq!(
+                    below,
+                    x.abs_key() < threshold,
+                    "{bits:#x} vs {threshold:#x}"
+                );
+            }
+        }
+        for x in [
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7F80_0001),
+            f32::INFINITY,
+            1.0,
+            -0.0,
+        ] {
+            let inf = f32::key_bits(f32::INF_KEY);
+            assert_eq!(x.abs_bits() >= inf, x.abs_key() >= f32::INF_KEY, "{x}");
+        }
     }
 
     #[test]

@@ -74,15 +74,13 @@ fn histogram_chunk<E: MaskElement>(values: &[E], shift: u32, prefix: u64, hist: 
 /// Callers keep `threshold_key` at most the key of `+inf`, so NaN and ±inf are never zeroed.
 pub fn abs_threshold_mask<E: MaskElement>(values: &mut [E], threshold_key: u64) {
     let zero = E::zero();
+    let threshold = E::key_bits(threshold_key);
     let len = task_len(values.len());
     values.par_chunks_mut(len).for_each(|chunk| {
         for x in chunk.iter_mut() {
-            // A select rather than a branch: the compiler vectorises it.
-            *x = if x.abs_key() < threshold_key {
-                zero
-            } else {
-                *x
-            };
+            // A select rather than a branch, on the element's own bits: the compiler
+            // vectorises it.
+            *x = if x.abs_bits() < threshold { zero } else { *x };
         }
     });
 }
@@ -99,8 +97,9 @@ pub fn abs_threshold_select<E: MaskElement>(
         grad.len() == updated.len() && grad.len() == previous.len(),
         "select lengths"
     );
+    let threshold = E::key_bits(threshold_key);
     for ((g, u), p) in grad.iter().zip(updated.iter_mut()).zip(previous) {
-        *u = if g.abs_key() < threshold_key { *p } else { *u };
+        *u = if g.abs_bits() < threshold { *p } else { *u };
     }
 }
 
@@ -124,7 +123,7 @@ enum RandomDecision {
 
 #[inline(always)]
 fn random_decision<E: MaskElement>(x: E, index: usize, key: u64, bound: u64) -> RandomDecision {
-    if x.abs_key() >= E::INF_KEY {
+    if x.abs_bits() >= E::key_bits(E::INF_KEY) {
         RandomDecision::NonFinite
     } else if is_drawn(key, index as u64, bound) {
         RandomDecision::Masked
@@ -224,12 +223,13 @@ pub fn select_digit(selection: &mut [u64], inf_digit: u32) {
 /// Counts `values` against `threshold_key` (at most the key of `+inf`): what
 /// [`abs_threshold_mask`] zeroes (`|x|` key below it) and the non-finite entries.
 pub fn abs_threshold_count<E: MaskElement>(values: &[E], threshold_key: u64) -> MaskCounts {
+    let (threshold, inf) = (E::key_bits(threshold_key), E::key_bits(E::INF_KEY));
     let count = |chunk: &[E]| {
         chunk.iter().fold((0u64, 0u64), |(masked, non_finite), x| {
-            let key = x.abs_key();
+            let bits = x.abs_bits();
             (
-                masked + u64::from(key < threshold_key),
-                non_finite + u64::from(key >= E::INF_KEY),
+                masked + u64::from(bits < threshold),
+                non_finite + u64::from(bits >= inf),
             )
         })
     };
