@@ -308,6 +308,9 @@ impl GradMask {
     /// }
     /// ```
     ///
+    /// With [`MaskTarget::Update`], use [`step_multi`](Self::step_multi), which also holds
+    /// the masked parameters still.
+    ///
     /// # Panics
     /// As [`apply`](Self::apply); see [`try_apply_multi`](Self::try_apply_multi).
     pub fn apply_multi<M: Module>(
