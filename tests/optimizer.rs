@@ -289,6 +289,92 @@ fn stats_handle_reports_the_latest_step() {
     }
 }
 
+/// `with_param_paths` names each tensor's statistics by its module path, and `collect_norms`
+/// measures `‖g‖²` and `‖kept‖²` as the host computes them from the same gradients and the
+/// masked ones (the SGD step reveals which entries were kept).
+#[test]
+fn wrapper_names_params_by_path_and_measures_norms() {
+    let device = Device::flex().autodiff();
+    for strategy in [
+        MaskStrategy::Magnitude,
+        MaskStrategy::Random {
+            seed: 3,
+            rescale: true,
+        },
+    ] {
+        let model = net(&device);
+        let config = GradMaskConfig::new(0.3)
+            .with_strategy(strategy)
+            .with_collect_norms(true);
+        let wrapped = SgdConfig::new()
+            .build()
+            .with_grad_mask_config(config)
+            .with_param_paths(&model);
+        let stats = wrapped.stats_handle();
+        let mut optim = ModuleOptimizer::from(wrapped);
+        let grads = grads_of(&model, 5, &device);
+        let raw = params_of_grads(&model, &grads);
+        let before = params(&model);
+        let lr = 0.5;
+        let after = params(&optim.step(lr, model, grads));
+
+        let latest = stats.latest();
+        let names: Vec<&str> = latest.tensors.iter().map(|t| t.param.as_str()).collect();
+        assert_eq!(
+            names,
+            ["hidden.weight", "hidden.bias", "out.weight", "out.bias"],
+            "{strategy:?}"
+        );
+        for (((t, g), (_, b)), (_, a)) in latest.tensors.iter().zip(&raw).zip(&before).zip(&after) {
+            // SGD: θ' = θ − lr·masked; an entry was kept where θ moved.
+            let kept: f64 = g
+                .iter()
+                .zip(b.iter().zip(a))
+                .filter(|(_, (b, a))| b != a)
+                .map(|(g, _)| g * g)
+                .sum();
+            let all: f64 = g.iter().map(|g| g * g).sum();
+            let (got_all, got_kept) = t.norms_sq.expect("norms measured");
+            let close = |x: f64, y: f64| (x - y).abs() <= 1e-5 * y.max(1e-12);
+            assert!(
+                close(got_all, all),
+                "{strategy:?} {}: {got_all} vs {all}",
+                t.param
+            );
+            assert!(
+                close(got_kept, kept),
+                "{strategy:?} {}: {got_kept} vs {kept}",
+                t.param
+            );
+        }
+        let share = latest.kept_norm_fraction().unwrap();
+        assert!(share > 0.0 && share < 1.0, "{strategy:?}: {share}");
+    }
+
+    // A module whose shapes do not match what is stepped keeps the stream names.
+    let model = net(&device);
+    let other = Net {
+        hidden: LinearConfig::new(7, 16).init(&device),
+        out: LinearConfig::new(16, 3).init(&device),
+    };
+    let wrapped = SgdConfig::new()
+        .build()
+        .with_grad_mask(0.3)
+        .with_param_paths(&other);
+    let stats = wrapped.stats_handle();
+    let mut optim = ModuleOptimizer::from(wrapped);
+    let grads = grads_of(&model, 1, &device);
+    let _ = optim.step(0.1, model, grads);
+    let names: Vec<String> = stats
+        .latest()
+        .tensors
+        .into_iter()
+        .map(|t| t.param)
+        .collect();
+    assert_eq!(names, ["stream 0", "hidden.bias", "out.weight", "out.bias"]);
+    assert!(stats.latest().kept_norm_fraction().is_none());
+}
+
 #[test]
 fn invalid_configs_name_the_field() {
     for ratio in [f64::NAN, -0.1, 1.0, 1.5, f64::INFINITY] {
@@ -340,6 +426,11 @@ fn invalid_configs_name_the_field() {
         .unwrap()
         .to_string();
     assert!(err.contains("GradMaskConfig.groups"), "{err}");
+    let norms = GradMaskConfig::new(0.3)
+        .with_collect_stats(false)
+        .with_collect_norms(true);
+    let err = norms.validate().unwrap_err().to_string();
+    assert!(err.contains("GradMaskConfig.collect_norms"), "{err}");
 }
 
 /// The wrapper's recipe for groups (see the crate docs): `ModuleOptimizer::with_group` gives

@@ -25,8 +25,8 @@ mod common;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::InMemDataset;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::nn::Linear;
@@ -39,6 +39,7 @@ use burn::train::logger::InMemoryMetricLogger;
 use burn::train::{
     InferenceStep, Learner, RegressionOutput, SupervisedTraining, TrainOutput, TrainStep,
 };
+use burn_gmt::metric::MaskMetric;
 use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStats, WithGradMask};
 use common::learner::{Quiet, tempdir};
 use common::{assert_same, reference_mask, seeded_linear, uniform};
@@ -205,12 +206,7 @@ impl InferenceStep for Model {
 /// One epoch of burn-train: no shuffling, fixed batch size, `grads_accumulation(4)`, constant
 /// learning rate.
 fn run_learner(model: Model, optim: ModuleOptimizer, lr: f64, device: &Device) -> Model {
-    let loader = || {
-        DataLoaderBuilder::new(ItemBatcher)
-            .batch_size(BATCH)
-            .set_device(device.clone())
-            .build(InMemDataset::new(items()))
-    };
+    let loader = || loader(device);
     let dir = tempdir();
     let result = SupervisedTraining::new(&dir, loader(), loader())
         .grads_accumulation(ACCUMULATION)
@@ -226,6 +222,13 @@ fn run_learner(model: Model, optim: ModuleOptimizer, lr: f64, device: &Device) -
         result.error
     );
     result.model
+}
+
+fn loader(device: &Device) -> Arc<dyn DataLoader<Batch>> {
+    DataLoaderBuilder::new(ItemBatcher)
+        .batch_size(BATCH)
+        .set_device(device.clone())
+        .build(InMemDataset::new(items()))
 }
 
 /// The manual loop: for each group of (up to) `ACCUMULATION` micro-batches, accumulate the
@@ -590,4 +593,87 @@ fn train_step_override_applies_one_global_threshold_per_step() {
         trained, per_tensor_trained,
         "global vs per-tensor threshold"
     );
+}
+
+/// The library's metrics in a real `Learner` run, written by burn-train's file logger: the
+/// kept share matches the count a per-tensor mask must keep (distinct gradient values, so
+/// exactly `floor(r·n)` entries of each tensor go) once the first optimizer step is done, and
+/// the other metrics carry the handle's statistics of the last step.
+#[test]
+fn learner_logs_the_mask_metrics() {
+    let device = Device::flex().autodiff();
+    let initial = Model::new(&device);
+    let config = GradMaskConfig::new(RATIO).with_collect_norms(true);
+    let optim = SgdConfig::new()
+        .build()
+        .with_grad_mask_config(config)
+        .with_param_paths(&initial);
+    let stats = optim.stats_handle();
+    let dir = tempdir();
+    let result = SupervisedTraining::new(&dir, loader(&device), loader(&device))
+        .grads_accumulation(ACCUMULATION)
+        .num_epochs(1)
+        .renderer(Box::new(Quiet))
+        .with_application_logger(None)
+        .metric_train_numeric(MaskMetric::kept(&stats))
+        .metric_train_numeric(MaskMetric::threshold(&stats))
+        .metric_train_numeric(MaskMetric::non_finite(&stats))
+        .metric_train_numeric(MaskMetric::kept_norm(&stats).unwrap())
+        .metric_train_numeric(MaskMetric::kept(&stats).for_params("out."))
+        .launch(Learner::new(
+            initial,
+            ModuleOptimizer::from(optim),
+            ConstantLr::from(LR),
+        ));
+    assert!(result.error.is_none(), "{:?}", result.error);
+    let logged = |name: &str| -> Vec<f64> {
+        let file = dir.join("train/epoch-1").join(format!("{name}.log"));
+        let text =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        // One `value,count` line per iteration, then the epoch's `mean,final`.
+        text.lines()
+            .filter(|line| !line.ends_with(",final"))
+            .map(|line| line.split(',').next().unwrap().parse().unwrap())
+            .collect()
+    };
+
+    let masked: u64 = sizes()
+        .iter()
+        .map(|&n| (RATIO * n as f64).floor() as u64)
+        .sum();
+    // As `MaskStats::kept_fraction` rounds it.
+    let percent = |kept: u64, total: u64| 100.0 * (kept as f64 / total as f64);
+    let expected_kept = percent(ENTRIES - masked, ENTRIES);
+    let kept = logged("Mask_kept");
+    assert_eq!(kept.len(), MICRO_BATCHES, "one value per iteration");
+    // Until the first optimizer step nothing is masked yet.
+    let stepped = kept.iter().filter(|&&k| k == expected_kept).count();
+    assert!(stepped >= MICRO_BATCHES - ACCUMULATION, "{kept:?}");
+    assert!(
+        kept.iter().all(|&k| k == expected_kept || k == 100.0),
+        "{kept:?}"
+    );
+
+    let out: u64 = sizes()[2..].iter().sum();
+    let out_masked: u64 = sizes()[2..]
+        .iter()
+        .map(|&n| (RATIO * n as f64).floor() as u64)
+        .sum();
+    let out_kept = logged("Mask_kept_[out.]");
+    assert_eq!(out_kept.last(), Some(&percent(out - out_masked, out)));
+
+    let last = stats.latest();
+    let names: Vec<&str> = last.tensors.iter().map(|t| t.param.as_str()).collect();
+    assert_eq!(
+        names,
+        ["hidden.weight", "hidden.bias", "out.weight", "out.bias"]
+    );
+    assert_eq!(logged("Mask_non-finite").last(), Some(&0.0));
+    let threshold = logged("Mask_threshold");
+    assert_eq!(threshold.last(), last.mean_threshold().as_ref());
+    let norm = *logged("Mask_norm_kept").last().unwrap();
+    assert_eq!(norm, 100.0 * last.kept_norm_fraction().unwrap());
+    // The mask keeps the largest entries: more of the norm than of the count.
+    assert!(norm > expected_kept && norm < 100.0, "{norm}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

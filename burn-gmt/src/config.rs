@@ -253,6 +253,13 @@ pub struct GradMaskConfig {
     /// off for a step with no host synchronisation at all.
     #[config(default = true)]
     pub collect_stats: bool,
+    /// Also measure each gradient's L2 norm and the norm of what the mask keeps of it, for
+    /// [`MaskStats::kept_norm_fraction`](crate::MaskStats::kept_norm_fraction) (the share of
+    /// the gradient norm that survives the mask, as GASDU users log it). Costs two reductions
+    /// per tensor, read back with the rest of the statistics, and on a fusion backend it can
+    /// stop the mask from working in place. Default: false; needs `collect_stats`.
+    #[config(default = false)]
+    pub collect_norms: bool,
 }
 
 impl GradMaskConfig {
@@ -298,6 +305,12 @@ impl GradMaskConfig {
                     "a threshold is kept between selections only for MaskStrategy::Magnitude, not {:?}",
                     self.strategy
                 ),
+            });
+        }
+        if self.collect_norms && !self.collect_stats {
+            return Err(GradMaskError::InvalidField {
+                field: "collect_norms",
+                reason: "norms are reported with the statistics: set collect_stats too".into(),
             });
         }
         if let MaskStrategy::Hft { stage_steps: 0, .. } = self.strategy {

@@ -4,6 +4,8 @@
 mod config;
 mod error;
 mod mask;
+#[cfg(feature = "train")]
+pub mod metric;
 mod module;
 mod optimizer;
 mod select;
@@ -13,8 +15,8 @@ pub use burn_gmt_kernels as kernels;
 pub use config::{GradMaskConfig, MaskGroup, MaskScope, MaskStrategy, MaskTarget, RatioSchedule};
 pub use error::GradMaskError;
 pub use module::GradMask;
-pub use optimizer::{GradMasked, GradMaskedState, MaskStatsHandle, WithGradMask};
+pub use optimizer::{GradMasked, GradMaskedState, WithGradMask};
 pub use select::{
     HOST_SELECT_MAX_ENTRIES, masked_count, select_kth_abs, with_device_select, with_radix_select,
 };
-pub use stats::{MaskStats, TensorMaskStats};
+pub use stats::{MaskStats, MaskStatsHandle, TensorMaskStats};

@@ -31,32 +31,71 @@ pub(crate) struct Plan {
     pub stats: Option<PendingStats>,
 }
 
-/// The statistics of the plans that collected them, each named by its parameter, with every
-/// device-side count of the step read back at once.
-pub(crate) fn plan_stats<'a>(
-    plans: impl IntoIterator<Item = (&'a Plan, String)>,
-) -> Vec<TensorMaskStats> {
-    resolve_named(
-        plans
-            .into_iter()
-            .filter_map(|(plan, param)| plan.stats.clone().map(|s| (param, s)))
-            .collect(),
-    )
+/// A tensor's statistics at one step, possibly still on the device.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingTensorStats {
+    pub counts: PendingStats,
+    /// With `collect_norms`: `[‖g‖², ‖kept‖²]` over the finite entries, f32 on the
+    /// gradient's device.
+    pub norms_sq: Option<Tensor<1>>,
 }
 
-/// Pending statistics, each named by its parameter, read back at once.
-pub(crate) fn resolve_named(named: Vec<(String, PendingStats)>) -> Vec<TensorMaskStats> {
+/// Pending statistics, each named by its parameter, with every device-side value of the
+/// step read back at once (counts in one read per device, norms in another).
+pub(crate) fn resolve_named(named: Vec<(String, PendingTensorStats)>) -> Vec<TensorMaskStats> {
     let (params, pending): (Vec<_>, Vec<_>) = named.into_iter().unzip();
-    resolve_stats(pending)
+    let (counts, norms): (Vec<_>, Vec<_>) =
+        pending.into_iter().map(|p| (p.counts, p.norms_sq)).unzip();
+    let norms = read_norms(norms);
+    resolve_stats(counts)
         .into_iter()
+        .zip(norms)
         .zip(params)
-        .map(|((c, threshold), param)| TensorMaskStats {
+        .map(|(((c, threshold), norms_sq), param)| TensorMaskStats {
             param,
             total: c.total,
             masked: c.masked,
             kept: c.total - c.masked,
             non_finite: c.non_finite,
             threshold,
+            norms_sq,
+        })
+        .collect()
+}
+
+/// The `[‖g‖², ‖kept‖²]` pairs, read with one read per device.
+fn read_norms(norms: Vec<Option<Tensor<1>>>) -> Vec<Option<(f64, f64)>> {
+    let mut devices: Vec<Device> = Vec::new();
+    let mut parts: Vec<Vec<Tensor<1>>> = Vec::new();
+    let mut slots = Vec::new();
+    for pair in norms.iter().flatten() {
+        let device = pair.device();
+        let group = devices
+            .iter()
+            .position(|d| *d == device)
+            .unwrap_or_else(|| {
+                devices.push(device);
+                parts.push(Vec::new());
+                devices.len() - 1
+            });
+        parts[group].push(pair.clone());
+        slots.push(group);
+    }
+    let mut values: Vec<std::vec::IntoIter<f64>> = parts
+        .into_iter()
+        .map(|part| {
+            let data = Tensor::cat(part, 0).into_data();
+            data.iter::<f64>().collect::<Vec<_>>().into_iter()
+        })
+        .collect();
+    let mut slots = slots.into_iter();
+    norms
+        .iter()
+        .map(|pair| {
+            pair.as_ref()?;
+            let group = slots.next().expect("a slot per measured tensor");
+            let mut next = || values[group].next().expect("two norms per tensor");
+            Some((next(), next()))
         })
         .collect()
 }
@@ -181,8 +220,35 @@ pub(crate) fn plan_frozen(grad: &DispatchTensor, frozen: bool, collect_stats: bo
     }
 }
 
+/// The gradient with its masked entries zeroed as [`mask_gradient`] does and, with `norms`,
+/// `[‖g‖², ‖kept‖²]` over its finite entries (the kept part before the random mask's rescale).
+pub(crate) fn mask_measured<const D: usize>(
+    grad: Tensor<D>,
+    mask: TensorMask,
+    norms: bool,
+) -> (Tensor<D>, Option<Tensor<1>>) {
+    if !norms {
+        return (mask_gradient(grad, mask), None);
+    }
+    let before = finite_square_sum(&grad);
+    let unscale = match &mask {
+        TensorMask::Random { scale, .. } => 1.0 / (scale * scale),
+        _ => 1.0,
+    };
+    let masked = mask_gradient(grad, mask);
+    let after = finite_square_sum(&masked).mul_scalar(unscale);
+    (masked, Some(Tensor::cat(vec![before, after], 0)))
+}
+
+/// The sum of the squares of the finite entries, in f32 (an f16 square overflows at 256).
+fn finite_square_sum<const D: usize>(grad: &Tensor<D>) -> Tensor<1> {
+    let g = grad.clone().cast(DType::F32);
+    let non_finite = g.clone().is_finite().bool_not();
+    (g.clone() * g).mask_fill(non_finite, 0.0).sum()
+}
+
 /// The gradient with its masked entries zeroed (in place when the backend can).
-pub(crate) fn mask_gradient<const D: usize>(grad: Tensor<D>, mask: TensorMask) -> Tensor<D> {
+fn mask_gradient<const D: usize>(grad: Tensor<D>, mask: TensorMask) -> Tensor<D> {
     match mask {
         TensorMask::Keep => grad,
         TensorMask::Below { threshold } => Tensor::from_dispatch(

@@ -12,11 +12,11 @@ use burn_gmt_kernels::random::{draw, draw_key, mix64};
 use crate::config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
 use crate::error::GradMaskError;
 use crate::mask::{
-    Plan, TensorMask, check_dtype, hold_masked, mask_gradient, plan_frozen, plan_reused,
-    plan_stats, plan_tensor,
+    PendingTensorStats, Plan, TensorMask, check_dtype, hold_masked, mask_measured, plan_frozen,
+    plan_reused, plan_tensor, resolve_named,
 };
 use crate::select::{self, masked_count};
-use crate::stats::MaskStats;
+use crate::stats::{MaskStats, MaskStatsHandle};
 
 /// Gradient-Mask Tuning as a transformation of a module's gradients: it sees every
 /// parameter, so it supports [`MaskScope::Global`], `unmasked` groups and per-layer HFT.
@@ -182,6 +182,9 @@ pub struct GradMask {
     known_step: (ParamId, u64),
     #[module(skip)]
     last_stats: MaskStats,
+    /// Shared by every clone (the copies burn-train makes of a model): what a metric reads.
+    #[module(skip)]
+    stats: MaskStatsHandle,
     /// With `reselect_every > 1`: each parameter's mask at the last selection, and its
     /// threshold value when statistics read it.
     #[module(skip)]
@@ -223,6 +226,7 @@ impl GradMask {
         Ok(Self {
             known_step: (step.id, 0),
             step,
+            stats: MaskStatsHandle::new(config.collect_norms),
             config,
             last_stats: MaskStats::default(),
             kept: HashMap::new(),
@@ -257,6 +261,13 @@ impl GradMask {
     /// Statistics of the latest [`apply`](Self::apply) or [`step`](Self::step).
     pub fn last_stats(&self) -> &MaskStats {
         &self.last_stats
+    }
+
+    /// A handle on the statistics of the latest step, shared with every clone of this mask:
+    /// keep one before the model holding the mask moves into a `Learner` (for example for a
+    /// `burn_gmt::metric::MaskMetric`, feature `train`).
+    pub fn stats_handle(&self) -> MaskStatsHandle {
+        self.stats.clone()
     }
 
     /// Masks `grads` (the gradients of `module`, already accumulated) for one optimizer
@@ -431,40 +442,53 @@ impl GradMask {
             false => self.plan_groups(&entries, step)?,
         };
 
-        let mut stats = MaskStats {
-            step,
-            ratio,
-            tensors: Vec::new(),
-        };
-        stats.tensors = plan_stats(plans.iter().zip(entries.iter().map(|e| e.path.clone())));
-        if self.config.reselect_every > 1 && !reuse {
-            // Statistics, when collected, come one per entry: they carry the threshold values.
-            let values = stats.tensors.iter().map(|t| t.threshold);
-            let values = values.chain(std::iter::repeat(None));
-            self.kept = entries
-                .iter()
-                .zip(&plans)
-                .zip(values)
-                .map(|((e, plan), value)| (e.id, (plan.mask.clone(), value)))
-                .collect();
-        }
         // The next step's counter lives where the gradients do (a replica's own device).
         let device = match entries.first() {
             Some(entry) => entry.grad.device().into(),
             None => self.step.lazy_device(),
         };
-        let masks: HashMap<ParamId, TensorMask> = entries
-            .iter()
-            .zip(plans)
-            .map(|(entry, plan)| (entry.id, plan.mask))
-            .collect();
+        let mut masks = HashMap::new();
+        let mut pending = Vec::new();
+        let ids: Vec<ParamId> = entries.iter().map(|e| e.id).collect();
+        for (entry, plan) in entries.iter().zip(plans) {
+            if let Some(counts) = plan.stats {
+                pending.push((entry.id, entry.path.clone(), counts));
+            }
+            masks.insert(entry.id, plan.mask);
+        }
         // The gradients are only borrowed now: drop the borrows so masking can be in place.
         drop(entries);
-        module.visit(&mut MaskGrads {
+        let mut masking = MaskGrads {
             masks: &masks,
             grads: &mut grads,
-        });
+            norms: self.config.collect_norms.then(HashMap::new),
+        };
+        module.visit(&mut masking);
+        let mut norms = masking.norms.unwrap_or_default();
 
+        let named = pending
+            .into_iter()
+            .map(|(id, path, counts)| {
+                let norms_sq = norms.remove(&id);
+                (path, PendingTensorStats { counts, norms_sq })
+            })
+            .collect();
+        let stats = MaskStats {
+            step,
+            ratio,
+            tensors: resolve_named(named),
+        };
+        if self.config.reselect_every > 1 && !reuse {
+            // Statistics, when collected, come one per entry: they carry the threshold values.
+            let values = stats.tensors.iter().map(|t| t.threshold);
+            let values = values.chain(std::iter::repeat(None));
+            self.kept = ids
+                .into_iter()
+                .zip(values)
+                .map(|(id, value)| (id, (masks[&id].clone(), value)))
+                .collect();
+        }
+        self.stats.lock().record_step(stats.clone());
         self.last_stats = stats;
         self.write_steps(step + 1, device);
         Ok((grads, masks))
@@ -711,6 +735,8 @@ impl Homes {
 struct MaskGrads<'a> {
     masks: &'a HashMap<ParamId, TensorMask>,
     grads: &'a mut GradientsParams,
+    /// With `collect_norms`: each masked gradient's `[‖g‖², ‖kept‖²]`.
+    norms: Option<HashMap<ParamId, Tensor<1>>>,
 }
 
 impl ModuleVisitor for MaskGrads<'_> {
@@ -718,8 +744,11 @@ impl ModuleVisitor for MaskGrads<'_> {
         if let Some(mask) = self.masks.get(&param.id)
             && let Some(grad) = self.grads.remove::<D>(param.id)
         {
-            self.grads
-                .register::<D>(param.id, mask_gradient(grad, mask.clone()));
+            let (masked, norms_sq) = mask_measured(grad, mask.clone(), self.norms.is_some());
+            self.grads.register::<D>(param.id, masked);
+            if let (Some(norms), Some(norms_sq)) = (&mut self.norms, norms_sq) {
+                norms.insert(param.id, norms_sq);
+            }
         }
     }
 }

@@ -1,20 +1,19 @@
 //! [`GradMasked`]: any Burn [`Optimizer`] with a gradient mask in front of it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::ThreadId;
+use std::sync::Arc;
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource, join_path};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Shape, Tensor};
 use burn_pack::Scalar;
 
 use crate::config::{GradMaskConfig, MaskScope, MaskTarget};
 use crate::error::GradMaskError;
 use crate::mask::{
-    TensorMask, check_dtype, hold_masked, mask_gradient, plan_reused, plan_tensor, resolve_named,
+    PendingTensorStats, TensorMask, check_dtype, hold_masked, mask_measured, plan_reused,
+    plan_tensor,
 };
-use crate::select::PendingStats;
-use crate::stats::MaskStats;
+use crate::stats::MaskStatsHandle;
 
 /// An optimizer whose gradients are masked, tensor by tensor, before the inner optimizer
 /// steps. It is itself an [`Optimizer`], so [`ModuleOptimizer::from`](burn::optim::ModuleOptimizer)
@@ -34,45 +33,16 @@ use crate::stats::MaskStats;
 pub struct GradMasked<O> {
     inner: O,
     config: Arc<GradMaskConfig>,
-    replicas: Arc<Mutex<Replicas>>,
+    stats: MaskStatsHandle,
+    /// The module's trainable parameters in stepping order, when given.
+    paths: Option<Arc<Vec<ParamPath>>>,
 }
 
-/// What the optimizer keeps for each thread that steps it (each replica of the model).
-#[derive(Default)]
-struct Replicas(HashMap<ThreadId, Replica>);
-
-#[derive(Default)]
-struct Replica {
-    /// The draw stream of the next parameter this thread steps for the first time.
-    next_stream: u64,
-    /// When this replica last stepped, in steps of any replica (orders the replicas).
-    last_update: u64,
-    /// First-seen rank of the replica.
-    rank: usize,
-    latest: LatestStats,
-}
-
-impl Replicas {
-    fn this_thread(&mut self) -> &mut Replica {
-        let rank = self.0.len();
-        self.0
-            .entry(std::thread::current().id())
-            .or_insert_with(|| Replica {
-                rank,
-                ..Replica::default()
-            })
-    }
-}
-
-/// The statistics of the latest step, kept as the plans left them (on a GPU, counts still
-/// on the device) and read when asked for: stepping never waits on a read-back.
-#[derive(Default)]
-struct LatestStats {
-    step: u64,
-    ratio: f64,
-    tensors: Vec<(String, PendingStats)>,
-    /// What the last [`MaskStatsHandle::latest`] read, until the next step changes it.
-    read: Option<MaskStats>,
+/// A trainable parameter's module path and shape, in the module's order.
+#[derive(Debug)]
+struct ParamPath {
+    path: String,
+    shape: Shape,
 }
 
 /// State of a [`GradMasked`] optimizer for one parameter.
@@ -165,9 +135,73 @@ impl<O: Optimizer> GradMasked<O> {
         }
         Ok(Self {
             inner,
+            stats: MaskStatsHandle::new(config.collect_norms),
             config: Arc::new(config),
-            replicas: Arc::new(Mutex::new(Replicas::default())),
+            paths: None,
         })
+    }
+
+    /// Names each parameter's statistics (and errors) by its module path in `module`, the
+    /// model this optimizer steps, instead of `stream N`.
+    ///
+    /// An optimizer sees tensors, not paths. `ModuleOptimizer` steps a module's parameters in
+    /// the module's order, so the wrapper's `N`-th new parameter is the module's `N`-th
+    /// trainable one (`require_grad`) whenever every trainable parameter has a gradient at its
+    /// first step, as in a plain training loop. A parameter whose shape does not match the
+    /// path's keeps the `stream N` name: a name is never a guess.
+    ///
+    /// ```
+    /// use burn::module::Module;
+    /// use burn::nn::{Linear, LinearConfig};
+    /// use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+    /// use burn::tensor::{Device, Distribution, Tensor};
+    /// use burn_gmt::WithGradMask;
+    ///
+    /// #[derive(Module, Debug)]
+    /// struct Model {
+    ///     encoder: Linear,
+    /// }
+    ///
+    /// let device = Device::default().autodiff();
+    /// let model = Model { encoder: LinearConfig::new(8, 4).init(&device) };
+    /// let masked = SgdConfig::new().build().with_grad_mask(0.3).with_param_paths(&model);
+    /// let stats = masked.stats_handle();
+    /// let mut optim = ModuleOptimizer::from(masked);
+    ///
+    /// let x = Tensor::<2>::random([2, 8], Distribution::Default, &device);
+    /// let grads = GradientsParams::from_grads(model.encoder.forward(x).sum().backward(), &model);
+    /// let _model = optim.step(0.1, model, grads);
+    /// let names: Vec<String> = stats.latest().tensors.into_iter().map(|t| t.param).collect();
+    /// assert_eq!(names, ["encoder.weight", "encoder.bias"]);
+    /// ```
+    pub fn with_param_paths<M: Module>(mut self, module: &M) -> Self {
+        struct Collect {
+            path: Vec<String>,
+            params: Vec<ParamPath>,
+        }
+        impl ModuleVisitor for Collect {
+            fn enter_module(&mut self, name: &str, _container_type: &str) {
+                self.path.push(name.to_string());
+            }
+            fn exit_module(&mut self, _name: &str, _container_type: &str) {
+                self.path.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if param.val().is_require_grad() {
+                    self.params.push(ParamPath {
+                        path: self.path.join("."),
+                        shape: param.lazy_shape(),
+                    });
+                }
+            }
+        }
+        let mut collect = Collect {
+            path: Vec::new(),
+            params: Vec::new(),
+        };
+        module.visit(&mut collect);
+        self.paths = Some(Arc::new(collect.params));
+        self
     }
 
     /// The mask configuration.
@@ -178,59 +212,19 @@ impl<O: Optimizer> GradMasked<O> {
     /// A handle on the statistics of the latest step, shared with every clone of this
     /// optimizer (keep one before moving the optimizer into a `ModuleOptimizer`).
     pub fn stats_handle(&self) -> MaskStatsHandle {
-        MaskStatsHandle(self.replicas.clone())
+        self.stats.clone()
     }
 
-    fn replicas(&self) -> MutexGuard<'_, Replicas> {
-        self.replicas.lock().expect("mask replicas lock")
-    }
-}
-
-/// Shared view of the statistics a [`GradMasked`] optimizer collects.
-#[derive(Clone)]
-pub struct MaskStatsHandle(Arc<Mutex<Replicas>>);
-
-impl std::fmt::Debug for MaskStatsHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("MaskStatsHandle").finish_non_exhaustive()
-    }
-}
-
-impl MaskStatsHandle {
-    /// The statistics of the latest optimizer step (of the replica that stepped last, when
-    /// several threads step the optimizer). On a GPU the counts stay on the device during the
-    /// step; this reads them, every tensor's at once.
-    pub fn latest(&self) -> MaskStats {
-        let mut replicas = self.0.lock().expect("mask replicas lock");
-        replicas
-            .0
-            .values_mut()
-            .max_by_key(|r| r.last_update)
-            .map_or_else(MaskStats::default, |r| r.latest.read())
-    }
-
-    /// The statistics of each replica's latest step, in the order the replicas first
-    /// stepped (one entry for single-device training; one per DDP worker).
-    pub fn replicas(&self) -> Vec<MaskStats> {
-        let mut replicas = self.0.lock().expect("mask replicas lock");
-        let mut all: Vec<&mut Replica> = replicas.0.values_mut().collect();
-        all.sort_by_key(|r| r.rank);
-        all.into_iter().map(|r| r.latest.read()).collect()
-    }
-}
-
-impl LatestStats {
-    fn read(&mut self) -> MaskStats {
-        if let Some(read) = &self.read {
-            return read.clone();
+    /// The name of the parameter of draw stream `stream` and shape `shape`.
+    fn param_name(&self, stream: u64, shape: &Shape) -> String {
+        let known = self
+            .paths
+            .as_ref()
+            .and_then(|paths| paths.get(stream as usize));
+        match known {
+            Some(param) if param.shape == *shape => param.path.clone(),
+            _ => format!("stream {stream}"),
         }
-        let read = MaskStats {
-            step: self.step,
-            ratio: self.ratio,
-            tensors: resolve_named(self.tensors.clone()),
-        };
-        self.read = Some(read.clone());
-        read
     }
 }
 
@@ -247,13 +241,16 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
         let (inner_state, step, stream, kept) = match state {
             Some(state) => (state.inner, state.step, state.stream, state.threshold),
             None => {
-                let mut replicas = self.replicas();
+                let mut replicas = self.stats.lock();
                 let replica = replicas.this_thread();
                 replica.next_stream += 1;
                 (None, 0, replica.next_stream - 1, None)
             }
         };
-        if let Err(err) = check_dtype(grad.dtype(), &grad.device(), || format!("stream {stream}")) {
+        let shape = grad.shape();
+        if let Err(err) = check_dtype(grad.dtype(), &grad.device(), || {
+            self.param_name(stream, &shape)
+        }) {
             panic!("{err}");
         }
         let config = &self.config;
@@ -283,7 +280,7 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
             }
             _ => None,
         };
-        let masked = mask_gradient(grad, plan.mask.clone());
+        let (masked, norms_sq) = mask_measured(grad, plan.mask.clone(), config.collect_norms);
 
         let (updated, inner_state) = match config.target {
             MaskTarget::Gradient => self.inner.step(lr, tensor, masked, inner_state),
@@ -298,29 +295,10 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
             }
         };
 
-        if let Some(stats) = plan.stats {
-            let param = format!("stream {stream}");
-            let mut replicas = self.replicas();
-            let clock = replicas
-                .0
-                .values()
-                .map(|r| r.last_update)
-                .max()
-                .unwrap_or(0)
-                + 1;
-            let replica = replicas.this_thread();
-            replica.last_update = clock;
-            let latest = &mut replica.latest;
-            if latest.step != step || latest.tensors.is_empty() {
-                *latest = LatestStats {
-                    step,
-                    ratio,
-                    ..LatestStats::default()
-                };
-            }
-            latest.tensors.retain(|(p, _)| *p != param);
-            latest.tensors.push((param, stats));
-            latest.read = None;
+        if let Some(counts) = plan.stats {
+            let param = self.param_name(stream, &shape);
+            let stats = PendingTensorStats { counts, norms_sq };
+            self.stats.lock().record_tensor(step, ratio, param, stats);
         }
         (
             updated,

@@ -1,9 +1,18 @@
-//! What the mask did at the last step.
+//! What the mask did at the last step, and the handle that reads it while training runs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
+
+use crate::mask::{PendingTensorStats, resolve_named};
 
 /// Mask statistics of one parameter tensor.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TensorMaskStats {
-    /// The parameter's module path (module-level mask) or stream number (optimizer wrapper).
+    /// The parameter's module path (`encoder.layers.3.attn.q.weight`). The optimizer wrapper
+    /// knows paths only when given the module
+    /// ([`GradMasked::with_param_paths`](crate::GradMasked::with_param_paths)); otherwise it
+    /// names a parameter `stream N`, its rank in the order the optimizer first stepped it.
     pub param: String,
     /// Entries in the gradient.
     pub total: u64,
@@ -17,6 +26,10 @@ pub struct TensorMaskStats {
     /// The magnitude threshold `T` (entries with `|g| < T` are masked), when the magnitude
     /// strategy selected one this step.
     pub threshold: Option<f64>,
+    /// With [`collect_norms`](crate::GradMaskConfig::collect_norms): the squared L2 norm of the
+    /// gradient's finite entries, and of the finite entries the mask keeps (before the random
+    /// mask's rescale), summed in f32 on the gradient's device.
+    pub norms_sq: Option<(f64, f64)>,
 }
 
 /// Mask statistics of one optimizer step.
@@ -55,5 +68,276 @@ impl MaskStats {
         } else {
             self.kept() as f64 / total as f64
         }
+    }
+
+    /// The mean of the finite magnitude thresholds of the step (one per tensor, or the one
+    /// global threshold), or `None` when no tensor selected one.
+    pub fn mean_threshold(&self) -> Option<f64> {
+        let finite: Vec<f64> = self
+            .tensors
+            .iter()
+            .filter_map(|t| t.threshold)
+            .filter(|t| t.is_finite())
+            .collect();
+        (!finite.is_empty()).then(|| finite.iter().sum::<f64>() / finite.len() as f64)
+    }
+
+    /// The share of the gradient's L2 norm the mask keeps, `‖kept‖ / ‖g‖` over the finite
+    /// entries of every tensor (1 for a zero gradient), when
+    /// [`collect_norms`](crate::GradMaskConfig::collect_norms) measured the norms.
+    pub fn kept_norm_fraction(&self) -> Option<f64> {
+        let (mut grad, mut kept) = (0.0, 0.0);
+        for t in &self.tensors {
+            let (g, k) = t.norms_sq?;
+            grad += g;
+            kept += k;
+        }
+        Some(if grad > 0.0 {
+            (kept / grad).sqrt()
+        } else {
+            1.0
+        })
+    }
+
+    /// These statistics restricted to the parameters whose module path starts with `prefix`
+    /// (`"encoder.layers.3."`, or a whole path).
+    pub fn filter_params(&self, prefix: &str) -> MaskStats {
+        MaskStats {
+            tensors: self
+                .tensors
+                .iter()
+                .filter(|t| t.param.starts_with(prefix))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+}
+
+/// A shared, cheap-to-clone view of the statistics a mask collects: from the optimizer
+/// wrapper ([`GradMasked::stats_handle`](crate::GradMasked::stats_handle)) or the module-level
+/// mask ([`GradMask::stats_handle`](crate::GradMask::stats_handle)). It outlives moves of
+/// the optimizer or model into a `Learner`, which is what a metric needs.
+///
+/// Statistics are kept per training thread: burn-train's DDP workers step one shared
+/// optimizer (or their own replica of a model holding a `GradMask`), one thread each, and
+/// each keeps its own.
+#[derive(Clone)]
+pub struct MaskStatsHandle {
+    replicas: Arc<Mutex<Replicas>>,
+    collects_norms: bool,
+}
+
+impl std::fmt::Debug for MaskStatsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaskStatsHandle")
+            .field("collects_norms", &self.collects_norms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MaskStatsHandle {
+    pub(crate) fn new(collects_norms: bool) -> Self {
+        Self {
+            replicas: Arc::new(Mutex::new(Replicas::default())),
+            collects_norms,
+        }
+    }
+
+    /// Whether the statistics carry gradient norms
+    /// ([`collect_norms`](crate::GradMaskConfig::collect_norms)).
+    pub fn collects_norms(&self) -> bool {
+        self.collects_norms
+    }
+
+    /// The statistics of the latest optimizer step (of the replica that stepped last, when
+    /// several threads step). With the wrapper on a GPU the counts stay on the device during
+    /// the step; this reads them, every tensor's at once.
+    pub fn latest(&self) -> MaskStats {
+        let mut replicas = self.lock();
+        replicas
+            .0
+            .values_mut()
+            .max_by_key(|r| r.last_update)
+            .map_or_else(MaskStats::default, |r| r.latest.read())
+    }
+
+    /// The statistics of each replica's latest step, in the order the replicas first
+    /// stepped (one entry for single-device training; one per DDP worker).
+    pub fn replicas(&self) -> Vec<MaskStats> {
+        let mut replicas = self.lock();
+        let mut all: Vec<&mut Replica> = replicas.0.values_mut().collect();
+        all.sort_by_key(|r| r.rank);
+        all.into_iter().map(|r| r.latest.read()).collect()
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Replicas> {
+        self.replicas.lock().expect("mask statistics lock")
+    }
+}
+
+/// What a mask keeps for each thread that steps it (each replica of the model).
+#[derive(Default)]
+pub(crate) struct Replicas(HashMap<ThreadId, Replica>);
+
+#[derive(Default)]
+pub(crate) struct Replica {
+    /// The optimizer wrapper's draw stream of the next parameter this thread steps for the
+    /// first time.
+    pub next_stream: u64,
+    /// When this replica last stepped, in steps of any replica (orders the replicas).
+    last_update: u64,
+    /// First-seen rank of the replica.
+    rank: usize,
+    latest: LatestStats,
+}
+
+impl Replicas {
+    /// The calling thread's replica, created on its first call.
+    pub(crate) fn this_thread(&mut self) -> &mut Replica {
+        let rank = self.0.len();
+        self.0
+            .entry(std::thread::current().id())
+            .or_insert_with(|| Replica {
+                rank,
+                ..Replica::default()
+            })
+    }
+
+    /// The calling thread's replica, marked as the one that stepped last.
+    fn stepping(&mut self) -> &mut Replica {
+        let clock = self.0.values().map(|r| r.last_update).max().unwrap_or(0) + 1;
+        let replica = self.this_thread();
+        replica.last_update = clock;
+        replica
+    }
+
+    /// Records the statistics of one tensor at `step` (the optimizer wrapper, which sees a
+    /// step tensor by tensor); a new step starts a new record.
+    pub(crate) fn record_tensor(
+        &mut self,
+        step: u64,
+        ratio: f64,
+        param: String,
+        stats: PendingTensorStats,
+    ) {
+        let latest = &mut self.stepping().latest;
+        if latest.step != step || latest.tensors.is_empty() {
+            *latest = LatestStats {
+                step,
+                ratio,
+                ..LatestStats::default()
+            };
+        }
+        latest.tensors.retain(|(p, _)| *p != param);
+        latest.tensors.push((param, stats));
+        latest.read = None;
+    }
+
+    /// Records the statistics of a whole step, already read (the module-level mask).
+    pub(crate) fn record_step(&mut self, stats: MaskStats) {
+        self.stepping().latest = LatestStats {
+            step: stats.step,
+            ratio: stats.ratio,
+            tensors: Vec::new(),
+            read: Some(stats),
+        };
+    }
+}
+
+/// The statistics of the latest step, kept as the plans left them (on a GPU, counts still
+/// on the device) and read when asked for: stepping never waits on a read-back.
+#[derive(Default)]
+struct LatestStats {
+    step: u64,
+    ratio: f64,
+    tensors: Vec<(String, PendingTensorStats)>,
+    /// What the last read returned, until the next step changes it.
+    read: Option<MaskStats>,
+}
+
+impl LatestStats {
+    fn read(&mut self) -> MaskStats {
+        if let Some(read) = &self.read {
+            return read.clone();
+        }
+        let read = MaskStats {
+            step: self.step,
+            ratio: self.ratio,
+            tensors: resolve_named(self.tensors.clone()),
+        };
+        self.read = Some(read.clone());
+        read
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(
+        param: &str,
+        kept: u64,
+        threshold: Option<f64>,
+        norms: (f64, f64),
+    ) -> TensorMaskStats {
+        TensorMaskStats {
+            param: param.into(),
+            total: 10,
+            masked: 10 - kept,
+            kept,
+            non_finite: 0,
+            threshold,
+            norms_sq: Some(norms),
+        }
+    }
+
+    #[test]
+    fn summaries_follow_their_definitions() {
+        let stats = MaskStats {
+            step: 3,
+            ratio: 0.3,
+            tensors: vec![
+                tensor("a.weight", 7, Some(0.5), (9.0, 4.0)),
+                tensor("a.bias", 10, None, (0.0, 0.0)),
+                tensor("b.weight", 6, Some(f64::INFINITY), (7.0, 5.0)),
+                tensor("b.bias", 8, Some(1.5), (0.0, 0.0)),
+            ],
+        };
+        assert_eq!(stats.kept_fraction(), 31.0 / 40.0);
+        // The infinite threshold (a frozen tensor) is left out of the mean.
+        assert_eq!(stats.mean_threshold(), Some(1.0));
+        assert_eq!(stats.kept_norm_fraction(), Some((9.0f64 / 16.0).sqrt()));
+        let a = stats.filter_params("a.");
+        assert_eq!((a.total(), a.kept(), a.step), (20, 17, 3));
+        assert_eq!(a.kept_norm_fraction(), Some((4.0f64 / 9.0).sqrt()));
+        assert_eq!(stats.filter_params("c.").kept_fraction(), 1.0);
+        assert_eq!(stats.filter_params("a.bias").mean_threshold(), None);
+
+        let mut unmeasured = stats.clone();
+        unmeasured.tensors[1].norms_sq = None;
+        assert_eq!(unmeasured.kept_norm_fraction(), None);
+        assert_eq!(
+            stats.filter_params("a.bias").kept_norm_fraction(),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn replicas_keep_their_own_latest_step() {
+        let handle = MaskStatsHandle::new(false);
+        let step = |n| MaskStats {
+            step: n,
+            ..MaskStats::default()
+        };
+        handle.lock().record_step(step(1));
+        std::thread::scope(|s| {
+            s.spawn(|| handle.lock().record_step(step(7)));
+        });
+        assert_eq!(handle.latest().step, 7);
+        let steps: Vec<u64> = handle.replicas().iter().map(|r| r.step).collect();
+        assert_eq!(steps, [1, 7]);
+        handle.lock().record_step(step(2));
+        assert_eq!(handle.latest().step, 2);
     }
 }
