@@ -1,7 +1,7 @@
 //! Fine-tuning through burn-train's `Learner`: AdamW on `f32` master weights, linear warm-up
 //! then cosine decay, gradient accumulation, and one of the masking methods: plain SFT, GMT
-//! per tensor (the optimizer wrapper), GMT with one global threshold and HFT (a [`GradMask`]
-//! in [`TrainStep::optimize`]), or a random mask of the same ratio. The methods and their
+//! per tensor (the optimizer wrapper), GMT with one global threshold and HFT (a [`GradMask`](burn_gmt::GradMask)
+//! in [`TrainStep::optimize`](burn::train::TrainStep::optimize)), or a random mask of the same ratio. The methods and their
 //! set-up are the GMT study's ([`crate::study::methods`]).
 
 use std::path::Path;
