@@ -752,7 +752,7 @@ fn small_select_matches_host_sort_on_gpu() {
                 keys.sort_unstable();
                 let non_finite = keys.iter().filter(|&&k| k >= E::INF_KEY).count() as u64;
                 for rank in [0, n / 3, n / 2, n - 1] {
-                    let state = <Dispatch as MaskOps>::radix_select_small(&grad, rank as u64);
+                    let state = <Dispatch as MaskOps>::abs_key_select(&grad, rank as u64);
                     let got = words(state);
                     let key = keys[rank];
                     let below = keys.iter().filter(|&&k| k < key).count() as u64;

@@ -71,7 +71,7 @@ pub const SELECTION_NON_FINITE: usize = HISTOGRAM_LEN + 3;
 /// State words of a selection buffer, from [`SELECTION_PREFIX`] on.
 pub const SELECTION_STATE_LEN: usize = 4;
 /// Largest tensor selected in one step by
-/// [`MaskOps::radix_select_small`](crate::MaskOps::radix_select_small): on a GPU its keys fill
+/// [`MaskOps::abs_key_select`](crate::MaskOps::abs_key_select): on a GPU its keys fill
 /// 16 KiB of one cube's shared memory.
 pub const SMALL_SELECT_MAX_ENTRIES: usize = 4096;
 

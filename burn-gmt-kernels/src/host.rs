@@ -4,8 +4,11 @@
 //! [`MaskOps`](crate::MaskOps)'s default bodies. Each is one linear pass: selection is a radix
 //! select over the keys of `|x|` (see [`element`](crate::element)), never a sort.
 
-use crate::element::{BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement};
-use crate::random::is_drawn;
+use crate::element::{
+    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement, SELECTION_BELOW,
+    SELECTION_LEN, SELECTION_NON_FINITE, SELECTION_PREFIX, SELECTION_REMAINING,
+};
+use crate::random::{draw, is_drawn};
 use rayon::prelude::*;
 
 /// Key bits above the digit of a pass that starts at bit `shift` (0 when none are left).
@@ -205,9 +208,6 @@ pub fn digit_of_rank(counts: &[u64], rank: u64) -> (usize, u64) {
 /// If the remaining rank is not below the number of entries counted in the digit bins (the
 /// caller asked for a rank past the end).
 pub fn select_digit(selection: &mut [u64], inf_digit: u32) {
-    use crate::element::{
-        SELECTION_BELOW, SELECTION_LEN, SELECTION_NON_FINITE, SELECTION_PREFIX, SELECTION_REMAINING,
-    };
     assert_eq!(selection.len(), SELECTION_LEN, "selection buffer length");
     let rank = selection[SELECTION_REMAINING];
     let (digit, before) = digit_of_rank(&selection[..DIGITS], rank);
@@ -218,6 +218,206 @@ pub fn select_digit(selection: &mut [u64], inf_digit: u32) {
     selection[SELECTION_PREFIX] = (selection[SELECTION_PREFIX] << DIGIT_BITS) | digit as u64;
     selection[SELECTION_REMAINING] = rank - before;
     selection[..HISTOGRAM_LEN].fill(0);
+}
+
+/// One rank selected among the `|x|` keys of a slice: what a selection's state words hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelectedKey {
+    /// The key of the sought rank (NaN ranks above `+inf`, all NaN as one key).
+    pub key: u64,
+    /// Entries whose key is below `key`.
+    pub below: u64,
+    /// NaN and infinite entries.
+    pub non_finite: u64,
+}
+
+/// Up to this many entries, the keys are selected directly.
+const DIRECT_MAX: usize = 4096;
+
+/// Keys drawn to bracket the sought rank among `n`: about `4·√n`, which balances sorting the
+/// sample against selecting among the keys the bracket keeps (a share of about `3/√sample`).
+fn sample_len(n: u64) -> u64 {
+    (4.0 * (n as f64).sqrt()).clamp(256.0, 16_384.0) as u64
+}
+/// The draw key of the sample positions (any constant: positions only need to avoid the
+/// aliasing a fixed stride has with periodic data).
+const SAMPLE_KEY: u64 = 0x5e1e_c7ed;
+
+/// The `(rank + 1)`-th smallest `|x|` key of `values`, exactly, with the entries below it and
+/// the non-finite ones: what a CPU backend selects a tensor with.
+///
+/// One read of `values` in the common case: a sample of about `4·√n` keys brackets the rank,
+/// one pass counts the entries below the bracket and keeps the keys inside it (a few percent
+/// of the entries), and those are selected directly. A bracket that misses the rank (the
+/// sample was unlucky) or holds too many keys falls back to the radix passes
+/// ([`select_abs_key_by_radix`]); a bracket of one key (ties, such as many zeros) keeps
+/// nothing but a count. Small inputs are selected directly.
+///
+/// # Panics
+/// If `rank` is not below `values.len()`.
+pub fn select_abs_key<E: MaskElement>(values: &[E], rank: u64) -> SelectedKey {
+    assert!(
+        rank < values.len() as u64,
+        "gradient mask: rank {rank} of {} entries",
+        values.len()
+    );
+    if values.len() <= DIRECT_MAX {
+        let mut keys: Vec<u64> = values.iter().map(|x| x.abs_key()).collect();
+        return select_among(&mut keys, rank, 0, count_non_finite::<E>(values));
+    }
+    bracketed(values, rank).unwrap_or_else(|| select_abs_key_by_radix(values, rank))
+}
+
+/// The key of rank `rank` among `keys`, with `below_keys` entries known to lie below all
+/// of them and `non_finite` entries in all.
+fn select_among(keys: &mut [u64], rank: u64, below_keys: u64, non_finite: u64) -> SelectedKey {
+    let (lower, key, _) = keys.select_nth_unstable(rank as usize);
+    let key = *key;
+    SelectedKey {
+        key,
+        below: below_keys + lower.iter().filter(|&&k| k < key).count() as u64,
+        non_finite,
+    }
+}
+
+fn count_non_finite<E: MaskElement>(values: &[E]) -> u64 {
+    let inf = E::key_bits(E::INF_KEY);
+    values.iter().filter(|x| x.abs_bits() >= inf).count() as u64
+}
+
+/// What one chunk of the bracket pass finds.
+#[derive(Default)]
+struct BracketCounts {
+    below: u64,
+    inside: u64,
+    non_finite: u64,
+    keys: Vec<u64>,
+    overflow: bool,
+}
+
+/// The bracket of a selection in an element's own bits.
+struct Bounds<E: MaskElement> {
+    lo: E::AbsBits,
+    last: E::AbsBits,
+    inf: E::AbsBits,
+    nan: E::AbsBits,
+}
+
+impl<E: MaskElement> Bounds<E> {
+    #[inline(always)]
+    fn canonical(&self, x: E) -> E::AbsBits {
+        let bits = x.abs_bits();
+        if bits > self.nan { self.nan } else { bits }
+    }
+
+    /// Counts `chunk` against the bracket and, with `keep`, collects the keys inside it, up
+    /// to `cap` of them (then only counts).
+    fn scan(&self, chunk: &[E], keep: bool, cap: usize) -> BracketCounts {
+        let (mut below, mut non_finite, mut inside) = (0u64, 0u64, 0u64);
+        let mut keys = Vec::new();
+        for &x in chunk {
+            let key = self.canonical(x);
+            below += u64::from(key < self.lo);
+            non_finite += u64::from(key >= self.inf);
+            // Rare (a few percent of the entries): a well-predicted branch.
+            if key >= self.lo && key <= self.last {
+                inside += 1;
+                if keep && keys.len() < cap {
+                    keys.push(x.abs_key());
+                }
+            }
+        }
+        BracketCounts {
+            below,
+            inside,
+            non_finite,
+            overflow: keep && inside as usize > keys.len(),
+            keys,
+        }
+    }
+}
+
+/// [`select_abs_key`] through a sampled bracket, or `None` when the bracket misses the rank
+/// or holds too many keys to keep.
+fn bracketed<E: MaskElement>(values: &[E], rank: u64) -> Option<SelectedKey> {
+    let n = values.len() as u64;
+    let samples = sample_len(n);
+    let mut sample: Vec<u64> = (0..samples)
+        .map(|i| values[(draw(SAMPLE_KEY, i) % n) as usize].abs_key())
+        .collect();
+    sample.sort_unstable();
+    // The rank's place in the sample, widened by 3.5 standard deviations of a sample
+    // quantile's position (and two entries): the bracket misses about once in 2,000 tensors,
+    // which then pay for the radix passes.
+    let q = (rank as f64 + 0.5) / n as f64;
+    let center = q * samples as f64;
+    let spread = 3.5 * (samples as f64 * q * (1.0 - q)).sqrt() + 2.0;
+    let (lo_at, hi_at) = ((center - spread).floor(), (center + spread).ceil());
+    let lo = if lo_at < 0.0 {
+        0
+    } else {
+        sample[lo_at as usize]
+    };
+    let hi = match hi_at < samples as f64 {
+        true => sample[hi_at as usize] + 1,
+        false => u64::MAX,
+    };
+    let (one_key, lo_key) = (hi == lo + 1, lo);
+    // The pass compares canonical keys in the element's own width (every NaN folded onto the
+    // one NaN key), so its counting loop vectorises; the bracket is `[lo, last]`.
+    let bounds = Bounds::<E> {
+        lo: E::key_bits(lo.min(E::NAN_KEY)),
+        last: E::key_bits((hi - 1).min(E::NAN_KEY)),
+        inf: E::key_bits(E::INF_KEY),
+        nan: E::key_bits(E::NAN_KEY),
+    };
+    // Keys kept in all, at most: an eighth of the entries (a bracket that wide means ties).
+    let cap = (n / 8).max(samples) as usize;
+    let chunk_len = task_len(values.len());
+    let chunk_cap = cap * chunk_len / values.len() + 1;
+    let scan = |chunk: &[E]| bounds.scan(chunk, !one_key, chunk_cap);
+    let chunks: Vec<BracketCounts> = values.par_chunks(chunk_len).map(scan).collect();
+    let below = chunks.iter().map(|c| c.below).sum::<u64>();
+    let inside = chunks.iter().map(|c| c.inside).sum::<u64>();
+    let non_finite = chunks.iter().map(|c| c.non_finite).sum::<u64>();
+    if rank < below || rank >= below + inside {
+        return None;
+    }
+    if one_key {
+        return Some(SelectedKey {
+            key: lo_key,
+            below,
+            non_finite,
+        });
+    }
+    if chunks.iter().any(|c| c.overflow) {
+        return None;
+    }
+    let mut keys: Vec<u64> = chunks.into_iter().flat_map(|c| c.keys).collect();
+    Some(select_among(&mut keys, rank - below, below, non_finite))
+}
+
+/// [`select_abs_key`] by the radix passes alone: one [`abs_key_histogram`] and
+/// [`select_digit`] per 16-bit digit of the key, whatever the data.
+pub fn select_abs_key_by_radix<E: MaskElement>(values: &[E], rank: u64) -> SelectedKey {
+    let mut selection = vec![0u64; SELECTION_LEN];
+    selection[SELECTION_REMAINING] = rank;
+    for pass in 0..E::KEY_BITS / DIGIT_BITS {
+        let shift = E::KEY_BITS - DIGIT_BITS * (pass + 1);
+        let prefix = selection[SELECTION_PREFIX];
+        abs_key_histogram(values, shift, prefix, &mut selection[..HISTOGRAM_LEN]);
+        // The first pass also counts the non-finite entries (digits from +inf's up).
+        let inf_digit = match pass {
+            0 => (E::INF_KEY >> shift) as u32,
+            _ => DIGITS as u32,
+        };
+        select_digit(&mut selection, inf_digit);
+    }
+    SelectedKey {
+        key: selection[SELECTION_PREFIX],
+        below: selection[SELECTION_BELOW],
+        non_finite: selection[SELECTION_NON_FINITE],
+    }
 }
 
 /// Counts `values` against `threshold_key` (at most the key of `+inf`): what
@@ -238,4 +438,115 @@ pub fn abs_threshold_count<E: MaskElement>(values: &[E], threshold_key: u64) -> 
         .map(count)
         .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     MaskCounts { masked, non_finite }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::mix64;
+
+    /// The reference: sort the keys.
+    fn by_sort<E: MaskElement>(values: &[E], rank: u64) -> SelectedKey {
+        let mut keys: Vec<u64> = values.iter().map(|x| x.abs_key()).collect();
+        keys.sort_unstable();
+        let key = keys[rank as usize];
+        SelectedKey {
+            key,
+            below: keys.iter().filter(|&&k| k < key).count() as u64,
+            non_finite: keys.iter().filter(|&&k| k >= E::INF_KEY).count() as u64,
+        }
+    }
+
+    fn uniform(seed: u64, i: u64) -> f64 {
+        (mix64(seed ^ mix64(i)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Inputs that exercise every branch: spread values, heavy ties (zeros, two values),
+    /// sorted and periodic data (a strided sample would alias with it), non-finite entries.
+    fn inputs(n: usize) -> Vec<(&'static str, Vec<f32>)> {
+        let spread = (0..n as u64)
+            .map(|i| ((uniform(1, i) - 0.5) * 1e-3 * (uniform(2, i) * 20.0).exp()) as f32)
+            .collect();
+        let zeros = (0..n as u64)
+            .map(|i| {
+                if uniform(3, i) < 0.8 {
+                    0.0
+                } else {
+                    uniform(4, i) as f32
+                }
+            })
+            .collect();
+        let two = (0..n as u64)
+            .map(|i| if uniform(5, i) < 0.5 { 0.25 } else { -0.5 })
+            .collect();
+        let sorted = (0..n).map(|i| i as f32).collect();
+        let periodic = (0..n).map(|i| (i % 1024) as f32 - 512.0).collect();
+        let mut special: Vec<f32> = (0..n as u64).map(|i| uniform(6, i) as f32).collect();
+        for (i, v) in special.iter_mut().enumerate().step_by(97) {
+            *v = [f32::NAN, f32::INFINITY, -f32::INFINITY, -f32::NAN][i % 4];
+        }
+        vec![
+            ("spread", spread),
+            ("zeros", zeros),
+            ("two values", two),
+            ("sorted", sorted),
+            ("periodic", periodic),
+            ("non-finite", special),
+        ]
+    }
+
+    #[test]
+    fn selection_matches_a_sort() {
+        for n in [1, 2, 4096, 4097, 50_000, 300_000] {
+            for (name, values) in inputs(n) {
+                let last = n as u64 - 1;
+                for rank in [0, 1.min(last), last / 3, last / 2, (9 * last) / 10, last] {
+                    let expected = by_sort(&values, rank);
+                    assert_eq!(
+                        select_abs_key(&values, rank),
+                        expected,
+                        "{name}, n = {n}, rank {rank}"
+                    );
+                    assert_eq!(
+                        select_abs_key_by_radix(&values, rank),
+                        expected,
+                        "radix: {name}, n = {n}, rank {rank}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A bracket that misses the rank falls back to the radix passes: a sample that sees
+    /// only the first value of two (placed where the sample never looks) brackets wrongly.
+    #[test]
+    fn a_missed_bracket_falls_back() {
+        let n = 100_000u64;
+        let looked: std::collections::HashSet<u64> = (0..sample_len(n))
+            .map(|i| draw(SAMPLE_KEY, i) % n)
+            .collect();
+        let values: Vec<f32> = (0..n)
+            .map(|i| {
+                if looked.contains(&i) {
+                    1.0
+                } else {
+                    2.0 + i as f32
+                }
+            })
+            .collect();
+        assert!(bracketed(&values, n / 2).is_none(), "the bracket misses");
+        assert_eq!(select_abs_key(&values, n / 2), by_sort(&values, n / 2));
+    }
+
+    #[test]
+    fn other_float_types_match_a_sort() {
+        let values: Vec<burn::tensor::f16> = (0..20_000u64)
+            .map(|i| burn::tensor::f16::from_f64((uniform(7, i) - 0.5) * 100.0))
+            .collect();
+        let values64: Vec<f64> = (0..20_000u64).map(|i| uniform(8, i) - 0.5).collect();
+        for rank in [0, 7_000, 19_999] {
+            assert_eq!(select_abs_key(&values, rank), by_sort(&values, rank));
+            assert_eq!(select_abs_key(&values64, rank), by_sort(&values64, rank));
+        }
+    }
 }

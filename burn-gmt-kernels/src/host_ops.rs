@@ -67,11 +67,22 @@ fn threshold_key<B: Backend, A: HostAccess<B>>(threshold: &FloatTensor<B>) -> u6
     })
 }
 
-/// The `|x|` keys of `grad`, and the key of `+inf` in its dtype.
-pub(crate) fn abs_keys<B: Backend, A: HostAccess<B>>(grad: &FloatTensor<B>) -> (Vec<u64>, u64) {
-    with_mask_element!(grad.dtype(), E => {
-        A::with_values::<E, _>(grad, |g| (g.iter().map(|x| x.abs_key()).collect(), E::INF_KEY))
-    })
+/// [`MaskOps::abs_key_select`](crate::MaskOps::abs_key_select): the state words of
+/// [`host::select_abs_key`], as an `I64` tensor.
+pub(crate) fn abs_key_select<B: Backend, A: HostAccess<B>>(
+    grad: &FloatTensor<B>,
+    rank: u64,
+) -> IntTensor<B> {
+    let selected = with_mask_element!(grad.dtype(), E => {
+        A::with_values::<E, _>(grad, |g| host::select_abs_key(g, rank))
+    });
+    let words = vec![
+        selected.key,
+        rank - selected.below,
+        selected.below,
+        selected.non_finite,
+    ];
+    B::int_from_data(counter_data(words), &grad.device())
 }
 
 /// The counts of [`MaskOps::abs_key_histogram`](crate::MaskOps::abs_key_histogram).
@@ -180,11 +191,15 @@ pub(crate) fn random_mask<B: Backend, A: HostAccess<B>>(
     })
 }
 
-/// The `MaskOps` methods of a CPU backend, on its own storage ([`InPlace`]); the selection
-/// steps keep the trait's host bodies.
+/// The `MaskOps` methods of a CPU backend, on its own storage ([`InPlace`]); the radix
+/// selection steps keep the trait's host bodies.
 macro_rules! host_mask_ops {
     ($backend:ty) => {
         impl $crate::ops::MaskOps for $backend {
+            fn abs_key_select(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
+                $crate::host_ops::abs_key_select::<Self, InPlace>(grad, rank)
+            }
+
             fn abs_key_histogram(
                 grad: &FloatTensor<Self>,
                 shift: u32,

@@ -63,21 +63,15 @@ pub trait MaskOps: Backend {
         Self::int_from_data(counter_data(words), &like.device())
     }
 
-    /// The exact selection of the `(rank + 1)`-th smallest `|grad|` key of a small tensor in
-    /// one step: the four state words `[key, remaining, below, non_finite]` that a selection
-    /// buffer ends with (see [`crate::element`]). For tensors of at most
-    /// [`SMALL_SELECT_MAX_ENTRIES`](crate::element::SMALL_SELECT_MAX_ENTRIES) entries (one
-    /// launch on CubeCL instead of five); `rank` is
-    /// below the entry count.
+    /// The exact selection of the `(rank + 1)`-th smallest `|grad|` key in one step: the four
+    /// state words `[key, remaining, below, non_finite]` that a selection buffer ends with (see
+    /// [`crate::element`]); `rank` is below the entry count. The host bodies take any size
+    /// ([`host::select_abs_key`]: one read of the tensor in the common case); CubeCL takes
+    /// tensors of at most [`SMALL_SELECT_MAX_ENTRIES`](crate::element::SMALL_SELECT_MAX_ENTRIES)
+    /// entries (one launch instead of five).
     #[fusion(dtype = burn::tensor::DType::U32, shape = burn::tensor::Shape::new([SELECTION_STATE_LEN]))]
-    fn radix_select_small(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
-        let (mut keys, inf) = host_ops::abs_keys::<Self, ViaData>(grad);
-        let non_finite = keys.iter().filter(|&&k| k >= inf).count() as u64;
-        let (below, key, _) = keys.select_nth_unstable(rank as usize);
-        let key = *key;
-        let below = below.iter().filter(|&&k| k < key).count() as u64;
-        let words = vec![key, rank - below, below, non_finite];
-        Self::int_from_data(counter_data(words), &grad.device())
+    fn abs_key_select(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
+        host_ops::abs_key_select::<Self, ViaData>(grad, rank)
     }
 
     /// Adds to `selection` the histogram of the digit at `shift` of the `|grad|` keys whose

@@ -280,6 +280,8 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
             }
             _ => None,
         };
+        // The gradient's only handle again, so the mask zeroes it in place.
+        drop(dispatch);
         let (masked, norms_sq) = mask_measured(grad, plan.mask.clone(), config.collect_norms);
 
         let (updated, inner_state) = match config.target {

@@ -326,6 +326,11 @@ pub(crate) fn select(
     rank: u64,
     collect: bool,
 ) -> Selection {
+    if let [grad] = grads
+        && one_step(grad, dtype)
+    {
+        return select_one(grad, rank, collect);
+    }
     let one_device = !several_devices(grads);
     if one_device && on_device(grads, dtype) {
         return select_on_device(grads, dtype, rank, collect);
@@ -345,24 +350,31 @@ fn several_devices(grads: &[DispatchTensor]) -> bool {
         .any(|pair| pair[0].device() != pair[1].device())
 }
 
+/// Whether a lone gradient is selected in one step ([`MaskOps::abs_key_select`]): on a CPU
+/// backend whatever its size (one read of its storage in the common case), on a device when
+/// it has at most [`SMALL_SELECT_MAX_ENTRIES`] entries (one launch instead of five).
+fn one_step(grad: &DispatchTensor, dtype: DType) -> bool {
+    let on_cpu = host_memory(&grad.device()) && !FORCE_DEVICE.get() && !FORCE_RADIX.get();
+    let small = grad.shape().num_elements() <= SMALL_SELECT_MAX_ENTRIES;
+    on_cpu || (small && on_device(std::slice::from_ref(grad), dtype))
+}
+
+/// One gradient selected in one step, straight to the state words, which also give its
+/// statistics.
+fn select_one(grad: &DispatchTensor, rank: u64, collect: bool) -> Selection {
+    let state = <Dispatch as MaskOps>::abs_key_select(grad, rank);
+    let threshold = <Dispatch as MaskOps>::radix_select_threshold(grad, state.clone());
+    let stats = collect.then(|| vec![PendingStats::selected(grad, Tensor::from_dispatch(state))]);
+    Selection {
+        thresholds: vec![threshold],
+        stats,
+    }
+}
+
 /// The selection steps on the device (see the module docs): `2` histogram passes per f32
 /// gradient, `1` per f16/bf16 gradient, one digit step per pass and one threshold write,
-/// with no read-back unless `collect`. A single gradient of at most
-/// [`SMALL_SELECT_MAX_ENTRIES`] entries is selected in one step instead.
+/// with no read-back unless `collect`.
 fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: bool) -> Selection {
-    if let [grad] = grads
-        && grad.shape().num_elements() <= SMALL_SELECT_MAX_ENTRIES
-    {
-        // A small tensor: one step straight to the state words.
-        let state = <Dispatch as MaskOps>::radix_select_small(grad, rank);
-        let threshold = <Dispatch as MaskOps>::radix_select_threshold(grad, state.clone());
-        let stats =
-            collect.then(|| vec![PendingStats::selected(grad, Tensor::from_dispatch(state))]);
-        return Selection {
-            thresholds: vec![threshold],
-            stats,
-        };
-    }
     let bits = key_bits(dtype).expect("selection on a supported float dtype");
     let like = &grads[0];
     let inf = inf_key(dtype).expect("selection on a supported float dtype");

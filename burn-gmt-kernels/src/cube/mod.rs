@@ -330,7 +330,7 @@ impl MaskOps for CubeBackend {
         selection
     }
 
-    fn radix_select_small(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
+    fn abs_key_select(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
         let len = grad.shape().num_elements();
         let grad = into_contiguous(grad.clone());
         let plan = selection_plan(&[&grad], len);
