@@ -6,7 +6,7 @@
 use cubecl::prelude::*;
 
 use super::key::{WIDE_INF_KEY, wide_key};
-use super::{Launch, Plan};
+use super::{Launch, LaunchPlan};
 use burn_cubecl::tensor::CubeTensor;
 
 /// Adds to `counts[0]` the entries of `values[start..end]` below the threshold key and to
@@ -68,7 +68,7 @@ pub fn add_cube_counts(counts: &mut [Atomic<u32>], first: u32, second: u32) {
 
 /// Adds the counts of `values` (contiguous, `plan.len` entries) against `threshold` to
 /// `counts` (two zeroed `u32` counters).
-pub fn launch(values: &CubeTensor, threshold: &CubeTensor, counts: &CubeTensor, plan: &Plan) {
+pub fn launch(values: &CubeTensor, threshold: &CubeTensor, counts: &CubeTensor, plan: &LaunchPlan) {
     let client = &values.client;
     for launch in plan.reduction_launches() {
         let Launch {

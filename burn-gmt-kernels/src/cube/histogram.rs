@@ -16,7 +16,7 @@
 use cubecl::prelude::*;
 
 use super::key::{narrow_key, wide_key};
-use super::{Launch, Plan};
+use super::{Launch, LaunchPlan};
 use crate::element::{BELOW_PREFIX_BIN, DIGITS, SELECTION_PREFIX};
 use burn_cubecl::tensor::CubeTensor;
 
@@ -176,7 +176,7 @@ pub enum Prefix {
 
 /// Adds the histogram of `grad` (contiguous, `plan.len` entries) to `hist` (a `u32` buffer
 /// of [`HISTOGRAM_LEN`](crate::element::HISTOGRAM_LEN) counters, or a selection buffer).
-pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &Plan, shift: u32, prefix: Prefix) {
+pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u32, prefix: Prefix) {
     let client = &grad.client;
     let key_bits = if plan.kind == super::key::KIND_F32 {
         32

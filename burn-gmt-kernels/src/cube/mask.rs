@@ -5,7 +5,7 @@
 use cubecl::prelude::*;
 
 use super::key::wide_key;
-use super::{Launch, Plan};
+use super::{Launch, LaunchPlan};
 use burn_cubecl::tensor::CubeTensor;
 
 /// Zeroes, in place, the entries of `values[start..end]` whose `|x|` key is below the key of
@@ -32,7 +32,7 @@ fn abs_threshold_mask_kernel<F: Float, N: Size>(
 /// Launches [`abs_threshold_mask_kernel`] over the `plan.len` entries of `values` (contiguous,
 /// writable, of the plan's dtype): a vectorized launch over the whole vectors, then a scalar
 /// one over the tail, if any.
-pub fn launch(values: &CubeTensor, threshold: &CubeTensor, plan: &Plan) {
+pub fn launch(values: &CubeTensor, threshold: &CubeTensor, plan: &LaunchPlan) {
     for launch in plan.launches() {
         let Launch {
             vector_size,

@@ -52,11 +52,11 @@
 
 mod count;
 mod histogram;
+mod hold;
 mod key;
 mod mask;
 mod radix;
 mod random;
-mod select;
 mod small;
 
 use burn::backend::TensorMetadata;
@@ -80,7 +80,7 @@ use crate::ops::MaskOps;
 use histogram::Prefix;
 
 /// How one operation covers a contiguous run of `len` entries of one dtype.
-pub(crate) struct Plan {
+pub(crate) struct LaunchPlan {
     client: Client,
     len: usize,
     /// Entries per vector of the main launch.
@@ -100,7 +100,7 @@ pub(crate) struct Launch {
     cube_dim: CubeDim,
 }
 
-impl Plan {
+impl LaunchPlan {
     /// The plan for `len` entries of `tensors` (contiguous, one dtype), or `None` when the
     /// dtype has no kernel (the caller falls back to the host).
     fn new(tensors: &[&CubeTensor], len: usize) -> Option<Self> {
@@ -192,8 +192,8 @@ fn reduction_grid(client: &Client, vectors: usize) -> (CubeCount, CubeDim) {
 }
 
 /// The plan of an on-device selection step, which has kernels for every dtype it accepts.
-fn selection_plan(tensors: &[&CubeTensor], len: usize) -> Plan {
-    Plan::new(tensors, len).unwrap_or_else(|| {
+fn selection_plan(tensors: &[&CubeTensor], len: usize) -> LaunchPlan {
+    LaunchPlan::new(tensors, len).unwrap_or_else(|| {
         panic!(
             "gradient mask: on-device selection takes f32, f16 or bf16, not {:?}",
             tensors[0].dtype
@@ -242,7 +242,7 @@ impl MaskOps for CubeBackend {
             DType::U32,
         );
         let grad = into_contiguous(grad.clone());
-        match Plan::new(&[&grad], len) {
+        match LaunchPlan::new(&[&grad], len) {
             // The kernel's keys are 32-bit; a shift past them is the host's business.
             Some(plan) if len > 0 && shift < 32 => {
                 assert!(
@@ -275,7 +275,7 @@ impl MaskOps for CubeBackend {
         }
         let values = writable(grad);
         let threshold = into_contiguous(threshold);
-        match Plan::new(&[&values, &threshold], len) {
+        match LaunchPlan::new(&[&values, &threshold], len) {
             Some(plan) => {
                 mask::launch(&values, &threshold, &plan);
                 values
@@ -308,9 +308,9 @@ impl MaskOps for CubeBackend {
         let threshold = into_contiguous(threshold);
         let previous = into_contiguous(previous);
         let out = writable(updated);
-        match Plan::new(&[&out, &grad, &previous, &threshold], len) {
+        match LaunchPlan::new(&[&out, &grad, &previous, &threshold], len) {
             Some(plan) => {
-                select::launch(&grad, &threshold, &out, &previous, &plan);
+                hold::launch(&grad, &threshold, &out, &previous, &plan);
                 out
             }
             None => host_ops::abs_threshold_select::<Self, ViaData>(grad, threshold, out, previous),
@@ -400,7 +400,7 @@ impl MaskOps for CubeBackend {
         let counts = zero_counts(grad);
         let grad = into_contiguous(grad.clone());
         let threshold = into_contiguous(threshold.clone());
-        match Plan::new(&[&grad, &threshold], len) {
+        match LaunchPlan::new(&[&grad, &threshold], len) {
             Some(_) if len == 0 => counts,
             Some(plan) => {
                 count::launch(&grad, &threshold, &counts, &plan);
@@ -420,7 +420,7 @@ impl MaskOps for CubeBackend {
             return grad;
         }
         let values = writable(grad);
-        match Plan::new(&[&values], len) {
+        match LaunchPlan::new(&[&values], len) {
             // Draws index entries with 32 bits on the device.
             Some(plan) if len <= u32::MAX as usize => {
                 random::launch_mask(&values, &plan, key, bound, scale);
@@ -434,7 +434,7 @@ impl MaskOps for CubeBackend {
         let len = grad.shape().num_elements();
         let counts = zero_counts(grad);
         let grad = into_contiguous(grad.clone());
-        match Plan::new(&[&grad], len) {
+        match LaunchPlan::new(&[&grad], len) {
             Some(_) if len == 0 => counts,
             Some(plan) if len < u32::MAX as usize => {
                 random::launch_count(&grad, &counts, &plan, key, bound);

@@ -10,7 +10,7 @@ use cubecl::prelude::*;
 
 use super::count::add_cube_counts;
 use super::key::{WIDE_INF_KEY, wide_key};
-use super::{Launch, Plan};
+use super::{Launch, LaunchPlan};
 use burn_cubecl::tensor::CubeTensor;
 
 /// A 64-bit word as two 32-bit halves.
@@ -195,7 +195,7 @@ fn halves(word: u64) -> (u32, u32) {
 
 /// Launches [`random_mask_kernel`] over `values` (contiguous, writable, fewer than 2^32
 /// entries).
-pub fn launch_mask(values: &CubeTensor, plan: &Plan, key: u64, bound: u64, scale: f64) {
+pub fn launch_mask(values: &CubeTensor, plan: &LaunchPlan, key: u64, bound: u64, scale: f64) {
     let (key_hi, key_lo) = halves(key);
     let (bound_hi, bound_lo) = halves(bound);
     for launch in plan.launches() {
@@ -233,7 +233,13 @@ pub fn launch_mask(values: &CubeTensor, plan: &Plan, key: u64, bound: u64, scale
 
 /// Launches [`random_mask_count_kernel`] over `values` (contiguous, fewer than 2^32 entries),
 /// adding to `counts` (two zeroed `u32` counters).
-pub fn launch_count(values: &CubeTensor, counts: &CubeTensor, plan: &Plan, key: u64, bound: u64) {
+pub fn launch_count(
+    values: &CubeTensor,
+    counts: &CubeTensor,
+    plan: &LaunchPlan,
+    key: u64,
+    bound: u64,
+) {
     let (key_hi, key_lo) = halves(key);
     let (bound_hi, bound_lo) = halves(bound);
     for launch in plan.reduction_launches() {

@@ -7,7 +7,7 @@
 
 use cubecl::prelude::*;
 
-use super::Plan;
+use super::LaunchPlan;
 use super::key::{KIND_F32, narrow_key, wide_key};
 use crate::element::SMALL_SELECT_MAX_ENTRIES;
 use burn_cubecl::tensor::CubeTensor;
@@ -118,7 +118,7 @@ fn radix_select_small_kernel<F: Float>(
 
 /// Launches [`radix_select_small_kernel`]: `grad` contiguous with `plan.len` entries, at most
 /// [`SMALL_SELECT_MAX_ENTRIES`] and more than `rank`; `state` four `u32` words.
-pub fn launch(grad: &CubeTensor, state: &CubeTensor, plan: &Plan, rank: u32, inf_key: u32) {
+pub fn launch(grad: &CubeTensor, state: &CubeTensor, plan: &LaunchPlan, rank: u32, inf_key: u32) {
     assert!(plan.len <= SMALL_SELECT_MAX_ENTRIES && (rank as usize) < plan.len);
     let key_bits = if plan.kind == KIND_F32 { 32 } else { 16 };
     let units = UNITS

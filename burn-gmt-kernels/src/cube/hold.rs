@@ -5,7 +5,7 @@
 use cubecl::prelude::*;
 
 use super::key::wide_key;
-use super::{Launch, Plan};
+use super::{Launch, LaunchPlan};
 use burn_cubecl::tensor::CubeTensor;
 
 /// Puts `previous` back into `updated[start..end]`, in place, where the gradient's `|g|` key is
@@ -37,7 +37,7 @@ pub fn launch(
     threshold: &CubeTensor,
     updated: &CubeTensor,
     previous: &CubeTensor,
-    plan: &Plan,
+    plan: &LaunchPlan,
 ) {
     for launch in plan.launches() {
         let Launch {
