@@ -196,7 +196,7 @@ pub fn digit_of_rank(counts: &[u64], rank: u64) -> (usize, u64) {
 }
 
 /// One step of a radix selection on a selection buffer (layout of
-/// [`SELECTION_LEN`](crate::element::SELECTION_LEN)): finds the digit bin that holds the
+/// [`SELECTION_LEN`]): finds the digit bin that holds the
 /// remaining rank, appends that digit to the prefix, takes the entries of the lower bins off
 /// the remaining rank, records the entries below the new prefix (the "below" bin plus the
 /// lower bins: after the last digit, the entries below the threshold) and clears the
