@@ -1,5 +1,6 @@
 //! One AdamW optimizer step on a model with the parameter shapes of SmolLM2-135M, without a mask
-//! (SFT), through the optimizer wrapper and through `GradMask`, on every backend compiled in.
+//! (SFT), through the optimizer wrapper, through `GradMask`, and through the wrapper with
+//! `reselect_every(4)` (its mean step), on every backend compiled in.
 //! Prints a markdown table and, as its last line, `step overhead: wrapper X.XXx, grad-mask Y.YYx`
 //! (GMT step time over SFT step time, for the last backend run).
 //!
