@@ -125,7 +125,8 @@ fn wrapper_masks_only_the_adapters() {
     let masked = AdamWConfig::new()
         .with_weight_decay(0.1)
         .build()
-        .with_grad_mask(0.5);
+        .with_grad_mask(0.5)
+        .with_param_paths(&net);
     let stats = masked.stats_handle();
     let mut optim = ModuleOptimizer::from(masked);
     for step in 0..3 {
@@ -133,6 +134,14 @@ fn wrapper_masks_only_the_adapters() {
     }
     let latest = stats.latest();
     assert_eq!(latest.tensors.len(), 4);
+    // Named by path: exactly the trainable parameters (the adapters), in the module's order.
+    let adapters: Vec<&str> = before
+        .iter()
+        .filter(|(_, trains, _)| *trains)
+        .map(|(path, _, _)| path.as_str())
+        .collect();
+    let names: Vec<&str> = latest.tensors.iter().map(|t| t.param.as_str()).collect();
+    assert_eq!(names, adapters);
     assert_eq!(
         latest.total(),
         (6 * RANK + RANK * 12 + 12 * RANK + RANK * 3) as u64
