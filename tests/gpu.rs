@@ -13,19 +13,12 @@ use common::{
     Float, Params, Single, assert_same, gpu_device, grads_for, has_dtype, reference_mask, values,
 };
 
+/// The shared sampler's f32 values (zeros of both signs, ties, subnormals, NaN, ±inf, many
+/// binades), in f64.
 fn sample(n: usize, seed: u64) -> Vec<f64> {
-    (0..n as u64)
-        .map(|i| {
-            let z = burn_gmt::kernels::random::mix64(seed ^ i.wrapping_mul(0x9E37));
-            match z % 11 {
-                0 => 0.0,
-                1 => -0.0,
-                2 => 0.25,
-                3 if i % 97 == 0 => f64::NAN,
-                4 if i % 89 == 0 => f64::INFINITY,
-                _ => ((z >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 8.0,
-            }
-        })
+    common::sample::<f32>(n, seed)
+        .into_iter()
+        .map(|x| x as f64)
         .collect()
 }
 

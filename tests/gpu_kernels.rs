@@ -19,98 +19,11 @@ use burn_gmt::kernels::element::{
     SELECTION_PREFIX, SELECTION_REMAINING, SMALL_SELECT_MAX_ENTRIES,
 };
 use burn_gmt::kernels::host;
-use burn_gmt::kernels::random::{draw_key, mix64, ratio_bound};
+use burn_gmt::kernels::random::{draw_key, ratio_bound};
 use burn_gmt::{GradMaskConfig, select_kth_abs, with_radix_select};
-use common::{gpu_device, has_dtype};
+use common::{TestFloat, gpu_device, has_dtype, sample};
 
 const SIZES: [usize; 9] = [1, 2, 3, 255, 256, 257, 4095, 1 << 20, (1 << 20) + 7];
-
-/// A float type under test.
-trait TestFloat: MaskElement + std::fmt::Debug {
-    fn from_f64(value: f64) -> Self;
-    fn bits(self) -> u32;
-    /// A subnormal magnitude (`k` ulps above zero).
-    fn subnormal(k: u64) -> f64;
-    /// A NaN picked by `z`: quiet or signalling, either sign, one of several payloads (a
-    /// device may change a payload; the key must not).
-    fn nan(z: u64) -> Self;
-}
-
-impl TestFloat for f32 {
-    fn from_f64(value: f64) -> Self {
-        value as f32
-    }
-    fn bits(self) -> u32 {
-        self.to_bits()
-    }
-    fn subnormal(k: u64) -> f64 {
-        f32::from_bits(k as u32) as f64
-    }
-    fn nan(z: u64) -> Self {
-        let payload = [1 << 22, 1, (1 << 23) - 1, 0b101][(z % 4) as usize];
-        let sign = if z & 4 == 0 { 0 } else { 1 << 31 };
-        f32::from_bits(sign | 0x7F80_0000 | payload)
-    }
-}
-
-impl TestFloat for f16 {
-    fn from_f64(value: f64) -> Self {
-        f16::from_f64(value)
-    }
-    fn bits(self) -> u32 {
-        self.to_bits() as u32
-    }
-    fn subnormal(k: u64) -> f64 {
-        f16::from_bits(k as u16).to_f64()
-    }
-    fn nan(z: u64) -> Self {
-        let payload = [1 << 9, 1, (1 << 10) - 1, 0b101][(z % 4) as usize];
-        let sign = if z & 4 == 0 { 0 } else { 1 << 15 };
-        f16::from_bits(sign | 0x7C00 | payload)
-    }
-}
-
-impl TestFloat for bf16 {
-    fn from_f64(value: f64) -> Self {
-        bf16::from_f64(value)
-    }
-    fn bits(self) -> u32 {
-        self.to_bits() as u32
-    }
-    fn subnormal(k: u64) -> f64 {
-        bf16::from_bits(k as u16).to_f64()
-    }
-    fn nan(z: u64) -> Self {
-        let payload = [1 << 6, 1, (1 << 7) - 1, 0b101][(z % 4) as usize];
-        let sign = if z & 4 == 0 { 0 } else { 1 << 15 };
-        bf16::from_bits(sign | 0x7F80 | payload)
-    }
-}
-
-/// `n` values with many zeros (both signs), ties, subnormals, NaN of several payloads and
-/// ±inf, and magnitudes over many binades.
-fn sample<E: TestFloat>(n: usize, seed: u64) -> Vec<E> {
-    (0..n as u64)
-        .map(|i| {
-            let z = mix64(seed.wrapping_mul(0x9E37_79B9) ^ i);
-            let sign = if z & (1 << 63) == 0 { 1.0 } else { -1.0 };
-            let v = match z % 16 {
-                0 => 0.0,
-                1 => -0.0,
-                2 => 0.25 * sign,
-                3 => 1.5 * sign,
-                4 => E::subnormal(1 + (z >> 20) % 1000) * sign,
-                5 if i % 97 == 0 => return E::nan(z >> 8),
-                6 if i % 89 == 0 => f64::INFINITY * sign,
-                _ => {
-                    let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
-                    sign * unit * (2.0f64).powi(-(((z >> 4) % 24) as i32))
-                }
-            };
-            E::from_f64(v)
-        })
-        .collect()
-}
 
 fn tensor<E: TestFloat, const D: usize>(
     values: &[E],

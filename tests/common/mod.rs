@@ -7,6 +7,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::Linear;
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData, bf16, f16};
+use burn_gmt::kernels::element::MaskElement;
+use burn_gmt::kernels::random::mix64;
 
 /// Every CPU device compiled in.
 pub fn devices() -> Vec<Device> {
@@ -27,7 +29,7 @@ pub fn devices_for(float: Float) -> Vec<Device> {
         .collect()
 }
 
-/// A float dtype under test, with exact conversions from and to f64.
+/// A float dtype under test, chosen at run time; each method is [`TestFloat`]'s for the type.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Float {
     F32,
@@ -35,35 +37,41 @@ pub enum Float {
     BF16,
 }
 
+/// Runs `$body` with `$E` the element type of `$float`.
+macro_rules! with_float {
+    ($float:expr, $E:ident => $body:expr) => {
+        match $float {
+            Float::F32 => {
+                type $E = f32;
+                $body
+            }
+            Float::F16 => {
+                type $E = f16;
+                $body
+            }
+            Float::BF16 => {
+                type $E = bf16;
+                $body
+            }
+        }
+    };
+}
+
 impl Float {
     pub fn dtype(self) -> DType {
-        match self {
-            Float::F32 => DType::F32,
-            Float::F16 => DType::F16,
-            Float::BF16 => DType::BF16,
-        }
+        with_float!(self, E => E::DTYPE)
     }
 
     /// `value` rounded to this type, back in f64 (exact).
     pub fn round(self, value: f64) -> f64 {
-        match self {
-            Float::F32 => value as f32 as f64,
-            Float::F16 => f16::from_f64(value).to_f64(),
-            Float::BF16 => bf16::from_f64(value).to_f64(),
-        }
+        with_float!(self, E => E::from_f64(value).to_f64())
     }
 
     /// Host data of this type holding `values` (each already representable).
     pub fn data(self, values: &[f64], shape: Vec<usize>) -> TensorData {
-        match self {
-            Float::F32 => TensorData::new(values.iter().map(|&v| v as f32).collect(), shape),
-            Float::F16 => {
-                TensorData::new(values.iter().map(|&v| f16::from_f64(v)).collect(), shape)
-            }
-            Float::BF16 => {
-                TensorData::new(values.iter().map(|&v| bf16::from_f64(v)).collect(), shape)
-            }
-        }
+        with_float!(self, E => {
+            TensorData::new(values.iter().map(|&v| E::from_f64(v)).collect::<Vec<E>>(), shape)
+        })
     }
 
     pub fn tensor<const D: usize>(
@@ -77,20 +85,12 @@ impl Float {
 
     /// The bit pattern of `value` (already representable) in this type.
     pub fn bits(self, value: f64) -> u64 {
-        match self {
-            Float::F32 => (value as f32).to_bits() as u64,
-            Float::F16 => f16::from_f64(value).to_bits() as u64,
-            Float::BF16 => bf16::from_f64(value).to_bits() as u64,
-        }
+        with_float!(self, E => E::from_f64(value).bits() as u64)
     }
 
     /// NaN bit patterns of this type: quiet and signalling, both signs, several payloads.
     pub fn nan_bits(self) -> Vec<u64> {
-        let (width, mantissa) = match self {
-            Float::F32 => (32, 23),
-            Float::F16 => (16, 10),
-            Float::BF16 => (16, 7),
-        };
+        let (width, mantissa) = with_float!(self, E => (E::KEY_BITS, E::MANTISSA_BITS));
         let exponent = ((1u64 << (width - 1 - mantissa)) - 1) << mantissa;
         let quiet = 1u64 << (mantissa - 1);
         let all = (1u64 << mantissa) - 1;
@@ -102,43 +102,124 @@ impl Float {
 
     /// A tensor holding these bit patterns.
     pub fn tensor_of_bits(self, bits: &[u64], device: &Device) -> Tensor<1> {
-        let shape = vec![bits.len()];
-        let data = match self {
-            Float::F32 => TensorData::new(
-                bits.iter().map(|&b| f32::from_bits(b as u32)).collect(),
-                shape,
-            ),
-            Float::F16 => TensorData::new(
-                bits.iter().map(|&b| f16::from_bits(b as u16)).collect(),
-                shape,
-            ),
-            Float::BF16 => TensorData::new(
-                bits.iter().map(|&b| bf16::from_bits(b as u16)).collect(),
-                shape,
-            ),
-        };
+        let data = with_float!(self, E => {
+            TensorData::new(bits.iter().map(|&b| <E as TestFloat>::from_bits(b)).collect::<Vec<E>>(), vec![bits.len()])
+        });
         Tensor::from_data(data, (device, self.dtype()))
     }
 
     /// The bit patterns a tensor of this type holds.
     pub fn bits_of(self, tensor: Tensor<1>) -> Vec<u64> {
         let data = tensor.into_data();
-        match self {
-            Float::F32 => data.iter::<f32>().map(|x| x.to_bits() as u64).collect(),
-            Float::F16 => data
-                .try_to_vec::<f16>()
-                .unwrap()
-                .iter()
-                .map(|x| x.to_bits() as u64)
-                .collect(),
-            Float::BF16 => data
-                .try_to_vec::<bf16>()
-                .unwrap()
-                .iter()
-                .map(|x| x.to_bits() as u64)
-                .collect(),
-        }
+        with_float!(self, E => {
+            data.try_to_vec::<E>().unwrap().iter().map(|x| x.bits() as u64).collect()
+        })
     }
+}
+
+/// A float type under test.
+pub trait TestFloat: MaskElement + std::fmt::Debug {
+    /// Bits of the stored mantissa.
+    const MANTISSA_BITS: u32;
+    /// `value` rounded to this type.
+    fn from_f64(value: f64) -> Self;
+    /// The bit pattern, widened.
+    fn bits(self) -> u32;
+    /// The value of a bit pattern of this type.
+    fn from_bits(bits: u64) -> Self;
+    /// A subnormal magnitude (`k` ulps above zero).
+    fn subnormal(k: u64) -> f64;
+    /// A NaN picked by `z`: quiet or signalling, either sign, one of several payloads (a
+    /// device may change a payload; the key must not).
+    fn nan(z: u64) -> Self;
+}
+
+impl TestFloat for f32 {
+    const MANTISSA_BITS: u32 = 23;
+    fn from_f64(value: f64) -> Self {
+        value as f32
+    }
+    fn from_bits(bits: u64) -> Self {
+        f32::from_bits(bits as u32)
+    }
+    fn bits(self) -> u32 {
+        self.to_bits()
+    }
+    fn subnormal(k: u64) -> f64 {
+        f32::from_bits(k as u32) as f64
+    }
+    fn nan(z: u64) -> Self {
+        let payload = [1 << 22, 1, (1 << 23) - 1, 0b101][(z % 4) as usize];
+        let sign = if z & 4 == 0 { 0 } else { 1 << 31 };
+        f32::from_bits(sign | 0x7F80_0000 | payload)
+    }
+}
+
+impl TestFloat for f16 {
+    const MANTISSA_BITS: u32 = 10;
+    fn from_f64(value: f64) -> Self {
+        f16::from_f64(value)
+    }
+    fn from_bits(bits: u64) -> Self {
+        f16::from_bits(bits as u16)
+    }
+    fn bits(self) -> u32 {
+        self.to_bits() as u32
+    }
+    fn subnormal(k: u64) -> f64 {
+        f16::from_bits(k as u16).to_f64()
+    }
+    fn nan(z: u64) -> Self {
+        let payload = [1 << 9, 1, (1 << 10) - 1, 0b101][(z % 4) as usize];
+        let sign = if z & 4 == 0 { 0 } else { 1 << 15 };
+        f16::from_bits(sign | 0x7C00 | payload)
+    }
+}
+
+impl TestFloat for bf16 {
+    const MANTISSA_BITS: u32 = 7;
+    fn from_f64(value: f64) -> Self {
+        bf16::from_f64(value)
+    }
+    fn from_bits(bits: u64) -> Self {
+        bf16::from_bits(bits as u16)
+    }
+    fn bits(self) -> u32 {
+        self.to_bits() as u32
+    }
+    fn subnormal(k: u64) -> f64 {
+        bf16::from_bits(k as u16).to_f64()
+    }
+    fn nan(z: u64) -> Self {
+        let payload = [1 << 6, 1, (1 << 7) - 1, 0b101][(z % 4) as usize];
+        let sign = if z & 4 == 0 { 0 } else { 1 << 15 };
+        bf16::from_bits(sign | 0x7F80 | payload)
+    }
+}
+
+/// `n` values with many zeros (both signs), ties, subnormals, NaN of several payloads and
+/// ±inf, and magnitudes over many binades.
+pub fn sample<E: TestFloat>(n: usize, seed: u64) -> Vec<E> {
+    (0..n as u64)
+        .map(|i| {
+            let z = mix64(seed.wrapping_mul(0x9E37_79B9) ^ i);
+            let sign = if z & (1 << 63) == 0 { 1.0 } else { -1.0 };
+            let v = match z % 16 {
+                0 => 0.0,
+                1 => -0.0,
+                2 => 0.25 * sign,
+                3 => 1.5 * sign,
+                4 => E::subnormal(1 + (z >> 20) % 1000) * sign,
+                5 if i % 97 == 0 => return E::nan(z >> 8),
+                6 if i % 89 == 0 => f64::INFINITY * sign,
+                _ => {
+                    let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+                    sign * unit * (2.0f64).powi(-(((z >> 4) % 24) as i32))
+                }
+            };
+            E::from_f64(v)
+        })
+        .collect()
 }
 
 /// The values of a tensor in f64 (exact for every float dtype under test).
