@@ -291,6 +291,7 @@ fn main() {
     methods.extend(ratios.iter().map(|&r| Method::Gmt(r)));
     methods.push(Method::GmtGlobal(0.3));
     methods.extend(ratios.iter().map(|&r| Method::Random(r)));
+    methods.push(Method::RandomRescaled(0.3));
     methods.push(Method::Hft);
 
     let adamw = || AdamWConfig::new().with_weight_decay(0.01);
