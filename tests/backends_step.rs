@@ -49,15 +49,15 @@ const LR: f64 = 1e-3;
 
 /// The devices under test, flex first (the reference).
 fn backends() -> Vec<(String, Device)> {
-    let mut out: Vec<(String, Device)> = common::devices()
-        .into_iter()
-        .map(|d| (format!("{d:?}"), d))
-        .collect();
     #[cfg(any(feature = "wgpu", feature = "cuda", feature = "rocm"))]
-    if let Some(gpu) = common::gpu_device("one_training_step_agrees_across_backends") {
-        out.push((format!("{gpu:?}"), gpu));
-    }
-    out
+    let gpu = common::gpu_device("one_training_step_agrees_across_backends");
+    #[cfg(not(any(feature = "wgpu", feature = "cuda", feature = "rocm")))]
+    let gpu: Option<Device> = None;
+    common::devices()
+        .into_iter()
+        .chain(gpu)
+        .map(|d| (format!("{d:?}"), d))
+        .collect()
 }
 
 /// The loss of one step and every parameter after it, on `device`, from the weights in

@@ -1,6 +1,6 @@
 //! The study's generated tasks: answers follow their definitions, the train, dev and test
 //! splits share no item, and the fine-tuning draw has exactly the asked label noise and
-//! digit restriction.
+//! digit restriction (in the restricted places only).
 
 #[path = "../examples/gmt_study/data.rs"]
 #[allow(dead_code)]
@@ -85,12 +85,14 @@ fn splits_share_no_item() {
 
 #[test]
 fn fine_tuning_draw_has_the_asked_noise_and_digits() {
-    for (count, noise, limit) in [(256, 0.15, 8), (100, 0.3, 5), (64, 0.0, 10)] {
+    for (count, noise, limit, restricted) in [(256, 0.15, 8, 3), (100, 0.3, 5, 6), (64, 0.0, 10, 0)]
+    {
         let problems = Draw {
             tasks: TARGET,
             split: Split::Train,
             count,
             digit_limit: limit,
+            restricted,
             noise,
             seed: 11,
         }
@@ -108,9 +110,17 @@ fn fine_tuning_draw_has_the_asked_noise_and_digits() {
         assert!(
             problems
                 .iter()
-                .all(|p| p.digits().iter().all(|&d| d < limit)),
-            "digits below {limit}"
+                .all(|p| p.digits()[..restricted].iter().all(|&d| d < limit)),
+            "the first {restricted} digits below {limit}"
         );
+        if restricted < DIGITS && limit < 10 {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.digits()[restricted..].iter().any(|&d| d >= limit)),
+                "the other places take every digit"
+            );
+        }
         let distinct: HashSet<Vec<usize>> = problems.iter().map(|p| p.digits().to_vec()).collect();
         assert_eq!(distinct.len(), count, "distinct inputs");
     }

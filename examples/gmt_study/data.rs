@@ -33,7 +33,7 @@ pub const FIRST_DIGIT: usize = 3;
 /// Position of the first answer token.
 pub const ANSWER_START: usize = DIGITS + 4;
 /// Changes whenever what a seed draws changes: part of the pre-trained checkpoints' cache key.
-pub const DATA_VERSION: u32 = 3;
+pub const DATA_VERSION: u32 = 4;
 
 /// One problem: its tokens.
 #[derive(Debug, Clone)]
@@ -131,15 +131,16 @@ impl Split {
     }
 }
 
-/// What to draw: `count` distinct problems of `tasks` (in turn) from `split`, inputs with
-/// digits below `digit_limit` only, a fraction `noise` of the answers replaced by a wrong
-/// random answer, all from `seed`.
+/// What to draw: `count` distinct problems of `tasks` (in turn) from `split`, inputs whose
+/// first `restricted` digits are below `digit_limit`, a fraction `noise` of the answers
+/// replaced by a wrong random answer, all from `seed`.
 #[derive(Debug, Clone, Copy)]
 pub struct Draw {
     pub tasks: &'static [Task],
     pub split: Split,
     pub count: usize,
     pub digit_limit: usize,
+    pub restricted: usize,
     pub noise: f64,
     pub seed: u64,
 }
@@ -152,6 +153,7 @@ impl Draw {
             split,
             count,
             digit_limit: 10,
+            restricted: 0,
             noise: 0.0,
             seed,
         }
@@ -174,8 +176,14 @@ impl Draw {
         let mut out = Vec::with_capacity(self.count);
         while out.len() < self.count {
             let r = next(&mut state);
-            let digits: [usize; DIGITS] =
-                std::array::from_fn(|i| (r >> (8 * i)) as usize % self.digit_limit);
+            let digits: [usize; DIGITS] = std::array::from_fn(|i| {
+                let limit = if i < self.restricted {
+                    self.digit_limit
+                } else {
+                    10
+                };
+                (r >> (8 * i)) as usize % limit
+            });
             let task = self.tasks[out.len() % self.tasks.len()];
             if Split::of(&digits) != self.split || !seen.insert((task as usize, digits)) {
                 continue;

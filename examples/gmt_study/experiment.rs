@@ -33,11 +33,13 @@ pub struct Preset {
     pub pretrain_epochs: usize,
     pub pretrain_lr: f64,
     pub batch: usize,
-    /// Fine-tuning set: size, fraction of wrong answers, and the digits its inputs use
-    /// (`0..digit_limit`; dev and test inputs use all ten).
+    /// Fine-tuning set: size, fraction of wrong answers, and the digits its inputs use in
+    /// their first `restricted` places (`0..digit_limit`; dev and test inputs use all ten
+    /// everywhere).
     pub finetune_items: usize,
     pub noise: f64,
     pub digit_limit: usize,
+    pub restricted: usize,
     pub finetune_epochs: usize,
     pub dev_items: usize,
     pub test_items: usize,
@@ -70,7 +72,7 @@ pub struct EvalSets {
     pub dev: Vec<Problem>,
     /// Target task, clean, every digit: the final target score.
     pub test: Vec<Problem>,
-    /// The test items with a digit the fine-tuning inputs never have.
+    /// The test items with a digit where the fine-tuning inputs never have it.
     pub test_shifted: Vec<Problem>,
     /// Base skills, clean: retention.
     pub base: Vec<Problem>,
@@ -81,7 +83,11 @@ impl EvalSets {
         let test = Draw::clean(TARGET, Split::Test, preset.test_items, 2).problems();
         let test_shifted = test
             .iter()
-            .filter(|p| p.digits().iter().any(|&d| d >= preset.digit_limit))
+            .filter(|p| {
+                p.digits()[..preset.restricted]
+                    .iter()
+                    .any(|&d| d >= preset.digit_limit)
+            })
             .cloned()
             .collect();
         Self {
@@ -93,13 +99,14 @@ impl EvalSets {
     }
 }
 
-/// The fine-tuning set of seed `seed`: noisy, inputs restricted to `0..digit_limit`.
+/// The fine-tuning set of seed `seed`: noisy, inputs restricted as the preset says.
 pub fn finetune_set(preset: &Preset, seed: u64) -> Vec<Problem> {
     Draw {
         tasks: TARGET,
         split: Split::Train,
         count: preset.finetune_items,
         digit_limit: preset.digit_limit,
+        restricted: preset.restricted,
         noise: preset.noise,
         seed: 100 + seed,
     }

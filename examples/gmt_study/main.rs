@@ -10,7 +10,8 @@
 //! cargo run --example gmt_study --features wgpu -- --device wgpu --preset smoke
 //! ```
 //! Options: `--preset default|full|gpu|smoke`, `--device flex|ndarray|wgpu|vulkan|metal|cuda|rocm`,
-//! `--seeds N` (fine-tuning seeds per checkpoint), `--checkpoints N`, `--out DIR` (default
+//! `--seeds N` (fine-tuning seeds per checkpoint), `--checkpoints N`, `--methods LIST`
+//! (a subset of `sft,gmt,random,random-rescaled,hft`, SFT always among them), `--out DIR` (default
 //! `results`; pre-trained checkpoints are cached in `DIR/checkpoints`),
 //! `--compare DIR` (test the per-method scores against another run's `runs.csv`, e.g. the
 //! same preset on another backend).
@@ -37,16 +38,17 @@ use experiment::{Checkpoint, EvalSets, Preset, RunResult, RunSpec};
 use methods::{Method, device_by_name};
 use model::LmConfig;
 
-/// The methods every preset compares.
-fn methods() -> Vec<Method> {
-    vec![
-        Method::Sft,
-        Method::Gmt(0.1),
-        Method::Gmt(0.3),
+/// The methods the presets compare: SFT, GMT, the random mask without and with rescale, HFT;
+/// the `full` preset adds a second GMT ratio.
+fn methods(gmt_ratios: &[f64]) -> Vec<Method> {
+    let mut methods = vec![Method::Sft];
+    methods.extend(gmt_ratios.iter().map(|&r| Method::Gmt(r)));
+    methods.extend([
         Method::Random(0.3),
         Method::RandomRescaled(0.3),
         Method::Hft,
-    ]
+    ]);
+    methods
 }
 
 fn preset_by_name(name: &str) -> Result<Preset, String> {
@@ -60,6 +62,7 @@ fn preset_by_name(name: &str) -> Result<Preset, String> {
         finetune_items: 256,
         noise: 0.15,
         digit_limit: 8,
+        restricted: 3,
         finetune_epochs: 40,
         dev_items: 256,
         test_items: 512,
@@ -69,7 +72,7 @@ fn preset_by_name(name: &str) -> Result<Preset, String> {
         grid_seeds: 2,
         checkpoints: 3,
         seeds: 5,
-        methods: methods(),
+        methods: methods(&[0.3]),
     };
     match name {
         "default" => Ok(default),
@@ -84,6 +87,7 @@ fn preset_by_name(name: &str) -> Result<Preset, String> {
             grid_checkpoints: 2,
             grid_seeds: 3,
             checkpoints: 5,
+            methods: methods(&[0.1, 0.3]),
             ..default
         }),
         // About 5 minutes on one GPU: a larger model, the design of `default`.
@@ -96,19 +100,19 @@ fn preset_by_name(name: &str) -> Result<Preset, String> {
             base_items: 900,
             ..default
         }),
-        // A quick run that exercises every path.
+        // A few minutes on lavapipe, seconds on flex: every path, with models that learn
+        // (the cross-backend comparison runs it on flex and wgpu).
         "smoke" => Ok(Preset {
             name: "smoke",
-            lm: LmConfig::new(16, 1, 2, 32),
-            pretrain_items: 1_024,
-            pretrain_epochs: 1,
-            finetune_items: 64,
-            finetune_epochs: 3,
-            dev_items: 64,
-            test_items: 128,
-            base_items: 96,
+            pretrain_items: 6_000,
+            pretrain_epochs: 3,
+            finetune_items: 128,
+            finetune_epochs: 10,
+            dev_items: 128,
+            test_items: 256,
+            base_items: 150,
             checkpoints: 2,
-            seeds: 2,
+            seeds: 3,
             grid_seeds: 1,
             ..default
         }),
@@ -116,6 +120,36 @@ fn preset_by_name(name: &str) -> Result<Preset, String> {
             "unknown preset `{other}` (default, full, gpu, smoke)"
         )),
     }
+}
+
+/// The preset's methods of the kinds named in `names` (comma-separated: `sft`, `gmt`,
+/// `random`, `random-rescaled`, `hft`); SFT must be among them, as every comparison is with it.
+fn select_methods(methods: &[Method], names: &str) -> Result<Vec<Method>, String> {
+    let kinds: Vec<&str> = names.split(',').map(str::trim).collect();
+    if let Some(bad) = kinds
+        .iter()
+        .find(|k| !["sft", "gmt", "random", "random-rescaled", "hft"].contains(k))
+    {
+        return Err(format!(
+            "--methods: unknown method `{bad}` (sft, gmt, random, random-rescaled, hft)"
+        ));
+    }
+    if !kinds.contains(&"sft") {
+        return Err("--methods: every method is compared with SFT, so it needs `sft`".into());
+    }
+    Ok(methods
+        .iter()
+        .copied()
+        .filter(|m| {
+            kinds.contains(&match m {
+                Method::Sft => "sft",
+                Method::Gmt(_) | Method::GmtGlobal(_) => "gmt",
+                Method::Random(_) => "random",
+                Method::RandomRescaled(_) => "random-rescaled",
+                Method::Hft => "hft",
+            })
+        })
+        .collect())
 }
 
 pub struct Args {
@@ -133,6 +167,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut seeds, mut checkpoints) = (None, None);
     let mut out = PathBuf::from("results");
     let mut compare = None;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
     while let Some(arg) = args.next() {
@@ -150,9 +185,10 @@ fn parse_args() -> Result<Args, String> {
             }
             "--out" => out = PathBuf::from(value()?),
             "--compare" => compare = Some(PathBuf::from(value()?)),
+            "--methods" => only = Some(value()?),
             "-h" | "--help" => {
                 println!(
-                    "options: --preset default|full|gpu|smoke  --device flex|ndarray|wgpu|vulkan|metal|cuda|rocm  --seeds N  --checkpoints N  --out DIR  --compare DIR"
+                    "options: --preset default|full|gpu|smoke  --device flex|ndarray|wgpu|vulkan|metal|cuda|rocm  --seeds N  --checkpoints N  --methods sft,gmt,random,random-rescaled,hft  --out DIR  --compare DIR"
                 );
                 std::process::exit(0);
             }
@@ -164,6 +200,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if let Some(checkpoints) = checkpoints {
         preset.checkpoints = checkpoints;
+    }
+    if let Some(only) = only {
+        preset.methods = select_methods(&preset.methods, &only)?;
     }
     if preset.seeds < 2 || preset.checkpoints == 0 {
         return Err("paired intervals need --seeds of at least 2 and a checkpoint".into());

@@ -26,8 +26,13 @@ pub fn paired(a: &[f64], b: &[f64]) -> Paired {
     let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - x).collect();
     let (mean, sd) = mean_std(&diffs);
     let n = diffs.len();
-    let df = (n - 1) as f64;
     let se = sd / (n as f64).sqrt();
+    t_comparison(n, mean, se, (n - 1) as f64)
+}
+
+/// The comparison of a mean difference `mean` with standard error `se` on Student's t with
+/// `df` degrees of freedom (an exact difference when `se` is 0).
+fn t_comparison(n: usize, mean: f64, se: f64, df: f64) -> Paired {
     if se == 0.0 {
         let p = if mean == 0.0 { 1.0 } else { 0.0 };
         return Paired {
@@ -150,25 +155,7 @@ pub fn welch(a: &[f64], b: &[f64]) -> Paired {
     let (va, vb) = (sa * sa / a.len() as f64, sb * sb / b.len() as f64);
     let mean = mb - ma;
     let se = (va + vb).sqrt();
-    let n = a.len() + b.len();
-    if se == 0.0 {
-        let p = if mean == 0.0 { 1.0 } else { 0.0 };
-        return Paired {
-            n,
-            mean,
-            low: mean,
-            high: mean,
-            p,
-        };
-    }
     let df =
         (va + vb).powi(2) / (va * va / (a.len() as f64 - 1.0) + vb * vb / (b.len() as f64 - 1.0));
-    let half = t_quantile_two_sided(0.05, df) * se;
-    Paired {
-        n,
-        mean,
-        low: mean - half,
-        high: mean + half,
-        p: t_two_sided_p(mean / se, df),
-    }
+    t_comparison(a.len() + b.len(), mean, se, df)
 }

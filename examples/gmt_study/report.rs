@@ -32,16 +32,8 @@ pub fn scatter_chart(
         *lo -= pad;
         *hi += pad;
     }
-    let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
-    let py = |y: f64| top + (1.0 - (y - y0) / (y1 - y0)) * (h - top - bottom);
-    let mut svg = String::new();
-    axes(
-        &mut svg,
-        (w, h, left, right, top, bottom),
-        title,
-        x_label,
-        y_label,
-    );
+    let frame = Frame::new((w, h, left, right, top, bottom), (x0, x1), (y0, y1));
+    let mut svg = frame.open(title, x_label, y_label);
     for i in 0..=5 {
         let (x, y) = (
             x0 + (x1 - x0) * i as f64 / 5.0,
@@ -51,13 +43,13 @@ pub fn scatter_chart(
             svg,
             r#"<text x="{}" y="{}" text-anchor="end">{y:.1}</text>"#,
             left - 6.0,
-            py(y) + 4.0
+            frame.py(y) + 4.0
         )
         .unwrap();
         writeln!(
             svg,
             r#"<text x="{}" y="{}" text-anchor="middle">{x:.1}</text>"#,
-            px(x),
+            frame.px(x),
             h - bottom + 16.0
         )
         .unwrap();
@@ -68,8 +60,8 @@ pub fn scatter_chart(
             writeln!(
                 svg,
                 r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{color}" fill-opacity="0.45"/>"#,
-                px(x),
-                py(y)
+                frame.px(x),
+                frame.py(y)
             )
             .unwrap();
         }
@@ -80,8 +72,8 @@ pub fn scatter_chart(
         writeln!(
             svg,
             r#"<circle cx="{:.1}" cy="{:.1}" r="7" fill="{color}" stroke="black"/>"#,
-            px(mx),
-            py(my)
+            frame.px(mx),
+            frame.py(my)
         )
         .unwrap();
         writeln!(
@@ -96,43 +88,65 @@ pub fn scatter_chart(
     svg
 }
 
-/// The frame of a chart: background, title, axes and their labels.
-fn axes(
-    svg: &mut String,
-    (w, h, left, right, top, bottom): (f64, f64, f64, f64, f64, f64),
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-) {
-    writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#).unwrap();
-    writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#).unwrap();
-    writeln!(
-        svg,
-        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#,
-        (w - right + left) / 2.0
-    )
-    .unwrap();
-    writeln!(
-        svg,
-        r#"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="black"/>"#,
-        h - bottom,
-        w - right
-    )
-    .unwrap();
-    writeln!(
-        svg,
-        r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#,
-        h - bottom
-    )
-    .unwrap();
-    writeln!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="middle">{x_label}</text>"#,
-        (w - right + left) / 2.0,
-        h - 10.0
-    )
-    .unwrap();
-    writeln!(svg, r#"<text x="16" y="{0}" text-anchor="middle" transform="rotate(-90 16 {0})">{y_label}</text>"#, (h - bottom + top) / 2.0).unwrap();
+/// A chart's frame: its size and margins `(w, h, left, right, top, bottom)` and the data
+/// ranges its axes span.
+struct Frame {
+    size: (f64, f64, f64, f64, f64, f64),
+    x: (f64, f64),
+    y: (f64, f64),
+}
+
+impl Frame {
+    fn new(size: (f64, f64, f64, f64, f64, f64), x: (f64, f64), y: (f64, f64)) -> Self {
+        Self { size, x, y }
+    }
+
+    fn px(&self, x: f64) -> f64 {
+        let (w, _, left, right, _, _) = self.size;
+        left + (x - self.x.0) / (self.x.1 - self.x.0) * (w - left - right)
+    }
+
+    fn py(&self, y: f64) -> f64 {
+        let (_, h, _, _, top, bottom) = self.size;
+        top + (1.0 - (y - self.y.0) / (self.y.1 - self.y.0)) * (h - top - bottom)
+    }
+
+    /// The opening of the SVG: background, title, axes and their labels.
+    fn open(&self, title: &str, x_label: &str, y_label: &str) -> String {
+        let (w, h, left, right, top, bottom) = self.size;
+        let mut buffer = String::new();
+        let svg = &mut buffer;
+        writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#).unwrap();
+        writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#).unwrap();
+        writeln!(
+            svg,
+            r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#,
+            (w - right + left) / 2.0
+        )
+        .unwrap();
+        writeln!(
+            svg,
+            r#"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="black"/>"#,
+            h - bottom,
+            w - right
+        )
+        .unwrap();
+        writeln!(
+            svg,
+            r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#,
+            h - bottom
+        )
+        .unwrap();
+        writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="middle">{x_label}</text>"#,
+            (w - right + left) / 2.0,
+            h - 10.0
+        )
+        .unwrap();
+        writeln!(svg, r#"<text x="16" y="{0}" text-anchor="middle" transform="rotate(-90 16 {0})">{y_label}</text>"#, (h - bottom + top) / 2.0).unwrap();
+        buffer
+    }
 }
 const COLORS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#7f7f7f",
@@ -164,31 +178,22 @@ pub fn line_chart(
     let pad = (y1 - y0) * 0.08;
     let (y0, y1) = (y0 - pad, y1 + pad);
     let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
-    let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
-    let py = |y: f64| top + (1.0 - (y - y0) / (y1 - y0)) * (h - top - bottom);
-
-    let mut svg = String::new();
-    axes(
-        &mut svg,
-        (w, h, left, right, top, bottom),
-        title,
-        x_label,
-        y_label,
-    );
+    let frame = Frame::new((w, h, left, right, top, bottom), (x0, x1), (y0, y1));
+    let mut svg = frame.open(title, x_label, y_label);
     for i in 0..=5 {
         let y = y0 + (y1 - y0) * i as f64 / 5.0;
         writeln!(
             svg,
             r#"<text x="{}" y="{}" text-anchor="end">{:.3}</text>"#,
             left - 6.0,
-            py(y) + 4.0,
+            frame.py(y) + 4.0,
             y
         )
         .unwrap();
         writeln!(
             svg,
             r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#eee"/>"##,
-            py(y),
+            frame.py(y),
             w - right
         )
         .unwrap();
@@ -196,7 +201,7 @@ pub fn line_chart(
         writeln!(
             svg,
             r#"<text x="{}" y="{}" text-anchor="middle">{:.2}</text>"#,
-            px(x),
+            frame.px(x),
             h - bottom + 16.0,
             x
         )
@@ -214,14 +219,14 @@ pub fn line_chart(
     };
     for (i, (name, value)) in hlines.iter().enumerate() {
         let color = COLORS[(series.len() + i) % COLORS.len()];
-        writeln!(svg, r#"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="{color}" stroke-dasharray="6 4"/>"#, py(*value), w - right).unwrap();
+        writeln!(svg, r#"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="{color}" stroke-dasharray="6 4"/>"#, frame.py(*value), w - right).unwrap();
         legend(&mut svg, color, format!("- - {name}"));
     }
     for (i, (name, points)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let path: Vec<String> = points
             .iter()
-            .map(|&(x, y, _)| format!("{:.1},{:.1}", px(x), py(y)))
+            .map(|&(x, y, _)| format!("{:.1},{:.1}", frame.px(x), frame.py(y)))
             .collect();
         writeln!(
             svg,
@@ -234,9 +239,9 @@ pub fn line_chart(
                 writeln!(
                     svg,
                     r#"<line x1="{0:.1}" y1="{1:.1}" x2="{0:.1}" y2="{2:.1}" stroke="{color}"/>"#,
-                    px(x),
-                    py(y - sd),
-                    py(y + sd)
+                    frame.px(x),
+                    frame.py(y - sd),
+                    frame.py(y + sd)
                 )
                 .unwrap();
             }
@@ -244,8 +249,8 @@ pub fn line_chart(
                 writeln!(
                     svg,
                     r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
-                    px(x),
-                    py(y)
+                    frame.px(x),
+                    frame.py(y)
                 )
                 .unwrap();
             }

@@ -110,11 +110,20 @@ fn interval(p: &Paired) -> String {
     )
 }
 
+/// A p-value for a table cell: `0.0123`, or `< 0.0001`.
 fn p_value(p: f64) -> String {
     if p < 1e-4 {
         "< 0.0001".into()
     } else {
         format!("{p:.4}")
+    }
+}
+
+/// A p-value in a sentence: `p = 0.0123`, or `p < 0.0001`.
+fn p_clause(p: f64) -> String {
+    match p < 1e-4 {
+        true => "p < 0.0001".into(),
+        false => format!("p = {p:.4}"),
     }
 }
 
@@ -153,6 +162,23 @@ pub fn write(study: &Study, out: &Path, compare: Option<&Path>) {
     );
 }
 
+/// `checkpoint 0`, `seeds 0–4`: the first `count` of `what`.
+fn numbered(what: &str, count: usize) -> String {
+    match count {
+        1 => format!("{what} 0"),
+        n => format!("{what}s 0–{}", n - 1),
+    }
+}
+
+/// The runs the learning-rate grid is run on.
+fn grid_subset(p: &Preset) -> String {
+    format!(
+        "{} × {}",
+        numbered("checkpoint", p.grid_checkpoints),
+        numbered("seed", p.grid_seeds as usize)
+    )
+}
+
 fn protocol(study: &Study, md: &mut String) {
     let p = study.preset;
     let command = match study.command.is_empty() {
@@ -166,12 +192,19 @@ fn protocol(study: &Study, md: &mut String) {
         (study.wall_s / 60.0).floor(),
         study.wall_s as u64 % 60
     );
+    // Other work on the machine inflates wall times: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .map_or(String::new(), |l| {
+            format!(" Load average over the last 5 minutes, at the end: {l}.")
+        });
     let methods: Vec<String> = p.methods.iter().map(|m| m.name()).collect();
     writeln!(
         md,
         "# GMT study: results\n\n\
          Written by `{command}` (preset `{}`, device `{}`, {threads} CPU threads available). \
-         Wall time of the whole run: {wall}{}.\n\n\
+         Wall time of the whole run: {wall}{}.{load}\n\n\
          ## Protocol\n\n\
          - **Model**: a decoder-only transformer from `burn::nn` ({}), next-token loss on the \
          answer tokens only. Score: exact match of all 6 answer digits (teacher-forced argmax \
@@ -185,10 +218,10 @@ fn protocol(study: &Study, md: &mut String) {
          (model, data version, sizes, schedule, seed, device) and reused only when the stored \
          description matches in full.\n\
          - **Target task**: *reverse and increment*, asked by a new instruction of two known \
-         words (`REVERSE INCREMENT`), composing two base skills. Fine-tuning set: {} items per seed whose inputs use only the digits 0–{}, {:.0}% of \
-         them with a wrong (random) answer. Dev ({} items) and test ({} items) splits: clean, \
-         inputs with all ten digits (the distribution shift: {:.0}% of the test items have a \
-         digit fine-tuning never shows), disjoint from each other and \
+         words (`REVERSE INCREMENT`), composing two base skills. Fine-tuning set: {} items per seed whose first {} input digits are all 0–{} (the \
+         other places take any digit), {:.0}% of them with a wrong (random) answer. Dev ({} items) and test ({} items) splits: clean, \
+         inputs with all ten digits everywhere (the distribution shift: {:.0}% of the test \
+         items have a digit where fine-tuning never shows it), disjoint from each other and \
          from training by a hash of the digits. Retention: exact match on {} base-skill test \
          items after fine-tuning, as a fraction of the checkpoint's before.\n\
          - **Fine-tuning**: AdamW (weight decay 0.01) at a constant learning rate, batch {}, \
@@ -205,8 +238,8 @@ fn protocol(study: &Study, md: &mut String) {
          the embeddings, final norm and head), half are frozen for the whole fine-tuning (one \
          stage), not updated at all.\n\
          - **Learning rate**: each method's from the grid {:?}, chosen by the mean final dev \
-         exact match over checkpoint(s) 0..{} × seeds 0..{} (the test split is never used to \
-         choose); the test runs then use every checkpoint × seeds 0..{} at that rate (the \
+         exact match over {} (the test split is never used to choose); the test runs then \
+         use every checkpoint × {} at that rate (the \
          grid's runs at the chosen rate are the same runs, not repeated).\n\
          - **Statistics**: every method is compared with SFT pair by pair (same checkpoint, \
          same seed, so the same fine-tuning set): mean difference, 95% Student-t interval \
@@ -230,6 +263,7 @@ fn protocol(study: &Study, md: &mut String) {
         p.batch,
         p.pretrain_lr,
         p.finetune_items,
+        p.restricted,
         p.digit_limit - 1,
         100.0 * p.noise,
         p.dev_items,
@@ -241,9 +275,8 @@ fn protocol(study: &Study, md: &mut String) {
         p.finetune_steps(),
         methods.join(", "),
         p.lr_grid,
-        p.grid_checkpoints,
-        p.grid_seeds,
-        p.seeds,
+        grid_subset(p),
+        numbered("seed", p.seeds as usize),
         p.checkpoints as u64 * p.seeds,
     )
     .unwrap();
@@ -266,16 +299,16 @@ fn regime(study: &Study, md: &mut String) {
         .map(|e| curves.iter().map(|c| c[e]).sum::<f64>() / curves.len() as f64)
         .collect();
     let (peak_epoch, peak_value) = peak(&mean_curve);
-    let early = curves.iter().filter(|c| peak(c).0 < epochs).count();
+    let early = curves.iter().filter(|c| peak(c).1 > c[epochs - 1]).count();
     let drop: Vec<f64> = curves.iter().map(|c| peak(c).1 - c[epochs - 1]).collect();
     let retention: Vec<f64> = sft.iter().map(|(_, r)| r.retention).collect();
     let (kept, _) = mean_std(&retention);
     writeln!(
         md,
         "\n## Regime check\n\n\
-         The pilot's criteria, checked again on this run's SFT test runs (lr {:e}): the mean \
-         dev curve peaks at epoch {peak_epoch} of {epochs} ({}%) and ends at {}%; {early} of \
-         {} runs peak before the last epoch, {} points above their final dev score on average. \
+         The pilot's criteria ([docs/study-pilot.md](study-pilot.md)), checked again on this \
+         run's SFT test runs (lr {:e}): the mean dev curve peaks at epoch {peak_epoch} of {epochs} ({}%) and ends at {}%; {early} of \
+         {} runs end below their dev peak, {} points below it on average. \
          SFT keeps {}% of the base skills (runs: {}–{}%). Over-fits: **{}**; keeps 20–80% of \
          the base skills: **{}**.",
         study.chosen[0],
@@ -286,7 +319,11 @@ fn regime(study: &Study, md: &mut String) {
         pct(kept),
         pct(retention.iter().cloned().fold(f64::MAX, f64::min)),
         pct(retention.iter().cloned().fold(f64::MIN, f64::max)),
-        if peak_epoch < epochs { "yes" } else { "no" },
+        if mean_curve[epochs - 1] < peak_value {
+            "yes"
+        } else {
+            "no"
+        },
         if (0.2..=0.8).contains(&kept) {
             "yes"
         } else {
@@ -300,9 +337,9 @@ fn grid(study: &Study, md: &mut String) {
     let p = study.preset;
     writeln!(
         md,
-        "\n## Learning-rate grid\n\nFinal dev exact match (%), mean ± std over checkpoint(s) \
-         0..{} × seeds 0..{}; **bold**: chosen.\n",
-        p.grid_checkpoints, p.grid_seeds
+        "\n## Learning-rate grid\n\nFinal dev exact match (%), mean ± std over {}; \
+         **bold**: chosen.\n",
+        grid_subset(p)
     )
     .unwrap();
     md.push_str("| method |");
@@ -438,41 +475,56 @@ fn conclusion(study: &Study, md: &mut String) {
         let retention = compare_with(study, *method, study.sft(), |r| r.retention);
         writeln!(
             md,
-            "- **{}**: target exact match {} ({} points, p = {}); retention {} ({} points, p = {}).",
+            "- **{}**: target exact match {} ({} points, {}); retention {} ({} points, {}).",
             method.name(),
             verdict(&target),
             interval(&target),
-            p_value(target.p),
+            p_clause(target.p),
             verdict(&retention),
             interval(&retention),
-            p_value(retention.p),
+            p_clause(retention.p),
         )
         .unwrap();
         if matches!(method, Method::Gmt(_)) && target.p < 0.05 && target.mean > 0.0 {
             gmt_better.push(method.name());
         }
     }
-    // GMT against the random mask of the same ratio: does choosing by magnitude matter?
-    for method in &p.methods {
-        if let Method::Gmt(r) = method
-            && p.methods.contains(&Method::Random(*r))
-        {
-            let d = compare_with(study, *method, Method::Random(*r), |r| r.target);
+    // Against the plain random mask of the same ratio: GMT (does choosing by magnitude
+    // matter?), then the rescaled random mask (does the rescale?).
+    for (label, note) in [
+        (" (same ratio, tuned separately)", ""),
+        (
+            "",
+            " AdamW divides each update by the root of the gradient's second moment, so a \
+             constant rescale of the kept gradient barely changes the step (only against \
+             AdamW's epsilon); ChildTuning-F's rescale matters under SGD.",
+        ),
+    ] {
+        for method in &p.methods {
+            let ratio = match (method, label.is_empty()) {
+                (Method::Gmt(r), false) | (Method::RandomRescaled(r), true) => *r,
+                _ => continue,
+            };
+            if !p.methods.contains(&Method::Random(ratio)) {
+                continue;
+            }
+            let d = compare_with(study, *method, Method::Random(ratio), |r| r.target);
             writeln!(
                 md,
-                "- **{}** against **{}** (same ratio, tuned separately): target {} points, p = {}.",
+                "- **{}** against **{}**{label}: target {} points, {}.{note}",
                 method.name(),
-                Method::Random(*r).name(),
+                Method::Random(ratio).name(),
                 interval(&d),
-                p_value(d.p)
+                p_clause(d.p)
             )
             .unwrap();
         }
     }
     writeln!(
         md,
-        "\nIn this regime (over-fitting on a small, noisy, shifted target set, each method at \
-         its own best learning rate, {} pre-training draws × {} seeds), {}",
+        "\nIn this setting (a small, noisy, shifted target set, each method at its own best \
+         learning rate, {} pre-training draws × {} seeds; see the regime check for how far \
+         SFT over-fits and forgets), {}",
         p.checkpoints,
         p.seeds,
         match gmt_better.is_empty() {
