@@ -187,14 +187,22 @@ fn replicas_and_single(config: &GradMaskConfig, path: Path) -> (Vec<Replica>, Re
 fn configs() -> Vec<(String, GradMaskConfig, Vec<Path>)> {
     let mut out = Vec::new();
     for strategy in common::strategies(7, 2) {
-        for target in [MaskTarget::Gradient, MaskTarget::Update] {
+        // HFT freezes (Update only) by block, which only the module-level mask sees.
+        let (targets, paths) = match strategy {
+            MaskStrategy::Hft { .. } => (vec![MaskTarget::Update], vec![Path::Module]),
+            _ => (
+                vec![MaskTarget::Gradient, MaskTarget::Update],
+                vec![Path::Wrapper, Path::Module],
+            ),
+        };
+        for target in targets {
             for warmup in [0, 3] {
                 let config = GradMaskConfig::new(0.5)
                     .with_strategy(strategy)
                     .with_target(target)
                     .with_warmup_steps(warmup);
                 let name = format!("{strategy:?} {target:?} warm-up {warmup}");
-                out.push((name, config, vec![Path::Wrapper, Path::Module]));
+                out.push((name, config, paths.clone()));
             }
         }
     }
@@ -432,10 +440,6 @@ fn sharded_multi_device_masks_like_one_device() {
             seed: 3,
             rescale: true,
         }),
-        GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft {
-            seed: 3,
-            stage_steps: 1,
-        }),
     ];
     for config in configs {
         let context = format!("{:?} {:?}", config.strategy, config.scope);
@@ -490,8 +494,18 @@ fn sharded_multi_device_masks_like_one_device() {
 
     // `step_multi` against `step`, with both targets: AdamW with weight decay moves every
     // parameter, so the Update target must hold the masked ones on their home devices.
-    for target in [MaskTarget::Gradient, MaskTarget::Update] {
-        let config = GradMaskConfig::new(0.4).with_target(target);
+    // HFT withholds its frozen tensors' gradients: stepped alike on one and on two devices.
+    let hft = GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft {
+        seed: 3,
+        stage_steps: 1,
+    });
+    let configs = [
+        GradMaskConfig::new(0.4),
+        GradMaskConfig::new(0.4).with_target(MaskTarget::Update),
+        hft.with_target(MaskTarget::Update),
+    ];
+    for config in configs {
+        let target = config.target;
         let adamw = AdamWConfig::new().with_weight_decay(0.1);
         let mut summed = SumGrads {
             a: parts().remove(0),
@@ -516,16 +530,18 @@ fn sharded_multi_device_masks_like_one_device() {
             param_values(&sharded),
             param_values(&model),
         );
-        assert_eq!(one, sharded, "{target:?}");
+        let context = format!("{:?} {target:?}", config.strategy);
+        assert_eq!(one, sharded, "{context}");
         let held = one
             .iter()
             .flatten()
             .zip(before.iter().flatten())
             .filter(|(a, b)| a == b)
             .count();
-        // floor(0.4 · n) entries per tensor are held still with Update, none with Gradient.
+        // floor(0.4 · n) entries per tensor (or HFT's frozen tensors) are held still with
+        // Update, none with Gradient.
         match target {
-            MaskTarget::Update => assert!(held > 0, "Update held nothing"),
+            MaskTarget::Update => assert!(held > 0, "{context}: Update held nothing"),
             MaskTarget::Gradient => assert_eq!(held, 0),
         }
     }
@@ -644,7 +660,12 @@ fn resumed_checkpoint_masks_like_an_uninterrupted_run() {
         GradMaskConfig::new(0.5).with_warmup_steps(4),
     ];
     for config in configs {
-        for path in [Path::Wrapper, Path::Module] {
+        // The wrapper refuses HFT (it needs the module's blocks).
+        let paths = match config.strategy {
+            MaskStrategy::Hft { .. } => vec![Path::Module],
+            _ => vec![Path::Wrapper, Path::Module],
+        };
+        for path in paths {
             let context = format!("{:?} through {path:?}", config.strategy);
             let (model, optim) = setup(&config, path, &device);
             let dir = tempdir();

@@ -7,7 +7,9 @@ use burn::module::{Module, Param, ParamGroup};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use burn_gmt::{GradMaskConfig, MaskGroup, MaskScope, MaskStrategy, MaskTarget, RatioSchedule};
+use burn_gmt::{
+    GradMaskConfig, MaskGroup, MaskScope, MaskStrategy, MaskTarget, RatioSchedule, WithGradMask,
+};
 use common::{Float, Params, assert_same, reference_mask, values};
 
 fn sample(n: usize, seed: u64) -> Vec<f64> {
@@ -139,66 +141,231 @@ fn random_mask_is_seeded_counted_and_rescaled() {
     }
 }
 
+/// A transformer block's matrices, named as in a Llama block.
 #[derive(Module, Debug)]
-struct Layers {
-    first: Linear,
-    second: Linear,
-    third: Linear,
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
 }
 
+#[derive(Module, Debug)]
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+#[derive(Module, Debug)]
+struct Block {
+    attention: Attention,
+    mlp: Mlp,
+}
+
+/// Two blocks and a head outside them.
+#[derive(Module, Debug)]
+struct Blocks {
+    blocks: Vec<Block>,
+    head: Linear,
+}
+
+fn blocks(device: &Device) -> Blocks {
+    let linear = || LinearConfig::new(4, 4).init(device);
+    let block = || Block {
+        attention: Attention {
+            q: linear(),
+            k: linear(),
+            v: linear(),
+            o: linear(),
+        },
+        mlp: Mlp {
+            gate: linear(),
+            up: linear(),
+            down: linear(),
+        },
+    };
+    Blocks {
+        blocks: vec![block(), block()],
+        head: linear(),
+    }
+}
+
+impl Blocks {
+    /// Every linear, with the category HFT halves it in.
+    fn linears(&self) -> Vec<(String, &Linear)> {
+        let mut out = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let a = &b.attention;
+            for l in [&a.q, &a.k, &a.v, &a.o] {
+                out.push((format!("block {i} attention"), l));
+            }
+            for l in [&b.mlp.gate, &b.mlp.up, &b.mlp.down] {
+                out.push((format!("block {i} mlp"), l));
+            }
+        }
+        out.push(("head".into(), &self.head));
+        out
+    }
+
+    fn loss(&self, device: &Device) -> Tensor<1> {
+        let mut x = Tensor::<2>::ones([2, 4], device);
+        for b in &self.blocks {
+            let a = &b.attention;
+            x =
+                a.o.forward(a.q.forward(x.clone()) * a.k.forward(x.clone()) + a.v.forward(x));
+            let m = &b.mlp;
+            x = m.down.forward(m.gate.forward(x.clone()) * m.up.forward(x));
+        }
+        self.head.forward(x).sum()
+    }
+}
+
+/// HFT as in its paper: per block, half of the attention matrices and half of the MLP
+/// matrices (one or two of three, at random) are frozen for a stage, a Linear's weight and
+/// bias together; frozen means not moved at all (AdamW's weight decay included), while the
+/// others move; the draw holds for a stage and is re-drawn at the next.
 #[test]
-fn hft_freezes_half_of_each_layer_per_stage() {
+fn hft_freezes_half_of_each_blocks_matrices_by_category() {
     let device = Device::flex().autodiff();
-    let model = Layers {
-        first: LinearConfig::new(4, 4).init(&device),
-        second: LinearConfig::new(4, 4).init(&device),
-        third: LinearConfig::new(4, 4).init(&device),
-    };
-    let grads = || {
-        let x = Tensor::<2>::ones([2, 4], &device);
-        let y = model
-            .third
-            .forward(model.second.forward(model.first.forward(x)));
-        GradientsParams::from_grads(y.sum().backward(), &model)
-    };
-    let config = GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft {
-        seed: 11,
-        stage_steps: 2,
-    });
+    let config = GradMaskConfig::new(0.5)
+        .with_strategy(MaskStrategy::Hft {
+            seed: 11,
+            stage_steps: 2,
+        })
+        .with_target(MaskTarget::Update);
     let mut mask = config.init().unwrap();
-    let mut choices = Vec::new();
-    for _step in 0..12 {
-        let mut out = mask.apply(&model, grads());
-        let mut choice = Vec::new();
-        for layer in [&model.first, &model.second, &model.third] {
-            let weight_frozen = values(out.remove::<2>(layer.weight.id).unwrap())
-                .iter()
-                .all(|v| *v == 0.0);
-            let bias_frozen = values(out.remove::<1>(layer.bias.as_ref().unwrap().id).unwrap())
-                .iter()
-                .all(|v| *v == 0.0);
-            // Two tensors per layer at ratio 0.5: exactly one frozen.
-            assert!(
-                weight_frozen != bias_frozen,
-                "one of two tensors frozen per layer"
+    let mut optim = AdamWConfig::new().with_weight_decay(0.1).init();
+    let mut model = blocks(&device);
+    let mut stages: Vec<Vec<bool>> = Vec::new();
+    let mut mlp_counts = std::collections::BTreeSet::new();
+    for step in 0..16 {
+        let grads = GradientsParams::from_grads(model.loss(&device).backward(), &model);
+        let before: Vec<(Vec<f64>, Vec<f64>)> = model
+            .linears()
+            .iter()
+            .map(|(_, l)| {
+                (
+                    values(l.weight.val()),
+                    values(l.bias.as_ref().unwrap().val()),
+                )
+            })
+            .collect();
+        model = mask.step(&mut optim, 1e-2, model, grads);
+        let mut frozen = Vec::new();
+        let mut per_category: std::collections::BTreeMap<String, (usize, usize)> =
+            Default::default();
+        for ((category, l), (w, b)) in model.linears().into_iter().zip(&before) {
+            let weight_still = values(l.weight.val()) == *w;
+            let bias_still = values(l.bias.as_ref().unwrap().val()) == *b;
+            assert_eq!(
+                weight_still, bias_still,
+                "step {step}: a Linear freezes whole"
             );
-            choice.push(weight_frozen);
+            let entry = per_category.entry(category).or_default();
+            entry.0 += usize::from(weight_still);
+            entry.1 += 1;
+            frozen.push(weight_still);
+        }
+        for (category, (still, of)) in &per_category {
+            match of {
+                4 => assert_eq!(*still, 2, "step {step}: {category}"),
+                3 => {
+                    assert!((1..=2).contains(still), "step {step}: {category}");
+                    mlp_counts.insert(*still);
+                }
+                _ => assert!(*still <= 1, "step {step}: {category}"),
+            }
         }
         let stats = mask.last_stats();
-        // A frozen weight masks its 16 entries, a frozen bias its 4.
-        assert_eq!(
-            stats.masked(),
-            choice.iter().map(|&w| if w { 16 } else { 4 }).sum::<u64>()
-        );
-        choices.push(choice);
-    }
-    for stage in choices.chunks(2) {
-        assert_eq!(stage[0], stage[1], "the choice holds for a stage");
+        let frozen_entries = frozen.iter().filter(|&&f| f).count() as u64 * (16 + 4);
+        assert_eq!(stats.masked(), frozen_entries, "step {step}");
+        if step % 2 == 0 {
+            stages.push(frozen);
+        } else {
+            assert_eq!(
+                stages.last().unwrap(),
+                &frozen,
+                "the draw holds for a stage"
+            );
+        }
     }
     assert!(
-        choices.chunks(2).any(|s| s[0] != choices[0]),
-        "the choice is re-drawn across stages"
+        stages.iter().any(|s| s != &stages[0]),
+        "the frozen half is re-drawn across stages"
     );
+    assert_eq!(
+        mlp_counts.into_iter().collect::<Vec<_>>(),
+        vec![1, 2],
+        "an odd category freezes one or two of three"
+    );
+}
+
+/// With `collect_norms`, a tensor HFT freezes keeps none of its gradient norm and an unfrozen
+/// one all of it: the norms against the gradients read on the host.
+#[test]
+fn hft_norms_count_frozen_tensors_as_dropped() {
+    let device = Device::flex().autodiff();
+    let config = GradMaskConfig::new(0.5)
+        .with_strategy(MaskStrategy::Hft {
+            seed: 3,
+            stage_steps: 1,
+        })
+        .with_target(MaskTarget::Update)
+        .with_collect_norms(true);
+    let mut mask = config.init().unwrap();
+    let mut optim = AdamWConfig::new().init();
+    let model = blocks(&device);
+    let grads = GradientsParams::from_grads(model.loss(&device).backward(), &model);
+    // Each gradient's squared norm, in module order (the statistics' order).
+    struct Squares<'a>(&'a GradientsParams, Vec<f64>);
+    impl burn::module::ModuleVisitor for Squares<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let g = values(self.0.get::<D>(param.id).unwrap());
+            self.1.push(g.iter().map(|v| v * v).sum());
+        }
+    }
+    let mut squares = Squares(&grads, Vec::new());
+    model.visit(&mut squares);
+    let squares = squares.1;
+    let _ = mask.step(&mut optim, 1e-2, model, grads);
+    let stats = mask.last_stats();
+    assert_eq!(stats.tensors.len(), squares.len());
+    let mut frozen = 0;
+    for (t, expected) in stats.tensors.iter().zip(&squares) {
+        let (all, kept) = t.norms_sq.expect("norms measured");
+        assert!((all - expected).abs() <= 1e-5 * expected, "{}", t.param);
+        if t.masked == t.total {
+            frozen += 1;
+            assert_eq!(kept, 0.0, "{} is frozen", t.param);
+        } else {
+            assert_eq!(kept, all, "{} is whole", t.param);
+        }
+    }
+    assert!(frozen > 0 && frozen < squares.len(), "{frozen} frozen");
+    let share = stats.kept_norm_fraction().unwrap();
+    assert!(share > 0.0 && share < 1.0, "{share}");
+}
+
+/// HFT needs the Update target and the module's structure: refused otherwise, naming the
+/// field.
+#[test]
+fn hft_is_refused_without_update_or_through_the_wrapper() {
+    let hft = GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft {
+        seed: 0,
+        stage_steps: 4,
+    });
+    let err = hft.init().unwrap_err().to_string();
+    assert!(err.contains("GradMaskConfig.target"), "{err}");
+    let update = hft.with_target(MaskTarget::Update);
+    assert!(update.init().is_ok());
+    let err = burn::optim::SgdConfig::new()
+        .build()
+        .try_with_grad_mask_config(update)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("GradMaskConfig.strategy"), "{err}");
 }
 
 #[test]

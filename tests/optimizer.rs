@@ -231,7 +231,11 @@ fn update_target_holds_masked_parameters_still() {
 #[test]
 fn records_resume_bit_identically_including_random_masks() {
     let device = Device::flex().autodiff();
-    for strategy in common::strategies(7, 2) {
+    // The wrapper refuses HFT (it needs the module's blocks).
+    let strategies = common::strategies(7, 2)
+        .into_iter()
+        .filter(|s| !matches!(s, MaskStrategy::Hft { .. }));
+    for strategy in strategies {
         let config = GradMaskConfig::new(0.5)
             .with_strategy(strategy)
             .with_warmup_steps(3);
@@ -388,10 +392,12 @@ fn invalid_configs_name_the_field() {
             .to_string();
         assert!(err.contains("GradMaskConfig.ratio"), "{err}");
     }
-    let hft = GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft {
-        seed: 0,
-        stage_steps: 0,
-    });
+    let hft = GradMaskConfig::new(0.5)
+        .with_strategy(MaskStrategy::Hft {
+            seed: 0,
+            stage_steps: 0,
+        })
+        .with_target(MaskTarget::Update);
     assert!(
         hft.init()
             .unwrap_err()

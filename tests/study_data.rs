@@ -1,5 +1,6 @@
-//! The study's generated tasks: answers follow their definitions, and the held-out splits
-//! share no item with the training splits.
+//! The study's generated tasks: answers follow their definitions, the train, dev and test
+//! splits share no item, and the fine-tuning draw has exactly the asked label noise and
+//! digit restriction (in the restricted places only).
 
 #[path = "../examples/gmt_study/data.rs"]
 #[allow(dead_code)]
@@ -7,61 +8,120 @@ mod data;
 
 use std::collections::HashSet;
 
-use data::{ANSWER_START, BASE, DIGITS, EQUALS, SEQ_LEN, TARGET, Task};
+use data::{ANSWER_START, BASE, DIGITS, Draw, EQUALS, NONE, SEQ_LEN, Split, TARGET, Task};
 
-fn operands(tokens: &[usize]) -> Vec<usize> {
-    tokens[2..2 + DIGITS].to_vec()
+/// The task a problem asks, from its instruction words.
+fn task_of(tokens: &[usize]) -> Task {
+    match (tokens[1], tokens[2]) {
+        (data::REVERSE, NONE) => Task::Reverse,
+        (data::INCREMENT, NONE) => Task::Increment,
+        (data::ROTATE, NONE) => Task::Rotate,
+        (data::REVERSE, data::INCREMENT) => Task::ReverseIncrement,
+        other => panic!("unknown instruction {other:?}"),
+    }
+}
+
+/// The answer written out from each task's definition, independently of `Task::answer`.
+fn expected(task: Task, x: &[usize]) -> Vec<usize> {
+    (0..DIGITS)
+        .map(|i| match task {
+            Task::Reverse => x[DIGITS - 1 - i],
+            Task::Increment => (x[i] + 1) % 10,
+            Task::Rotate => x[(i + 1) % DIGITS],
+            Task::ReverseIncrement => (x[DIGITS - 1 - i] + 1) % 10,
+        })
+        .collect()
 }
 
 #[test]
 fn answers_follow_the_task_definitions() {
-    for (tasks, n) in [(BASE, 400), (TARGET, 400)] {
-        for problem in data::split(tasks, false, n, 7) {
-            let t = &problem.tokens;
-            assert_eq!(t.len(), SEQ_LEN);
-            assert_eq!(t[ANSWER_START - 1], EQUALS);
-            let x = operands(t);
-            let answer = &t[ANSWER_START..];
-            let task = match t[1] {
-                data::REVERSE => Task::Reverse,
-                data::INCREMENT => Task::Increment,
-                data::REVERSE_INCREMENT => Task::ReverseIncrement,
-                other => panic!("unknown marker {other}"),
-            };
-            let expected: Vec<usize> = (0..DIGITS)
-                .map(|i| match task {
-                    Task::Reverse => x[DIGITS - 1 - i],
-                    Task::Increment => (x[i] + 1) % 10,
-                    Task::ReverseIncrement => (x[DIGITS - 1 - i] + 1) % 10,
-                })
-                .collect();
-            assert_eq!(answer, expected.as_slice(), "{task:?} {x:?}");
+    for tasks in [BASE, TARGET] {
+        for split in [Split::Train, Split::Dev, Split::Test] {
+            for problem in Draw::clean(tasks, split, 300, 7).problems() {
+                let t = &problem.tokens;
+                assert_eq!(t.len(), SEQ_LEN);
+                assert_eq!(t[ANSWER_START - 1], EQUALS);
+                let task = task_of(t);
+                assert_eq!(
+                    &t[ANSWER_START..],
+                    expected(task, problem.digits()).as_slice(),
+                    "{task:?} {:?}",
+                    problem.digits()
+                );
+            }
         }
     }
 }
 
 #[test]
-fn test_splits_share_no_item_with_training() {
+fn splits_share_no_item() {
     for tasks in [BASE, TARGET] {
-        let train: HashSet<Vec<usize>> = data::split(tasks, false, 5000, 1)
-            .into_iter()
-            .map(|p| operands(&p.tokens))
-            .collect();
-        let test: Vec<Vec<usize>> = data::split(tasks, true, 1000, 2)
-            .into_iter()
-            .map(|p| operands(&p.tokens))
-            .collect();
-        assert_eq!(test.len(), 1000);
+        let draw = |split, count, seed| -> Vec<Vec<usize>> {
+            Draw::clean(tasks, split, count, seed)
+                .problems()
+                .iter()
+                .map(|p| p.digits().to_vec())
+                .collect()
+        };
+        let train: HashSet<Vec<usize>> = draw(Split::Train, 5000, 1).into_iter().collect();
+        let dev = draw(Split::Dev, 500, 3);
+        let test = draw(Split::Test, 1000, 2);
+        assert_eq!((dev.len(), test.len()), (500, 1000));
+        assert!(
+            dev.iter().all(|x| !train.contains(x)),
+            "a dev item in training"
+        );
         assert!(
             test.iter().all(|x| !train.contains(x)),
-            "a test item appears in training"
+            "a test item in training"
         );
-        // Other seeds draw other training sets, still disjoint from the test split.
-        let other: HashSet<Vec<usize>> = data::split(tasks, false, 5000, 99)
-            .into_iter()
-            .map(|p| operands(&p.tokens))
-            .collect();
+        assert!(test.iter().all(|x| !dev.contains(x)), "a test item in dev");
+        // Another seed draws another training set, still disjoint from the held-out splits.
+        let other: HashSet<Vec<usize>> = draw(Split::Train, 5000, 99).into_iter().collect();
         assert_ne!(train, other);
         assert!(test.iter().all(|x| !other.contains(x)));
+    }
+}
+
+#[test]
+fn fine_tuning_draw_has_the_asked_noise_and_digits() {
+    for (count, noise, limit, restricted) in [(256, 0.15, 8, 3), (100, 0.3, 5, 6), (64, 0.0, 10, 0)]
+    {
+        let problems = Draw {
+            tasks: TARGET,
+            split: Split::Train,
+            count,
+            digit_limit: limit,
+            restricted,
+            noise,
+            seed: 11,
+        }
+        .problems();
+        assert_eq!(problems.len(), count);
+        let wrong = problems
+            .iter()
+            .filter(|p| p.tokens[ANSWER_START..] != *expected(task_of(&p.tokens), p.digits()))
+            .count();
+        assert_eq!(
+            wrong,
+            (noise * count as f64).round() as usize,
+            "noise {noise}"
+        );
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.digits()[..restricted].iter().all(|&d| d < limit)),
+            "the first {restricted} digits below {limit}"
+        );
+        if restricted < DIGITS && limit < 10 {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.digits()[restricted..].iter().any(|&d| d >= limit)),
+                "the other places take every digit"
+            );
+        }
+        let distinct: HashSet<Vec<usize>> = problems.iter().map(|p| p.digits().to_vec()).collect();
+        assert_eq!(distinct.len(), count, "distinct inputs");
     }
 }

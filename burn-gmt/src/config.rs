@@ -43,8 +43,30 @@ pub enum MaskStrategy {
         /// Rescale kept entries by `1 / (1 - ratio)`.
         rescale: bool,
     },
-    /// Baseline: Half Fine-Tuning. A fraction `ratio` (0.5 in the paper) of the parameter
-    /// tensors of each layer is frozen, re-drawn every `stage_steps` optimizer steps.
+    /// Baseline: Half Fine-Tuning (Hui et al. 2024, arXiv 2404.18466): half of the weight
+    /// matrices of each transformer block, chosen by category, are frozen for a stage. Planned
+    /// by [`GradMask`](crate::GradMask), which sees the module's structure (the per-tensor
+    /// wrapper refuses it), and only with [`MaskTarget::Update`].
+    ///
+    /// - A *unit* is a module holding parameters directly: a `Linear` (its weight and bias
+    ///   freeze together), a `LayerNorm`, an `Embedding`.
+    /// - A *category* is the units that share a parent module. In Burn's transformer layer:
+    ///   the attention's query, key, value and output projections (`mha`), the feed-forward's
+    ///   two matrices (`pwff`), the layer's norms; in a Llama block, q/k/v/o under the
+    ///   attention and gate/up/down under the MLP. Units outside the blocks (embeddings,
+    ///   final norm, head) form a category at their own parent and are halved alike; list
+    ///   them in [`GradMaskConfig::unmasked`] to train them in every stage instead.
+    /// - In each category, a fraction `ratio` (0.5 in the paper) of the units is frozen. An
+    ///   odd count is rounded up or down at random with the right expectation (one or two of
+    ///   a Llama MLP's three matrices). The draw depends on `seed`, the category's path and
+    ///   the stage (`step / stage_steps`): re-drawn at each stage, the same in every replica.
+    /// - Frozen means not updated at all: the frozen tensors' gradients are withheld from the
+    ///   inner optimizer, so neither the parameter nor its optimizer state moves (no
+    ///   momentum, no weight decay), as with `requires_grad = false` in the paper. Their
+    ///   entries count as masked in the statistics.
+    ///
+    /// One stage over the whole fine-tuning (`stage_steps` at least the run's optimizer steps)
+    /// is the paper's single-task setting; shorter stages re-draw the frozen half.
     Hft {
         /// Seed of the draws.
         seed: u64,
@@ -313,11 +335,19 @@ impl GradMaskConfig {
                 reason: "norms are reported with the statistics: set collect_stats too".into(),
             });
         }
-        if let MaskStrategy::Hft { stage_steps: 0, .. } = self.strategy {
-            return Err(GradMaskError::InvalidField {
-                field: "strategy",
-                reason: "MaskStrategy::Hft needs stage_steps >= 1".into(),
-            });
+        if let MaskStrategy::Hft { stage_steps, .. } = self.strategy {
+            if stage_steps == 0 {
+                return Err(GradMaskError::InvalidField {
+                    field: "strategy",
+                    reason: "MaskStrategy::Hft needs stage_steps >= 1".into(),
+                });
+            }
+            if self.target != MaskTarget::Update {
+                return Err(GradMaskError::InvalidField {
+                    field: "target",
+                    reason: "MaskStrategy::Hft freezes its tensors: it needs MaskTarget::Update (with_target(MaskTarget::Update))".into(),
+                });
+            }
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
 use burn::tensor::{DType, Device, Tensor};
 use burn_gmt_kernels::MaskOps;
 use burn_gmt_kernels::element::key_bits;
-use burn_gmt_kernels::random::{draw_key, is_drawn, ratio_bound};
+use burn_gmt_kernels::random::{draw_key, ratio_bound};
 
 use crate::config::MaskStrategy;
 use crate::error::GradMaskError;
@@ -22,6 +22,9 @@ pub(crate) enum TensorMask {
     Below { threshold: DispatchTensor },
     /// Finite entries drawn below `bound` under `key` are masked; kept ones are scaled.
     Random { key: u64, bound: u64, scale: f64 },
+    /// The whole tensor is frozen (HFT): its gradient is withheld from the optimizer, so
+    /// neither the parameter nor its optimizer state moves.
+    Frozen,
 }
 
 /// A decided mask with the statistics that came with deciding it.
@@ -174,14 +177,9 @@ pub(crate) fn plan_tensor(
             });
             Plan { mask, stats }
         }
-        MaskStrategy::Hft { seed, stage_steps } => {
-            // On its own a tensor is frozen with probability `ratio` for the whole stage.
-            let stage_key = draw_key(seed, stream, step / stage_steps);
-            plan_frozen(
-                grad,
-                is_drawn(stage_key, 0, ratio_bound(ratio)) && ratio > 0.0,
-                collect_stats,
-            )
+        // Validation and the wrapper's constructor route HFT to the module-level plan.
+        MaskStrategy::Hft { .. } => {
+            unreachable!("HFT is planned per block by GradMask, which sees the module")
         }
     }
 }
@@ -201,16 +199,15 @@ pub(crate) fn plan_reused(
     Plan { mask, stats }
 }
 
-/// The plan of a tensor frozen (every finite entry masked) or left alone for an HFT stage.
+/// The plan of a tensor frozen (every finite entry counted as masked) or left alone for an
+/// HFT stage.
 pub(crate) fn plan_frozen(grad: &DispatchTensor, frozen: bool, collect_stats: bool) -> Plan {
     let dtype = grad.dtype();
     let stats = collect_stats
         .then(|| select::count_unselected(std::slice::from_ref(grad), dtype, frozen).remove(0));
     match frozen {
         true => Plan {
-            mask: TensorMask::Below {
-                threshold: threshold_tensor(f64::INFINITY, dtype, &grad.device().into()),
-            },
+            mask: TensorMask::Frozen,
             stats: stats.map(|s| s.with_threshold(f64::INFINITY)),
         },
         false => Plan {
@@ -251,6 +248,8 @@ fn finite_square_sum<const D: usize>(grad: &Tensor<D>) -> Tensor<1> {
 fn mask_gradient<const D: usize>(grad: Tensor<D>, mask: TensorMask) -> Tensor<D> {
     match mask {
         TensorMask::Keep => grad,
+        // Callers withhold a frozen tensor's gradient; a zero one is its masked form.
+        TensorMask::Frozen => grad.zeros_like(),
         TensorMask::Below { threshold } => Tensor::from_dispatch(
             <Dispatch as MaskOps>::abs_threshold_mask(grad.into_dispatch(), threshold),
         ),
@@ -271,6 +270,7 @@ pub(crate) fn hold_masked<const D: usize>(
 ) -> Tensor<D> {
     let (marker, threshold) = match mask {
         TensorMask::Keep => return updated,
+        TensorMask::Frozen => return previous,
         // An entry was masked exactly when its masked gradient is below the same threshold:
         // masked entries are 0 < T, kept ones keep |g| >= T (and with T = 0 nothing is).
         TensorMask::Below { threshold } => (masked_grad, threshold),

@@ -19,7 +19,8 @@ use crate::select::{self, masked_count};
 use crate::stats::{MaskStats, MaskStatsHandle};
 
 /// Gradient-Mask Tuning as a transformation of a module's gradients: it sees every
-/// parameter, so it supports [`MaskScope::Global`], `unmasked` groups and per-layer HFT.
+/// parameter, so it supports [`MaskScope::Global`], `unmasked` groups and HFT
+/// ([`MaskStrategy::Hft`], which needs the module's blocks).
 ///
 /// Use it in a custom loop, or in burn-train by overriding `TrainStep::optimize`:
 ///
@@ -271,7 +272,8 @@ impl GradMask {
     }
 
     /// Masks `grads` (the gradients of `module`, already accumulated) for one optimizer
-    /// step. Parameters without a gradient are skipped.
+    /// step. Parameters without a gradient are skipped. Tensors that [`MaskStrategy::Hft`]
+    /// freezes lose their gradient, so the optimizer leaves them and their state alone.
     ///
     /// # Panics
     /// If a gradient has a dtype the mask does not support; see [`try_apply`](Self::try_apply).
@@ -584,28 +586,47 @@ fn plan_global(entries: &[&Entry], ratio: f64, collect: bool) -> Result<Vec<Plan
         .collect())
 }
 
-/// HFT: in each layer (parameters sharing a parent module), freeze `ratio` of the tensors,
-/// rounded stochastically so the expected count is exact, re-drawn each stage.
+/// The module path a parameter or module path sits in (`""` at the root).
+fn parent_path(path: &str) -> &str {
+    path.rsplit_once('.').map_or("", |(parent, _)| parent)
+}
+
+/// HFT ([`MaskStrategy::Hft`]): the units (modules holding parameters) sharing a parent
+/// module form a category; in each category `ratio` of the units are frozen, a count rounded
+/// stochastically so its expectation is exact, drawn per category and stage.
 fn plan_hft(entries: &[&Entry], ratio: f64, seed: u64, stage: u64, collect: bool) -> Vec<Plan> {
-    let mut layers: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let layer = entry.path.rsplit_once('.').map_or("", |(parent, _)| parent);
-        layers.entry(layer).or_default().push(i);
+    // Category path -> its units, in module order.
+    let mut categories: Vec<(&str, Vec<&str>)> = Vec::new();
+    for entry in entries {
+        let unit = parent_path(&entry.path);
+        let category = parent_path(unit);
+        match categories.iter_mut().find(|(c, _)| *c == category) {
+            Some((_, units)) if units.contains(&unit) => {}
+            Some((_, units)) => units.push(unit),
+            None => categories.push((category, vec![unit])),
+        }
     }
-    let mut frozen = vec![false; entries.len()];
-    for (layer, members) in layers {
-        let key = draw_key(seed, path_key(layer), stage);
-        let wanted = ratio * members.len() as f64;
+    let mut frozen_units = std::collections::HashSet::new();
+    for (category, units) in categories {
+        let key = draw_key(seed, path_key(category), stage);
+        let wanted = ratio * units.len() as f64;
         let fraction = (draw(key, u64::MAX) >> 11) as f64 / (1u64 << 53) as f64;
-        let count = (wanted.floor() + if fraction < wanted.fract() { 1.0 } else { 0.0 }) as usize;
-        let mut order = members.clone();
-        order.sort_by_key(|&i| draw(key, i as u64));
-        order.iter().take(count).for_each(|&i| frozen[i] = true);
+        let count = wanted.floor() as usize + usize::from(fraction < wanted.fract());
+        // Ordered by a draw keyed by the unit's path: which units a category holds (say, one
+        // listed `unmasked`) does not change the others' order.
+        let mut order = units;
+        order.sort_by_key(|unit| draw(key, path_key(unit)));
+        frozen_units.extend(order.into_iter().take(count));
     }
     entries
         .iter()
-        .zip(frozen)
-        .map(|(e, f)| plan_frozen(&e.grad, f, collect))
+        .map(|e| {
+            plan_frozen(
+                &e.grad,
+                frozen_units.contains(parent_path(&e.path)),
+                collect,
+            )
+        })
         .collect()
 }
 
@@ -741,14 +762,24 @@ struct MaskGrads<'a> {
 
 impl ModuleVisitor for MaskGrads<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(mask) = self.masks.get(&param.id)
-            && let Some(grad) = self.grads.remove::<D>(param.id)
-        {
-            let (masked, norms_sq) = mask_measured(grad, mask.clone(), self.norms.is_some());
+        let Some(mask) = self.masks.get(&param.id) else {
+            return;
+        };
+        let Some(grad) = self.grads.remove::<D>(param.id) else {
+            return;
+        };
+        // A frozen tensor's gradient is withheld: the optimizer leaves the parameter and its
+        // state alone (its norms still count: the mask keeps none of it).
+        let frozen = matches!(mask, TensorMask::Frozen);
+        if frozen && self.norms.is_none() {
+            return;
+        }
+        let (masked, norms_sq) = mask_measured(grad, mask.clone(), self.norms.is_some());
+        if !frozen {
             self.grads.register::<D>(param.id, masked);
-            if let (Some(norms), Some(norms_sq)) = (&mut self.norms, norms_sq) {
-                norms.insert(param.id, norms_sq);
-            }
+        }
+        if let (Some(norms), Some(norms_sq)) = (&mut self.norms, norms_sq) {
+            norms.insert(param.id, norms_sq);
         }
     }
 }

@@ -7,7 +7,7 @@ use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource, 
 use burn::tensor::{Device, Shape, Tensor};
 use burn_pack::Scalar;
 
-use crate::config::{GradMaskConfig, MaskScope, MaskTarget};
+use crate::config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
 use crate::error::GradMaskError;
 use crate::mask::{
     PendingTensorStats, TensorMask, check_dtype, hold_masked, mask_measured, plan_reused,
@@ -108,7 +108,8 @@ impl<O: Optimizer> GradMasked<O> {
     /// Wraps `inner` with the mask `config`, after validating it.
     ///
     /// The per-tensor wrapper sees one tensor at a time, so it refuses
-    /// [`MaskScope::Global`] (use [`GradMask`](crate::GradMask)) and `unmasked` groups (use
+    /// [`MaskScope::Global`] and [`MaskStrategy::Hft`] (which needs the module's blocks; use
+    /// [`GradMask`](crate::GradMask) for both) and `unmasked` groups (use
     /// `ModuleOptimizer::with_group` with the unwrapped optimizer).
     pub fn new(inner: O, config: GradMaskConfig) -> Result<Self, GradMaskError> {
         config.validate()?;
@@ -117,6 +118,13 @@ impl<O: Optimizer> GradMasked<O> {
                 field: "scope",
                 value: "MaskScope::Global".into(),
                 reason: "an optimizer sees one tensor at a time; apply a global mask with GradMask::apply (for example in TrainStep::optimize)",
+            });
+        }
+        if let MaskStrategy::Hft { .. } = config.strategy {
+            return Err(GradMaskError::Unsupported {
+                field: "strategy",
+                value: "MaskStrategy::Hft".into(),
+                reason: "HFT freezes half of each block's matrices by category, which needs the module's structure; apply it with GradMask::step (for example in TrainStep::optimize)",
             });
         }
         if !config.groups.is_empty() {

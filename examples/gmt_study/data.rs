@@ -1,9 +1,12 @@
 //! Procedurally generated sequence tasks, answered by exact match (as GSM8K is): every
 //! answer digit must be right. No download: every split is a pure function of a seed.
 //!
-//! - Base tasks ("pre-training"): reverse a sequence of digits; add one to every digit, mod 10.
-//! - Target task: reverse the sequence *and* add one to every digit: a new instruction that
-//!   composes the two base skills, learned from few examples.
+//! - Base skills ("pre-training"): reverse a sequence of digits; add one to every digit, mod
+//!   10; rotate the sequence left by one.
+//! - Target task: reverse the sequence *and* add one to every digit: a new instruction made of
+//!   two known words (`REVERSE INCREMENT`, where a base skill is its word and `NONE`),
+//!   fine-tuned from few, noisy examples whose inputs avoid some digits (see [`Draw`]) and
+//!   scored on inputs with every digit.
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::InMemDataset;
@@ -13,23 +16,36 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 pub const EQUALS: usize = 10;
 pub const BOS: usize = 11;
 pub const PAD: usize = 12;
-/// Task markers: the model is told which task it is asked, so both can coexist and the base
-/// task's accuracy after fine-tuning measures forgetting.
+/// Task markers, the words of the instructions: the model is told which task it is asked, so
+/// all can coexist and the base skills' accuracy after fine-tuning measures what is retained.
 pub const REVERSE: usize = 13;
 pub const INCREMENT: usize = 14;
-pub const REVERSE_INCREMENT: usize = 15;
-pub const VOCAB: usize = 16;
+pub const ROTATE: usize = 15;
+/// The empty second word of a one-word instruction.
+pub const NONE: usize = 16;
+pub const VOCAB: usize = 17;
 /// Digits in a problem and in its answer.
 pub const DIGITS: usize = 6;
-/// `BOS`, the task marker, the digits, `=`, the answer.
-pub const SEQ_LEN: usize = 2 * DIGITS + 3;
+/// `BOS`, the instruction (two words), the digits, `=`, the answer.
+pub const SEQ_LEN: usize = 2 * DIGITS + 4;
+/// Position of the first digit.
+pub const FIRST_DIGIT: usize = 3;
 /// Position of the first answer token.
-pub const ANSWER_START: usize = DIGITS + 3;
+pub const ANSWER_START: usize = DIGITS + 4;
+/// Changes whenever what a seed draws changes: part of the pre-trained checkpoints' cache key.
+pub const DATA_VERSION: u32 = 4;
 
 /// One problem: its tokens.
 #[derive(Debug, Clone)]
 pub struct Problem {
     pub tokens: Vec<usize>,
+}
+
+impl Problem {
+    /// The input digits.
+    pub fn digits(&self) -> &[usize] {
+        &self.tokens[FIRST_DIGIT..FIRST_DIGIT + DIGITS]
+    }
 }
 
 /// The tasks.
@@ -39,63 +55,157 @@ pub enum Task {
     Reverse,
     /// Base: add one to every digit, mod 10.
     Increment,
+    /// Base: rotate the digits left by one place.
+    Rotate,
     /// Target: reverse the digits and add one to each, mod 10.
     ReverseIncrement,
 }
 
-/// The base ("pre-training") tasks.
-pub const BASE: &[Task] = &[Task::Reverse, Task::Increment];
+/// The base ("pre-training") skills.
+pub const BASE: &[Task] = &[Task::Reverse, Task::Increment, Task::Rotate];
 /// The target (fine-tuning) task.
 pub const TARGET: &[Task] = &[Task::ReverseIncrement];
 
-fn problem(task: Task, digits: [usize; DIGITS]) -> Problem {
-    let marker = match task {
-        Task::Reverse => REVERSE,
-        Task::Increment => INCREMENT,
-        Task::ReverseIncrement => REVERSE_INCREMENT,
-    };
-    let mut tokens = vec![BOS, marker];
+impl Task {
+    /// The instruction's two words: a base skill's marker and `NONE`, or the target's two
+    /// base markers (a new combination of known words, as a new instruction is to an LLM).
+    fn instruction(self) -> [usize; 2] {
+        match self {
+            Task::Reverse => [REVERSE, NONE],
+            Task::Increment => [INCREMENT, NONE],
+            Task::Rotate => [ROTATE, NONE],
+            Task::ReverseIncrement => [REVERSE, INCREMENT],
+        }
+    }
+
+    /// The correct answer to `digits`.
+    pub fn answer(self, digits: &[usize; DIGITS]) -> [usize; DIGITS] {
+        std::array::from_fn(|i| {
+            let mirrored = digits[DIGITS - 1 - i];
+            match self {
+                Task::Reverse => mirrored,
+                Task::Increment => (digits[i] + 1) % 10,
+                Task::Rotate => digits[(i + 1) % DIGITS],
+                Task::ReverseIncrement => (mirrored + 1) % 10,
+            }
+        })
+    }
+}
+
+fn problem(task: Task, digits: [usize; DIGITS], answer: [usize; DIGITS]) -> Problem {
+    let mut tokens = vec![BOS];
+    tokens.extend(task.instruction());
     tokens.extend(digits);
     tokens.push(EQUALS);
-    tokens.extend((0..DIGITS).map(|i| {
-        let mirrored = digits[DIGITS - 1 - i];
-        match task {
-            Task::Reverse => mirrored,
-            Task::Increment => (digits[i] + 1) % 10,
-            Task::ReverseIncrement => (mirrored + 1) % 10,
-        }
-    }));
+    tokens.extend(answer);
     Problem { tokens }
 }
 
 /// SplitMix64 step: a tiny seeded generator, so splits never depend on a library's RNG.
-fn next(state: &mut u64) -> u64 {
+pub fn next(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     burn_gmt::kernels::random::mix64(*state)
 }
 
-/// Whether a digit sequence belongs to the held-out test split: decided by a hash of the
-/// sequence alone, so train and test share no item whatever the sizes drawn.
-fn is_test(digits: &[usize; DIGITS]) -> bool {
-    let id = digits.iter().fold(0u64, |acc, &d| acc * 10 + d as u64);
-    burn_gmt::kernels::random::mix64(id ^ 0xC0FF_EE00).is_multiple_of(5)
+/// Which held-out part a digit sequence belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Training items (pre-training and fine-tuning).
+    Train,
+    /// Held out for choosing the learning rate.
+    Dev,
+    /// Held out for the final scores only.
+    Test,
 }
 
-/// `count` distinct problems of `tasks` (in turn) from the train or test split, drawn from
-/// `seed`.
-pub fn split(tasks: &[Task], test: bool, count: usize, seed: u64) -> Vec<Problem> {
-    let mut state = seed ^ (tasks[0] as u64) << 32 ^ u64::from(test) << 40;
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
-        let r = next(&mut state);
-        let digits: [usize; DIGITS] = std::array::from_fn(|i| (r >> (8 * i)) as usize % 10);
-        let task = tasks[out.len() % tasks.len()];
-        if is_test(&digits) == test && seen.insert((task as usize, digits)) {
-            out.push(problem(task, digits));
+impl Split {
+    /// Decided by a hash of the sequence alone, so the splits share no item whatever the
+    /// sizes drawn: 70% train, 10% dev, 20% test.
+    pub fn of(digits: &[usize; DIGITS]) -> Split {
+        let id = digits.iter().fold(0u64, |acc, &d| acc * 10 + d as u64);
+        match burn_gmt::kernels::random::mix64(id ^ 0xC0FF_EE00) % 10 {
+            0 | 1 => Split::Test,
+            2 => Split::Dev,
+            _ => Split::Train,
         }
     }
-    out
+}
+
+/// What to draw: `count` distinct problems of `tasks` (in turn) from `split`, inputs whose
+/// first `restricted` digits are below `digit_limit`, a fraction `noise` of the answers
+/// replaced by a wrong random answer, all from `seed`.
+#[derive(Debug, Clone, Copy)]
+pub struct Draw {
+    pub tasks: &'static [Task],
+    pub split: Split,
+    pub count: usize,
+    pub digit_limit: usize,
+    pub restricted: usize,
+    pub noise: f64,
+    pub seed: u64,
+}
+
+impl Draw {
+    /// Clean problems with every digit.
+    pub fn clean(tasks: &'static [Task], split: Split, count: usize, seed: u64) -> Self {
+        Self {
+            tasks,
+            split,
+            count,
+            digit_limit: 10,
+            restricted: 0,
+            noise: 0.0,
+            seed,
+        }
+    }
+
+    /// The problems. Exactly `round(noise · count)` of them have a wrong answer.
+    pub fn problems(&self) -> Vec<Problem> {
+        assert!(
+            (1..=10).contains(&self.digit_limit),
+            "digit_limit in 1..=10"
+        );
+        let split_tag = match self.split {
+            Split::Train => 0u64,
+            Split::Dev => 1,
+            Split::Test => 2,
+        };
+        let mut state = self.seed ^ (self.tasks[0] as u64) << 32 ^ split_tag << 40;
+        let noisy = (self.noise * self.count as f64).round() as usize;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(self.count);
+        while out.len() < self.count {
+            let r = next(&mut state);
+            let digits: [usize; DIGITS] = std::array::from_fn(|i| {
+                let limit = if i < self.restricted {
+                    self.digit_limit
+                } else {
+                    10
+                };
+                (r >> (8 * i)) as usize % limit
+            });
+            let task = self.tasks[out.len() % self.tasks.len()];
+            if Split::of(&digits) != self.split || !seen.insert((task as usize, digits)) {
+                continue;
+            }
+            let correct = task.answer(&digits);
+            // The first `noisy` items drawn get a wrong answer; the order is shuffled anyway.
+            let answer = if out.len() < noisy {
+                loop {
+                    let r = next(&mut state);
+                    let wrong: [usize; DIGITS] =
+                        std::array::from_fn(|i| (r >> (8 * i)) as usize % 10);
+                    if wrong != correct {
+                        break wrong;
+                    }
+                }
+            } else {
+                correct
+            };
+            out.push(problem(task, digits, answer));
+        }
+        out
+    }
 }
 
 pub fn dataset(problems: Vec<Problem>) -> InMemDataset<Problem> {

@@ -11,7 +11,7 @@ use burn::train::{
     ClassificationOutput, InferenceStep, Learner, LearnerModel, SupervisedTraining, TrainOutput,
     TrainStep,
 };
-use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStrategy, WithGradMask};
+use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, WithGradMask};
 
 use super::metric::{MaskStat, MaskStatMetric, StatsSource};
 
@@ -26,7 +26,10 @@ pub enum Method {
     GmtGlobal(f64),
     /// A random fraction `r` of each gradient tensor is zeroed (the control for GMT).
     Random(f64),
-    /// Half Fine-Tuning: half of the tensors of each layer frozen, re-drawn every stage.
+    /// As [`Method::Random`], the kept entries scaled by `1 / (1 - r)` (ChildTuning-F).
+    RandomRescaled(f64),
+    /// Half Fine-Tuning: half of each block's matrices by category frozen for a stage
+    /// ([`MaskStrategy::Hft`]).
     Hft,
 }
 
@@ -38,14 +41,18 @@ impl Method {
             Method::Gmt(r) => format!("GMT r={r}"),
             Method::GmtGlobal(r) => format!("GMT global r={r}"),
             Method::Random(r) => format!("Random mask r={r}"),
-            Method::Hft => "HFT (half of each layer)".into(),
+            Method::RandomRescaled(r) => format!("Random mask r={r} rescaled"),
+            Method::Hft => "HFT".into(),
         }
     }
 
     /// The mask ratio, for the methods that have one.
     pub fn ratio(&self) -> Option<f64> {
         match self {
-            Method::Gmt(r) | Method::GmtGlobal(r) | Method::Random(r) => Some(*r),
+            Method::Gmt(r)
+            | Method::GmtGlobal(r)
+            | Method::Random(r)
+            | Method::RandomRescaled(r) => Some(*r),
             Method::Sft | Method::Hft => None,
         }
     }
@@ -68,7 +75,7 @@ pub trait LossModel: Module + burn::module::ModuleDisplay {
 #[derive(Module, Debug)]
 pub struct MaskedModel<M: LossModel> {
     /// The model proper (what is saved and evaluated). Named `lm` because parameter paths
-    /// (`lm.blocks.0...`) seed HFT's per-layer draws: renaming it changes which tensors HFT
+    /// (`lm.blocks.0...`) seed HFT's per-category draws: renaming it changes which tensors HFT
     /// freezes.
     pub lm: M,
     /// The module-level mask (global GMT, HFT).
@@ -165,17 +172,21 @@ pub fn method_parts(
     match method {
         Method::Sft => (adamw.init(), None, None),
         Method::Gmt(r) => per_tensor(GradMaskConfig::new(r)),
-        Method::Random(r) => {
+        Method::Random(r) | Method::RandomRescaled(r) => {
             per_tensor(GradMaskConfig::new(r).with_strategy(MaskStrategy::Random {
                 seed: 1000 + seed,
-                rescale: false,
+                rescale: matches!(method, Method::RandomRescaled(_)),
             }))
         }
         Method::GmtGlobal(r) => module_level(GradMaskConfig::new(r).with_scope(MaskScope::Global)),
-        Method::Hft => module_level(GradMaskConfig::new(0.5).with_strategy(MaskStrategy::Hft {
-            seed: 2000 + seed,
-            stage_steps: hft_stage_steps.max(1),
-        })),
+        Method::Hft => module_level(
+            GradMaskConfig::new(0.5)
+                .with_strategy(MaskStrategy::Hft {
+                    seed: 2000 + seed,
+                    stage_steps: hft_stage_steps.max(1),
+                })
+                .with_target(MaskTarget::Update),
+        ),
     }
 }
 

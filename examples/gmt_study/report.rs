@@ -1,8 +1,8 @@
-//! The results table and the plots (hand-written SVG: no plotting dependency).
+//! The plots (hand-written SVG: no plotting dependency) and the statistics they need.
 
 use std::fmt::Write;
 
-/// Mean and sample standard deviation.
+/// Mean and sample standard deviation (0 for fewer than two values).
 pub fn mean_std(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
@@ -14,46 +14,140 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// One row of the results table: a method over all seeds.
-pub struct Row {
-    pub method: String,
-    pub ratio: Option<f64>,
-    pub target_acc: Vec<f64>,
-    pub target_loss: Vec<f64>,
-    pub base_acc: Vec<f64>,
-    pub step_ms: Vec<f64>,
-    pub kept: Vec<f64>,
-}
-
-pub fn markdown_table(rows: &[Row], sft_step_ms: f64) -> String {
-    let mut out = String::new();
-    out.push_str("| method | target exact match (%) | target loss | base exact match after FT (%) | ms / step | overhead vs SFT | kept (%) |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
-    for row in rows {
-        let (acc, acc_sd) = mean_std(&row.target_acc);
-        let (loss, loss_sd) = mean_std(&row.target_loss);
-        let (base, base_sd) = mean_std(&row.base_acc);
-        let (ms, _) = mean_std(&row.step_ms);
-        let (kept, _) = mean_std(&row.kept);
+/// A scatter plot: each series' points small, its mean large.
+pub fn scatter_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> String {
+    let (w, h, left, right, top, bottom) = (720.0, 440.0, 70.0, 230.0, 40.0, 50.0);
+    let all = series.iter().flat_map(|(_, p)| p.iter().copied());
+    let (mut x0, mut x1, mut y0, mut y1) = all.fold(
+        (f64::MAX, f64::MIN, f64::MAX, f64::MIN),
+        |(a, b, c, d), (x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
+    );
+    for (lo, hi) in [(&mut x0, &mut x1), (&mut y0, &mut y1)] {
+        let pad = ((*hi - *lo) * 0.08).max(0.5);
+        *lo -= pad;
+        *hi += pad;
+    }
+    let frame = Frame::new((w, h, left, right, top, bottom), (x0, x1), (y0, y1));
+    let mut svg = frame.open(title, x_label, y_label);
+    for i in 0..=5 {
+        let (x, y) = (
+            x0 + (x1 - x0) * i as f64 / 5.0,
+            y0 + (y1 - y0) * i as f64 / 5.0,
+        );
         writeln!(
-            out,
-            "| {} | {:.2} ± {:.2} | {:.4} ± {:.4} | {:.2} ± {:.2} | {:.1} | {:.2}× | {:.1} |",
-            row.method,
-            100.0 * acc,
-            100.0 * acc_sd,
-            loss,
-            loss_sd,
-            100.0 * base,
-            100.0 * base_sd,
-            ms,
-            ms / sft_step_ms,
-            100.0 * kept
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="end">{y:.1}</text>"#,
+            left - 6.0,
+            frame.py(y) + 4.0
+        )
+        .unwrap();
+        writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="middle">{x:.1}</text>"#,
+            frame.px(x),
+            h - bottom + 16.0
         )
         .unwrap();
     }
-    out
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        for &(x, y) in points {
+            writeln!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{color}" fill-opacity="0.45"/>"#,
+                frame.px(x),
+                frame.py(y)
+            )
+            .unwrap();
+        }
+        let n = points.len().max(1) as f64;
+        let (mx, my) = points
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+        writeln!(
+            svg,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="7" fill="{color}" stroke="black"/>"#,
+            frame.px(mx),
+            frame.py(my)
+        )
+        .unwrap();
+        writeln!(
+            svg,
+            r#"<text x="{}" y="{}" fill="{color}">● {name}</text>"#,
+            w - right + 10.0,
+            top + 10.0 + 18.0 * i as f64
+        )
+        .unwrap();
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
+/// A chart's frame: its size and margins `(w, h, left, right, top, bottom)` and the data
+/// ranges its axes span.
+struct Frame {
+    size: (f64, f64, f64, f64, f64, f64),
+    x: (f64, f64),
+    y: (f64, f64),
+}
+
+impl Frame {
+    fn new(size: (f64, f64, f64, f64, f64, f64), x: (f64, f64), y: (f64, f64)) -> Self {
+        Self { size, x, y }
+    }
+
+    fn px(&self, x: f64) -> f64 {
+        let (w, _, left, right, _, _) = self.size;
+        left + (x - self.x.0) / (self.x.1 - self.x.0) * (w - left - right)
+    }
+
+    fn py(&self, y: f64) -> f64 {
+        let (_, h, _, _, top, bottom) = self.size;
+        top + (1.0 - (y - self.y.0) / (self.y.1 - self.y.0)) * (h - top - bottom)
+    }
+
+    /// The opening of the SVG: background, title, axes and their labels.
+    fn open(&self, title: &str, x_label: &str, y_label: &str) -> String {
+        let (w, h, left, right, top, bottom) = self.size;
+        let mut buffer = String::new();
+        let svg = &mut buffer;
+        writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#).unwrap();
+        writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#).unwrap();
+        writeln!(
+            svg,
+            r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#,
+            (w - right + left) / 2.0
+        )
+        .unwrap();
+        writeln!(
+            svg,
+            r#"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="black"/>"#,
+            h - bottom,
+            w - right
+        )
+        .unwrap();
+        writeln!(
+            svg,
+            r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#,
+            h - bottom
+        )
+        .unwrap();
+        writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="middle">{x_label}</text>"#,
+            (w - right + left) / 2.0,
+            h - 10.0
+        )
+        .unwrap();
+        writeln!(svg, r#"<text x="16" y="{0}" text-anchor="middle" transform="rotate(-90 16 {0})">{y_label}</text>"#, (h - bottom + top) / 2.0).unwrap();
+        buffer
+    }
+}
 const COLORS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#7f7f7f",
 ];
@@ -84,46 +178,22 @@ pub fn line_chart(
     let pad = (y1 - y0) * 0.08;
     let (y0, y1) = (y0 - pad, y1 + pad);
     let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
-    let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
-    let py = |y: f64| top + (1.0 - (y - y0) / (y1 - y0)) * (h - top - bottom);
-
-    let mut svg = String::new();
-    writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#).unwrap();
-    writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#).unwrap();
-    writeln!(
-        svg,
-        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#,
-        (w - right + left) / 2.0
-    )
-    .unwrap();
-    writeln!(
-        svg,
-        r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
-        h - bottom,
-        w - right,
-        h - bottom
-    )
-    .unwrap();
-    writeln!(
-        svg,
-        r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#,
-        h - bottom
-    )
-    .unwrap();
+    let frame = Frame::new((w, h, left, right, top, bottom), (x0, x1), (y0, y1));
+    let mut svg = frame.open(title, x_label, y_label);
     for i in 0..=5 {
         let y = y0 + (y1 - y0) * i as f64 / 5.0;
         writeln!(
             svg,
             r#"<text x="{}" y="{}" text-anchor="end">{:.3}</text>"#,
             left - 6.0,
-            py(y) + 4.0,
+            frame.py(y) + 4.0,
             y
         )
         .unwrap();
         writeln!(
             svg,
             r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#eee"/>"##,
-            py(y),
+            frame.py(y),
             w - right
         )
         .unwrap();
@@ -131,20 +201,12 @@ pub fn line_chart(
         writeln!(
             svg,
             r#"<text x="{}" y="{}" text-anchor="middle">{:.2}</text>"#,
-            px(x),
+            frame.px(x),
             h - bottom + 16.0,
             x
         )
         .unwrap();
     }
-    writeln!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="middle">{x_label}</text>"#,
-        (w - right + left) / 2.0,
-        h - 10.0
-    )
-    .unwrap();
-    writeln!(svg, r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{y_label}</text>"#, (h - bottom + top) / 2.0, (h - bottom + top) / 2.0).unwrap();
     let mut legend_y = top + 10.0;
     let mut legend = |svg: &mut String, color: &str, label: String| {
         writeln!(
@@ -157,14 +219,14 @@ pub fn line_chart(
     };
     for (i, (name, value)) in hlines.iter().enumerate() {
         let color = COLORS[(series.len() + i) % COLORS.len()];
-        writeln!(svg, r#"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="{color}" stroke-dasharray="6 4"/>"#, py(*value), w - right).unwrap();
+        writeln!(svg, r#"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="{color}" stroke-dasharray="6 4"/>"#, frame.py(*value), w - right).unwrap();
         legend(&mut svg, color, format!("- - {name}"));
     }
     for (i, (name, points)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let path: Vec<String> = points
             .iter()
-            .map(|&(x, y, _)| format!("{:.1},{:.1}", px(x), py(y)))
+            .map(|&(x, y, _)| format!("{:.1},{:.1}", frame.px(x), frame.py(y)))
             .collect();
         writeln!(
             svg,
@@ -177,9 +239,9 @@ pub fn line_chart(
                 writeln!(
                     svg,
                     r#"<line x1="{0:.1}" y1="{1:.1}" x2="{0:.1}" y2="{2:.1}" stroke="{color}"/>"#,
-                    px(x),
-                    py(y - sd),
-                    py(y + sd)
+                    frame.px(x),
+                    frame.py(y - sd),
+                    frame.py(y + sd)
                 )
                 .unwrap();
             }
@@ -187,8 +249,8 @@ pub fn line_chart(
                 writeln!(
                     svg,
                     r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
-                    px(x),
-                    py(y)
+                    frame.px(x),
+                    frame.py(y)
                 )
                 .unwrap();
             }

@@ -1,0 +1,394 @@
+//! The study's runs: pre-training (cached under a hash of its configuration), fine-tuning one
+//! method from one checkpoint with one seed and learning rate, and scoring.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataloader::batcher::Batcher;
+use burn::module::Module;
+use burn::optim::AdamWConfig;
+use burn::optim::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::tensor::{Device, Int, Tensor};
+use burn::train::metric::{AccuracyMetric, LossMetric};
+use burn::train::{Learner, SupervisedTraining, TrainStep};
+
+use crate::bench_common::{Timing, median, time_once};
+use crate::data::{self, BASE, DATA_VERSION, Draw, LmBatcher, PAD, Problem, Split, TARGET};
+use crate::methods::{MaskedModel, Method, launch_timed, method_parts};
+use crate::model::{LmConfig, TinyLm};
+use crate::progress;
+
+/// Optimizer steps of each fine-tuning run left out of the step time: the first builds the
+/// AdamW moments and, on a GPU, compiles kernels (as in the step benchmark).
+pub const WARM_UP_STEPS: usize = 3;
+
+/// Sizes, schedule and design of one preset.
+#[derive(Debug, Clone)]
+pub struct Preset {
+    pub name: &'static str,
+    pub lm: LmConfig,
+    /// Pre-training on the base skills (each checkpoint from its own seed).
+    pub pretrain_items: usize,
+    pub pretrain_epochs: usize,
+    pub pretrain_lr: f64,
+    pub batch: usize,
+    /// Fine-tuning set: size, fraction of wrong answers, and the digits its inputs use in
+    /// their first `restricted` places (`0..digit_limit`; dev and test inputs use all ten
+    /// everywhere).
+    pub finetune_items: usize,
+    pub noise: f64,
+    pub digit_limit: usize,
+    pub restricted: usize,
+    pub finetune_epochs: usize,
+    pub dev_items: usize,
+    pub test_items: usize,
+    /// Base-skill items scored for retention (all skills in turn).
+    pub base_items: usize,
+    /// Learning rates tried for every method.
+    pub lr_grid: Vec<f64>,
+    /// The grid runs on the first `grid_checkpoints` checkpoints × `grid_seeds` seeds.
+    pub grid_checkpoints: usize,
+    pub grid_seeds: u64,
+    /// The test runs: every checkpoint × every seed.
+    pub checkpoints: usize,
+    pub seeds: u64,
+    pub methods: Vec<Method>,
+}
+
+impl Preset {
+    pub fn finetune_steps(&self) -> usize {
+        self.finetune_items.div_ceil(self.batch) * self.finetune_epochs
+    }
+
+    pub fn pretrain_steps(&self) -> usize {
+        self.pretrain_items.div_ceil(self.batch) * self.pretrain_epochs
+    }
+}
+
+/// The fixed evaluation sets, the same for every run.
+pub struct EvalSets {
+    /// Target task, clean, every digit: chooses the learning rate.
+    pub dev: Vec<Problem>,
+    /// Target task, clean, every digit: the final target score.
+    pub test: Vec<Problem>,
+    /// The test items with a digit where the fine-tuning inputs never have it.
+    pub test_shifted: Vec<Problem>,
+    /// Base skills, clean: retention.
+    pub base: Vec<Problem>,
+}
+
+impl EvalSets {
+    pub fn new(preset: &Preset) -> Self {
+        let test = Draw::clean(TARGET, Split::Test, preset.test_items, 2).problems();
+        let test_shifted = test
+            .iter()
+            .filter(|p| {
+                p.digits()[..preset.restricted]
+                    .iter()
+                    .any(|&d| d >= preset.digit_limit)
+            })
+            .cloned()
+            .collect();
+        Self {
+            dev: Draw::clean(TARGET, Split::Dev, preset.dev_items, 3).problems(),
+            test,
+            test_shifted,
+            base: Draw::clean(BASE, Split::Test, preset.base_items, 1).problems(),
+        }
+    }
+}
+
+/// The fine-tuning set of seed `seed`: noisy, inputs restricted as the preset says.
+pub fn finetune_set(preset: &Preset, seed: u64) -> Vec<Problem> {
+    Draw {
+        tasks: TARGET,
+        split: Split::Train,
+        count: preset.finetune_items,
+        digit_limit: preset.digit_limit,
+        restricted: preset.restricted,
+        noise: preset.noise,
+        seed: 100 + seed,
+    }
+    .problems()
+}
+
+/// A pre-trained model on disk and its scores before fine-tuning.
+pub struct Checkpoint {
+    pub path: PathBuf,
+    /// Exact match on the base skills.
+    pub base: f64,
+    /// Exact match on the target test split (before any fine-tuning).
+    pub target: f64,
+    /// Whether it came from the cache.
+    pub cached: bool,
+}
+
+/// Everything that decides what pre-training `index` produces: the cache key.
+fn pretrain_description(preset: &Preset, index: usize, device_name: &str) -> String {
+    format!(
+        "gmt_study pre-training, data v{DATA_VERSION}\nmodel {:?}\nskills {BASE:?}\nitems {} \
+         (train split, seed {})\nepochs {}\nbatch {}\nAdamW weight decay 0.01, cosine from lr \
+         {}\ninit seed {index}\ndevice {device_name}\n",
+        preset.lm,
+        preset.pretrain_items,
+        10 + index,
+        preset.pretrain_epochs,
+        preset.batch,
+        preset.pretrain_lr,
+    )
+}
+
+/// Pre-trained checkpoint `index`: loaded from `cache` when a checkpoint of the same
+/// configuration is there (its description, stored beside it, must match in full), else
+/// trained through burn-train and stored.
+pub fn checkpoint(
+    preset: &Preset,
+    index: usize,
+    device: &Device,
+    device_name: &str,
+    cache: &Path,
+    sets: &EvalSets,
+) -> Checkpoint {
+    let description = pretrain_description(preset, index, device_name);
+    let hash = description.bytes().fold(0u64, |h, b| {
+        burn_gmt::kernels::random::mix64(h ^ u64::from(b))
+    });
+    let path = cache.join(format!("pretrained-{hash:016x}.bpk"));
+    let described = path.with_extension("txt");
+    let cached =
+        path.exists() && std::fs::read_to_string(&described).is_ok_and(|d| d == description);
+    if cached {
+        println!("checkpoint {index}: cached {}", path.display());
+    } else {
+        println!(
+            "checkpoint {index}: pre-training on the base skills ({} items, {} epochs)",
+            preset.pretrain_items, preset.pretrain_epochs
+        );
+        let train_device = device.clone().autodiff();
+        train_device.seed(index as u64);
+        let lm = preset.lm.init(&train_device);
+        let train_set =
+            Draw::clean(BASE, Split::Train, preset.pretrain_items, 10 + index as u64).problems();
+        let lm = pretrain(
+            preset,
+            &cache.join(format!("runs/pretrain-{index}")),
+            lm,
+            train_set,
+            sets.base[..256.min(sets.base.len())].to_vec(),
+            index as u64,
+            &train_device,
+        );
+        std::fs::create_dir_all(cache).expect("create the checkpoint cache");
+        lm.save_file(&path)
+            .expect("save the pre-trained checkpoint");
+        std::fs::write(&described, &description).expect("describe the checkpoint");
+    }
+    let lm = load(preset, &path, device);
+    Checkpoint {
+        base: evaluate(&lm, &sets.base, device).0,
+        target: evaluate(&lm, &sets.test, device).0,
+        path,
+        cached,
+    }
+}
+
+/// The model of a checkpoint, on `device`.
+pub fn load(preset: &Preset, path: &Path, device: &Device) -> TinyLm {
+    preset.lm.init(device).load_file(path)
+}
+
+fn loader(
+    problems: Vec<Problem>,
+    batch: usize,
+    seed: u64,
+    device: &Device,
+) -> Arc<dyn burn::data::dataloader::DataLoader<data::LmBatch>> {
+    DataLoaderBuilder::new(LmBatcher)
+        .batch_size(batch)
+        .shuffle(seed)
+        .num_workers(1)
+        .set_device(device.clone())
+        .build(data::dataset(problems))
+}
+
+/// Pre-training through burn-train's `Learner` (AdamW, cosine schedule).
+fn pretrain(
+    preset: &Preset,
+    dir: &Path,
+    lm: TinyLm,
+    train_set: Vec<Problem>,
+    valid_set: Vec<Problem>,
+    seed: u64,
+    device: &Device,
+) -> TinyLm {
+    let scheduler =
+        CosineAnnealingLrSchedulerConfig::new(preset.pretrain_lr, preset.pretrain_steps())
+            .init()
+            .expect("valid schedule");
+    let learner = Learner::new(
+        MaskedModel { lm, mask: None },
+        AdamWConfig::new().with_weight_decay(0.01).init(),
+        scheduler,
+    );
+    let training = SupervisedTraining::new(
+        dir,
+        loader(train_set, preset.batch, seed, device),
+        loader(valid_set, 256, seed, device),
+    )
+    .metrics((LossMetric::new(), AccuracyMetric::new().with_pad_token(PAD)))
+    .num_epochs(preset.pretrain_epochs)
+    .renderer(Box::new(progress::LineRenderer::new(format!(
+        "pretrain-{seed}"
+    ))));
+    launch_timed(training, learner, None)
+        .unwrap_or_else(|error| panic!("pre-training failed: {error}"))
+        .0
+}
+
+/// One fine-tuning run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunSpec {
+    pub checkpoint: usize,
+    pub seed: u64,
+    pub method: Method,
+    pub lr: f64,
+}
+
+/// What a fine-tuning run measured.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// Dev exact match after each epoch.
+    pub dev_curve: Vec<f64>,
+    /// Target exact match and loss on the test split, at the end of fine-tuning.
+    pub target: f64,
+    pub target_loss: f64,
+    /// Target exact match on the test items with a digit fine-tuning never showed.
+    pub target_shifted: f64,
+    /// Base-skill exact match at the end, and as a fraction of the checkpoint's.
+    pub base: f64,
+    pub retention: f64,
+    /// Median optimizer step (forward, backward, mask, update), device synchronised, after
+    /// the warm-up: wall clock and process CPU time, in ms.
+    pub step_ms: f64,
+    pub step_cpu_ms: f64,
+    /// Fraction of gradient entries the mask kept at the last step (1 for SFT).
+    pub kept: f64,
+}
+
+impl RunResult {
+    pub fn dev_final(&self) -> f64 {
+        *self.dev_curve.last().expect("at least one epoch")
+    }
+}
+
+/// Fisher–Yates from a SplitMix64 state.
+fn shuffle(order: &mut [usize], state: &mut u64) {
+    for i in (1..order.len()).rev() {
+        let j = (data::next(state) % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+}
+
+/// Fine-tunes checkpoint `spec.checkpoint` with `spec.method` at a constant learning rate:
+/// AdamW (weight decay 0.01), one optimizer step per batch through the model's
+/// `TrainStep` (the path burn-train takes), the dev split scored after every epoch.
+pub fn finetune(
+    preset: &Preset,
+    checkpoints: &[Checkpoint],
+    sets: &EvalSets,
+    spec: RunSpec,
+    device: &Device,
+) -> RunResult {
+    let train_device = device.clone().autodiff();
+    let train_set = finetune_set(preset, spec.seed);
+    let adamw = AdamWConfig::new().with_weight_decay(0.01);
+    // HFT: one stage over the whole fine-tuning, as in the paper's single-task setting.
+    let stage_steps = preset.finetune_steps() as u64;
+    let (mut optim, mask, stats) = method_parts(spec.method, &adamw, spec.seed, stage_steps);
+    let checkpoint = &checkpoints[spec.checkpoint];
+    let mut model = Some(MaskedModel {
+        lm: load(preset, &checkpoint.path, &train_device),
+        mask,
+    });
+    let mut state = 0x5EED_0000 ^ spec.seed;
+    let mut order: Vec<usize> = (0..train_set.len()).collect();
+    let mut timings: Vec<Timing> = Vec::new();
+    let mut dev_curve = Vec::new();
+    for _ in 0..preset.finetune_epochs {
+        shuffle(&mut order, &mut state);
+        for chunk in order.chunks(preset.batch) {
+            let items: Vec<Problem> = chunk.iter().map(|&i| train_set[i].clone()).collect();
+            let timing = time_once(
+                device,
+                &mut || LmBatcher.batch(items.clone(), &train_device),
+                &mut |batch| {
+                    let current = model.take().expect("the model");
+                    let output = TrainStep::step(&current, batch);
+                    model = Some(current.optimize(&mut optim, spec.lr.into(), output.grads));
+                },
+            );
+            timings.push(timing);
+        }
+        let lm = model.as_ref().expect("the model").lm.valid();
+        dev_curve.push(evaluate(&lm, &sets.dev, device).0);
+    }
+    let lm = model.expect("the model").lm.valid();
+    let (target, target_loss) = evaluate(&lm, &sets.test, device);
+    let (target_shifted, _) = evaluate(&lm, &sets.test_shifted, device);
+    let (base, _) = evaluate(&lm, &sets.base, device);
+    let steady = &timings[WARM_UP_STEPS.min(timings.len() - 1)..];
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    RunResult {
+        dev_curve,
+        target,
+        target_loss,
+        target_shifted,
+        base,
+        retention: base / checkpoint.base.max(f64::MIN_POSITIVE),
+        step_ms: ms(median(steady.iter().map(|t| t.wall).collect())),
+        step_cpu_ms: ms(median(steady.iter().map(|t| t.cpu).collect())),
+        kept: stats.and_then(|s| s()).map_or(1.0, |s| s.kept_fraction()),
+    }
+}
+
+/// Exact match (every answer token right under greedy decoding; with a fixed-length answer,
+/// teacher-forced argmax over the answer equals greedy decoding) and mean answer loss.
+pub fn evaluate(lm: &TinyLm, problems: &[Problem], device: &Device) -> (f64, f64) {
+    let mut correct = 0usize;
+    let mut loss_sum = 0.0;
+    if problems.is_empty() {
+        return (0.0, 0.0);
+    }
+    for chunk in problems.chunks(256) {
+        let batch = LmBatcher.batch(chunk.to_vec(), device);
+        let targets = batch.targets.clone();
+        let output = lm.forward_loss(batch.clone());
+        loss_sum += output.loss.into_scalar::<f64>() * chunk.len() as f64;
+        let predicted: Tensor<2, Int> = lm.forward(batch.inputs).argmax(2).squeeze_dim(2);
+        let predicted: Vec<i64> = predicted.into_data().iter::<i64>().collect();
+        let targets: Vec<i64> = targets.into_data().iter::<i64>().collect();
+        let len = data::SEQ_LEN - 1;
+        for row in 0..chunk.len() {
+            let range = row * len..(row + 1) * len;
+            correct += usize::from(
+                predicted[range.clone()]
+                    .iter()
+                    .zip(&targets[range])
+                    .all(|(p, t)| *t == PAD as i64 || p == t),
+            );
+        }
+    }
+    (
+        correct as f64 / problems.len() as f64,
+        loss_sum / problems.len() as f64,
+    )
+}
+
+/// `LmConfig` of a preset, shown in the protocol.
+pub fn describe_model(lm: &LmConfig) -> String {
+    format!(
+        "{} pre-norm layers, d_model {}, {} heads, FFN {}",
+        lm.layers, lm.d_model, lm.heads, lm.d_ff
+    )
+}
