@@ -24,9 +24,6 @@ mod data;
 #[path = "../examples/gmt_study/methods.rs"]
 #[allow(dead_code)]
 mod methods;
-#[path = "../examples/gmt_study/metric.rs"]
-#[allow(dead_code)]
-mod metric;
 #[path = "../examples/gmt_study/model.rs"]
 #[allow(dead_code)]
 mod model;

@@ -308,7 +308,10 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
         if let Some(counts) = plan.stats {
             let param = self.param_name(stream, &shape);
             let stats = PendingTensorStats { counts, norms_sq };
-            self.stats.lock().record_tensor(step, ratio, param, stats);
+            let tensors = self.paths.as_ref().map(|paths| paths.len());
+            self.stats
+                .lock()
+                .record_tensor(step, ratio, param, stats, tensors);
         }
         (
             updated,

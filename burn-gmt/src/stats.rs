@@ -213,46 +213,62 @@ impl Replicas {
     }
 
     /// Records the statistics of one tensor at `step` (the optimizer wrapper, which sees a
-    /// step tensor by tensor); a new step starts a new record.
+    /// step tensor by tensor); `tensors`, when known, is how many tensors a step has.
     pub(crate) fn record_tensor(
         &mut self,
         step: u64,
         ratio: f64,
         param: String,
         stats: PendingTensorStats,
+        tensors: Option<usize>,
     ) {
         let latest = &mut self.stepping().latest;
-        if latest.step != step || latest.tensors.is_empty() {
-            *latest = LatestStats {
-                step,
-                ratio,
-                ..LatestStats::default()
-            };
+        let recording = &mut latest.recording;
+        if recording.step != step && !recording.tensors.is_empty() {
+            // A new step: the one recorded so far is complete.
+            latest.done = Some(std::mem::take(recording));
         }
-        latest.tensors.retain(|(p, _)| *p != param);
-        latest.tensors.push((param, stats));
+        if recording.tensors.is_empty() {
+            (recording.step, recording.ratio) = (step, ratio);
+        }
+        recording.tensors.retain(|(p, _)| *p != param);
+        recording.tensors.push((param, stats));
+        latest.tensors = tensors;
         latest.read = None;
     }
 
     /// Records the statistics of a whole step, already read (the module-level mask).
     pub(crate) fn record_step(&mut self, stats: MaskStats) {
         self.stepping().latest = LatestStats {
-            step: stats.step,
-            ratio: stats.ratio,
-            tensors: Vec::new(),
             read: Some(stats),
+            ..LatestStats::default()
         };
     }
 }
 
-/// The statistics of the latest step, kept as the plans left them (on a GPU, counts still
-/// on the device) and read when asked for: stepping never waits on a read-back.
-#[derive(Default)]
-struct LatestStats {
+/// One step's statistics as the plans left them (on a GPU, counts still on the device).
+#[derive(Default, Clone)]
+struct StepRecord {
     step: u64,
     ratio: f64,
     tensors: Vec<(String, PendingTensorStats)>,
-    /// What the last read returned, until the next step changes it.
+}
+
+/// The statistics of the latest step, read when asked for: stepping never waits on a
+/// read-back.
+///
+/// The wrapper records a step tensor by tensor, and burn-train's metrics may read while a
+/// step is under way (they run on a thread of their own): a read returns the step being
+/// recorded once it is complete (as many tensors as the module has, when the wrapper knows
+/// its paths, or as the previous step had), and the previous step until then.
+#[derive(Default)]
+struct LatestStats {
+    recording: StepRecord,
+    /// The last step known to be complete.
+    done: Option<StepRecord>,
+    /// Tensors per step, when known.
+    tensors: Option<usize>,
+    /// What the last read returned, until the next record changes it.
     read: Option<MaskStats>,
 }
 
@@ -261,10 +277,21 @@ impl LatestStats {
         if let Some(read) = &self.read {
             return read.clone();
         }
+        let expected = self
+            .tensors
+            .or_else(|| self.done.as_ref().map(|d| d.tensors.len()));
+        let complete = expected.is_none_or(|n| self.recording.tensors.len() >= n);
+        let empty = StepRecord::default();
+        let record = match (&self.done, complete) {
+            (_, true) => &self.recording,
+            (Some(done), false) => done,
+            // The first step, under way: nothing complete to show yet.
+            (None, false) => &empty,
+        };
         let read = MaskStats {
-            step: self.step,
-            ratio: self.ratio,
-            tensors: resolve_named(self.tensors.clone()),
+            step: record.step,
+            ratio: record.ratio,
+            tensors: resolve_named(record.tensors.clone()),
         };
         self.read = Some(read.clone());
         read
@@ -321,6 +348,52 @@ mod tests {
             stats.filter_params("a.bias").kept_norm_fraction(),
             Some(1.0)
         );
+    }
+
+    /// A read while the wrapper records a step shows the last complete one.
+    #[test]
+    fn reads_show_complete_steps() {
+        use crate::select::{Counts, PendingStats};
+        let tensor = |masked| PendingTensorStats {
+            counts: PendingStats::known(
+                Counts {
+                    total: 4,
+                    masked,
+                    non_finite: 0,
+                },
+                None,
+            ),
+            norms_sq: None,
+        };
+        let handle = MaskStatsHandle::new(false);
+        let record = |step, param: &str, masked, tensors| {
+            let stats = tensor(masked);
+            let mut replicas = handle.lock();
+            replicas.record_tensor(step, 0.5, param.into(), stats, tensors);
+        };
+        // Two tensors a step, known from the module's paths.
+        record(0, "a", 1, Some(2));
+        assert!(handle.latest().tensors.is_empty(), "step 0 is under way");
+        record(0, "b", 2, Some(2));
+        assert_eq!((handle.latest().step, handle.latest().masked()), (0, 3));
+        record(1, "a", 0, Some(2));
+        assert_eq!(handle.latest().step, 0, "step 1 is under way");
+        record(1, "b", 0, Some(2));
+        assert_eq!((handle.latest().step, handle.latest().masked()), (1, 0));
+        // Without paths, a step is complete when it has as many tensors as the one before.
+        let handle = MaskStatsHandle::new(false);
+        let record = |step, param: &str| {
+            let stats = tensor(1);
+            handle
+                .lock()
+                .record_tensor(step, 0.5, param.into(), stats, None)
+        };
+        record(0, "a");
+        record(0, "b");
+        record(1, "a");
+        assert_eq!(handle.latest().step, 0);
+        record(1, "b");
+        assert_eq!(handle.latest().step, 1);
     }
 
     #[test]

@@ -348,7 +348,7 @@ pub fn finetune(
         retention: base / checkpoint.base.max(f64::MIN_POSITIVE),
         step_ms: ms(median(steady.iter().map(|t| t.wall).collect())),
         step_cpu_ms: ms(median(steady.iter().map(|t| t.cpu).collect())),
-        kept: stats.and_then(|s| s()).map_or(1.0, |s| s.kept_fraction()),
+        kept: stats.map_or(1.0, |s| s.latest().kept_fraction()),
     }
 }
 

@@ -21,7 +21,6 @@ mod bench_common;
 mod data;
 mod experiment;
 mod methods;
-mod metric;
 mod model;
 mod paired;
 mod progress;

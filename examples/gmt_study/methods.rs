@@ -2,8 +2,6 @@
 //! masks, HFT) and how each is set up with burn-gmt. Shared with the LLM example
 //! (`examples/llm`), which includes this file.
 
-use std::sync::{Arc, Mutex};
-
 use burn::module::Module;
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
@@ -11,9 +9,10 @@ use burn::train::{
     ClassificationOutput, InferenceStep, Learner, LearnerModel, SupervisedTraining, TrainOutput,
     TrainStep,
 };
-use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, WithGradMask};
-
-use super::metric::{MaskStat, MaskStatMetric, StatsSource};
+use burn_gmt::metric::MaskMetric;
+use burn_gmt::{
+    GradMask, GradMaskConfig, MaskScope, MaskStatsHandle, MaskStrategy, MaskTarget, WithGradMask,
+};
 
 /// A fine-tuning method.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,10 +57,6 @@ impl Method {
     }
 }
 
-/// A [`GradMask`] shared between the training step and the metrics that read its statistics.
-#[derive(Clone, Debug)]
-pub struct SharedMask(pub Arc<Mutex<GradMask>>);
-
 /// A model the methods fine-tune: a classification loss (on the answer tokens) of a batch.
 pub trait LossModel: Module + burn::module::ModuleDisplay {
     /// What a training step takes.
@@ -78,9 +73,9 @@ pub struct MaskedModel<M: LossModel> {
     /// (`lm.blocks.0...`) seed HFT's per-category draws: renaming it changes which tensors HFT
     /// freezes.
     pub lm: M,
-    /// The module-level mask (global GMT, HFT).
-    #[module(skip)]
-    pub mask: Option<SharedMask>,
+    /// The module-level mask (global GMT, HFT): a module field, so it moves (and is saved)
+    /// with the model.
+    pub mask: Option<GradMask>,
 }
 
 impl<M: LossModel> TrainStep for MaskedModel<M> {
@@ -95,17 +90,17 @@ impl<M: LossModel> TrainStep for MaskedModel<M> {
     /// burn-train hands over the gradients accumulated over `grads_accumulation`
     /// micro-batches: the module-level mask (global threshold, per-layer HFT) applies to them.
     fn optimize(
-        self,
+        mut self,
         optim: &mut ModuleOptimizer,
         lr: ModuleLearningRate,
         grads: GradientsParams,
     ) -> Self {
-        match self.mask.clone() {
-            Some(mask) => mask
-                .0
-                .lock()
-                .expect("mask lock")
-                .step(optim, lr, self, grads),
+        match self.mask.take() {
+            Some(mut mask) => {
+                let mut model = mask.step(optim, lr, self, grads);
+                model.mask = Some(mask);
+                model
+            }
             None => optim.step(lr, self, grads),
         }
     }
@@ -120,21 +115,22 @@ impl<M: LossModel> InferenceStep for MaskedModel<M> {
     }
 }
 
-/// Shows the mask statistics (kept fraction, mean threshold) among the training metrics when
-/// the method has a mask, then runs the training: the trained model and the wall time in
-/// seconds, or burn-train's error.
+/// Shows the mask statistics (kept share, mean threshold, non-finite entries: burn-gmt's
+/// metrics) among the training metrics when the method has a mask, then runs the training:
+/// the trained model and the wall time in seconds, or burn-train's error.
 pub fn launch_timed<M: LossModel>(
     mut training: SupervisedTraining<MaskedModel<M>>,
     learner: Learner<MaskedModel<M>>,
-    stats: Option<StatsSource>,
+    stats: Option<MaskStatsHandle>,
 ) -> Result<(M, f64), String>
 where
     MaskedModel<M>: LearnerModel,
 {
     if let Some(stats) = stats {
         training = training
-            .metric_train_numeric(MaskStatMetric::new(MaskStat::KeptPercent, stats.clone()))
-            .metric_train_numeric(MaskStatMetric::new(MaskStat::MeanThreshold, stats));
+            .metric_train_numeric(MaskMetric::kept(&stats))
+            .metric_train_numeric(MaskMetric::threshold(&stats))
+            .metric_train_numeric(MaskMetric::non_finite(&stats));
     }
     let start = std::time::Instant::now();
     let result = training.launch(learner);
@@ -145,28 +141,23 @@ where
     }
 }
 
-/// The optimizer, the module-level mask (global GMT, HFT) and the source of mask statistics of
-/// `method`, over `adamw`. `seed` varies the random draws; HFT re-draws its frozen half every
+/// The optimizer, the module-level mask (global GMT, HFT) and the handle on the mask statistics
+/// of `method`, over `adamw`. `seed` varies the random draws; HFT re-draws its frozen half every
 /// `hft_stage_steps` optimizer steps.
 pub fn method_parts(
     method: Method,
     adamw: &AdamWConfig,
     seed: u64,
     hft_stage_steps: u64,
-) -> (ModuleOptimizer, Option<SharedMask>, Option<StatsSource>) {
+) -> (ModuleOptimizer, Option<GradMask>, Option<MaskStatsHandle>) {
     let module_level = |config: GradMaskConfig| {
-        let mask = SharedMask(Arc::new(Mutex::new(
-            config.init().expect("valid mask config"),
-        )));
-        let reader = mask.clone();
-        let stats: StatsSource =
-            Arc::new(move || Some(reader.0.lock().expect("mask lock").last_stats().clone()));
+        let mask = config.init().expect("valid mask config");
+        let stats = mask.stats_handle();
         (adamw.init(), Some(mask), Some(stats))
     };
     let per_tensor = |config: GradMaskConfig| {
         let wrapped = adamw.build().with_grad_mask_config(config);
-        let handle = wrapped.stats_handle();
-        let stats: StatsSource = Arc::new(move || Some(handle.latest()));
+        let stats = wrapped.stats_handle();
         (ModuleOptimizer::from(wrapped), None, Some(stats))
     };
     match method {

@@ -24,12 +24,12 @@ pub mod train;
 #[cfg(test)]
 mod testing;
 
-/// The GMT study's methods and their set-up, device names, one-line progress display,
-/// mask-statistics metrics, SVG charts and mean ± std: the same files as `examples/gmt_study`.
+/// The GMT study's methods and their set-up (with burn-gmt's mask-statistics metrics), device
+/// names, one-line progress display, SVG charts and mean ± std: the same files as
+/// `examples/gmt_study`.
 #[path = "../../gmt_study"]
 pub mod study {
     pub mod methods;
-    pub mod metric;
     pub mod progress;
     pub mod report;
 }

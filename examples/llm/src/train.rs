@@ -177,9 +177,7 @@ pub fn finetune(
     Ok(Outcome {
         model,
         step_ms: elapsed * 1e3 / schedule.steps as f64,
-        kept: final_stats
-            .and_then(|s| s())
-            .map_or(1.0, |s| s.kept_fraction()),
+        kept: final_stats.map_or(1.0, |s| s.latest().kept_fraction()),
     })
 }
 
