@@ -225,7 +225,7 @@ fn protocol(study: &Study, md: &mut String) {
          from training by a hash of the digits. Retention: exact match on {} base-skill test \
          items after fine-tuning, as a fraction of the checkpoint's before.\n\
          - **Fine-tuning**: AdamW (weight decay 0.01) at a constant learning rate, batch {}, \
-         {} epochs ({} optimizer steps, no early stopping: past the point of over-fitting), \
+         {} epochs ({} optimizer steps, no early stopping: the model at the end is scored), \
          one step per batch through the model's `TrainStep` (the path burn-train takes), the \
          dev split scored after every epoch. The seed draws the fine-tuning set (items and \
          which answers are wrong), the data order and the masks' random draws.\n\
