@@ -2,14 +2,16 @@
 //! masked parameters still. Shared by the optimizer wrapper and the module-level mask.
 
 use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Float, Tensor};
 use burn_gmt_kernels::MaskOps;
 use burn_gmt_kernels::element::key_bits;
 use burn_gmt_kernels::random::{draw_key, ratio_bound};
 
 use crate::config::MaskStrategy;
 use crate::error::GradMaskError;
-use crate::select::{self, PendingStats, masked_count, resolve_stats, threshold_tensor};
+use crate::select::{
+    self, PendingStats, masked_count, read_per_device, resolve_stats, threshold_tensor,
+};
 use crate::stats::TensorMaskStats;
 
 /// What the mask does to one parameter tensor at one step.
@@ -68,37 +70,14 @@ pub(crate) fn resolve_named(named: Vec<(String, PendingTensorStats)>) -> Vec<Ten
 
 /// The `[‖g‖², ‖kept‖²]` pairs, read with one read per device.
 fn read_norms(norms: Vec<Option<Tensor<1>>>) -> Vec<Option<(f64, f64)>> {
-    let mut devices: Vec<Device> = Vec::new();
-    let mut parts: Vec<Vec<Tensor<1>>> = Vec::new();
-    let mut slots = Vec::new();
-    for pair in norms.iter().flatten() {
-        let device = pair.device();
-        let group = devices
-            .iter()
-            .position(|d| *d == device)
-            .unwrap_or_else(|| {
-                devices.push(device);
-                parts.push(Vec::new());
-                devices.len() - 1
-            });
-        parts[group].push(pair.clone());
-        slots.push(group);
-    }
-    let mut values: Vec<std::vec::IntoIter<f64>> = parts
-        .into_iter()
-        .map(|part| {
-            let data = Tensor::cat(part, 0).into_data();
-            data.iter::<f64>().collect::<Vec<_>>().into_iter()
-        })
-        .collect();
-    let mut slots = slots.into_iter();
+    let measured = norms.iter().flatten().cloned().collect();
+    let mut values = read_per_device::<Float, f64>(measured).into_iter();
     norms
         .iter()
         .map(|pair| {
             pair.as_ref()?;
-            let group = slots.next().expect("a slot per measured tensor");
-            let mut next = || values[group].next().expect("two norms per tensor");
-            Some((next(), next()))
+            let pair = values.next().expect("values per measured tensor");
+            Some((pair[0], pair[1]))
         })
         .collect()
 }

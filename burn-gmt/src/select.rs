@@ -17,7 +17,8 @@
 
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::{Dispatch, DispatchDevice, DispatchTensor, TensorMetadata};
-use burn::tensor::{DType, Device, Int, Tensor, TensorData, try_read_sync};
+use burn::tensor::kind::Basic;
+use burn::tensor::{DType, Device, Element, Int, Tensor, TensorData, try_read_sync};
 use burn_gmt_kernels::element::MaskElement;
 use burn_gmt_kernels::element::{
     BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_PREFIX, SELECTION_STATE_LEN,
@@ -223,38 +224,41 @@ impl PendingStats {
 /// The statistics of each entry of `pending`: every device-side word read back with one read
 /// per device, in order.
 pub(crate) fn resolve_stats(pending: Vec<PendingStats>) -> Vec<(Counts, Option<f64>)> {
-    // Device words, grouped by device (gradients of one step may live on several).
-    let mut groups: Vec<(Device, Vec<Tensor<1, Int>>)> = Vec::new();
-    let mut slots = Vec::new();
-    for tensor in pending.iter().flat_map(PendingStats::device_words) {
-        let device = tensor.device();
-        let group = match groups.iter().position(|(d, _)| *d == device) {
-            Some(g) => g,
-            None => {
-                groups.push((device, Vec::new()));
-                groups.len() - 1
-            }
-        };
-        slots.extend(std::iter::repeat_n(group, tensor.shape().num_elements()));
-        groups[group].1.push(tensor.clone());
-    }
-    let mut words: Vec<std::vec::IntoIter<u64>> = groups
-        .into_iter()
-        .map(|(_, parts)| {
-            Tensor::cat(parts, 0)
-                .into_data()
-                .iter::<i64>()
-                .map(|w| w as u64)
-                .collect::<Vec<_>>()
-                .into_iter()
-        })
+    let tensors = pending
+        .iter()
+        .flat_map(PendingStats::device_words)
+        .cloned()
         .collect();
-    let mut slots = slots.into_iter();
-    let mut next = |_: usize| {
-        let group = slots.next().expect("a slot per device word");
-        words[group].next().expect("a word per slot")
-    };
+    let mut words = read_per_device::<Int, i64>(tensors)
+        .into_iter()
+        .flatten()
+        .map(|w| w as u64);
+    let mut next = |_: usize| words.next().expect("a word per slot");
     pending.into_iter().map(|p| p.decode(&mut next)).collect()
+}
+
+/// The values of each of `tensors` (gradients of one step may live on several devices), read
+/// back with one read per device: the tensors of a device are concatenated first.
+pub(crate) fn read_per_device<K: Basic, E: Element>(tensors: Vec<Tensor<1, K>>) -> Vec<Vec<E>> {
+    let mut groups: Vec<(Device, Vec<usize>)> = Vec::new();
+    for (i, tensor) in tensors.iter().enumerate() {
+        let device = tensor.device();
+        match groups.iter_mut().find(|(d, _)| *d == device) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((device, vec![i])),
+        }
+    }
+    let mut values: Vec<Vec<E>> = tensors.iter().map(|_| Vec::new()).collect();
+    for (_, members) in groups {
+        let parts = members.iter().map(|&i| tensors[i].clone()).collect();
+        let data = Tensor::cat(parts, 0).into_data();
+        let mut read = data.iter::<E>();
+        for i in members {
+            let len = tensors[i].shape().num_elements();
+            values[i] = read.by_ref().take(len).collect();
+        }
+    }
+    values
 }
 
 /// A host-side selection: the threshold key, its value and the counts.

@@ -103,13 +103,14 @@ impl MaskStats {
     /// (`"encoder.layers.3."`, or a whole path).
     pub fn filter_params(&self, prefix: &str) -> MaskStats {
         MaskStats {
+            step: self.step,
+            ratio: self.ratio,
             tensors: self
                 .tensors
                 .iter()
                 .filter(|t| t.param.starts_with(prefix))
                 .cloned()
                 .collect(),
-            ..self.clone()
         }
     }
 }
