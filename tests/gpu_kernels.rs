@@ -15,8 +15,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData, bf16, f16};
 use burn_gmt::kernels::MaskOps;
 use burn_gmt::kernels::element::{
-    DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement, SELECTION_BELOW, SELECTION_NON_FINITE,
-    SELECTION_PREFIX, SELECTION_REMAINING, SMALL_SELECT_MAX_ENTRIES,
+    DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement, SMALL_SELECT_MAX_ENTRIES, SelectionState,
+    selection_histogram,
 };
 use burn_gmt::kernels::host;
 use burn_gmt::kernels::random::{draw_key, ratio_bound};
@@ -546,29 +546,20 @@ fn radix_select_steps_match_host_sort_on_gpu() {
                         <Dispatch as MaskOps>::radix_select_digit(selection, inf_digit as u32);
                     let buffer = words(selection.clone());
                     let context = format!("{:?} n={n} rank={rank} shift={shift}", E::DTYPE);
-                    assert_eq!(
-                        buffer[SELECTION_PREFIX],
-                        target >> shift,
-                        "{context}: prefix"
-                    );
                     let below = keys
                         .iter()
                         .filter(|&&k| k >> shift < target >> shift)
-                        .count();
-                    assert_eq!(
-                        buffer[SELECTION_REMAINING],
-                        (rank - below) as u64,
-                        "{context}"
-                    );
-                    assert_eq!(buffer[SELECTION_BELOW], below as u64, "{context}: below");
-                    assert_eq!(
-                        buffer[SELECTION_NON_FINITE], non_finite,
-                        "{context}: non-finite"
-                    );
-                    assert!(
-                        buffer[..HISTOGRAM_LEN].iter().all(|&w| w == 0),
-                        "{context}: cleared"
-                    );
+                        .count() as u64;
+                    let expected = SelectionState {
+                        key: target >> shift,
+                        remaining: rank as u64 - below,
+                        below,
+                        non_finite,
+                    };
+                    assert_eq!(SelectionState::from_words(&buffer), expected, "{context}");
+                    let hist = selection_histogram(&buffer);
+                    assert_eq!(hist.len(), HISTOGRAM_LEN, "{context}: histogram length");
+                    assert!(hist.iter().all(|&w| w == 0), "{context}: cleared");
                 }
                 let threshold = <Dispatch as MaskOps>::radix_select_threshold(&grad, selection);
                 let got = read::<E, 1>(Tensor::from_dispatch(threshold));
@@ -666,10 +657,15 @@ fn small_select_matches_host_sort_on_gpu() {
                 let non_finite = keys.iter().filter(|&&k| k >= E::INF_KEY).count() as u64;
                 for rank in [0, n / 3, n / 2, n - 1] {
                     let state = <Dispatch as MaskOps>::abs_key_select(&grad, rank as u64);
-                    let got = words(state);
+                    let got = SelectionState::from_words(&words(state));
                     let key = keys[rank];
                     let below = keys.iter().filter(|&&k| k < key).count() as u64;
-                    let expected = [key, rank as u64 - below, below, non_finite];
+                    let expected = SelectionState {
+                        key,
+                        remaining: rank as u64 - below,
+                        below,
+                        non_finite,
+                    };
                     assert_eq!(got, expected, "{:?} n={n} rank={rank}", E::DTYPE);
                 }
             }

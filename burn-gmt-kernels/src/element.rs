@@ -54,22 +54,93 @@ pub const DIGITS: usize = 1 << DIGIT_BITS;
 pub const HISTOGRAM_LEN: usize = DIGITS + 1;
 /// Index of the "below the prefix" bin of a histogram.
 pub const BELOW_PREFIX_BIN: usize = DIGITS;
-/// Length of a selection buffer (an on-device radix selection in progress, see
-/// [`MaskOps::radix_select_start`](crate::MaskOps::radix_select_start)): a histogram, then four
-/// state words: the key prefix chosen so far, the rank still sought within it, the entries
-/// below the prefix chosen so far (after the last digit: below the threshold) and the
-/// non-finite entries (counted by the first digit step).
-pub const SELECTION_LEN: usize = HISTOGRAM_LEN + 4;
-/// Index of the key prefix in a selection buffer (the first state word).
-pub const SELECTION_PREFIX: usize = HISTOGRAM_LEN;
-/// Index of the remaining rank in a selection buffer.
-pub const SELECTION_REMAINING: usize = HISTOGRAM_LEN + 1;
-/// Index of the count of entries below the chosen prefix in a selection buffer.
-pub const SELECTION_BELOW: usize = HISTOGRAM_LEN + 2;
-/// Index of the count of non-finite entries in a selection buffer.
-pub const SELECTION_NON_FINITE: usize = HISTOGRAM_LEN + 3;
-/// State words of a selection buffer, from [`SELECTION_PREFIX`] on.
+/// Words of a selection's state ([`SelectionState`]): what a one-step selection returns and
+/// what a selection buffer begins with.
 pub const SELECTION_STATE_LEN: usize = 4;
+/// Length of a selection buffer (an on-device radix selection in progress, see
+/// [`MaskOps::radix_select_start`](crate::MaskOps::radix_select_start)): the state words, then
+/// a histogram. Read it with [`SelectionState::from_words`] and [`selection_histogram`].
+pub const SELECTION_LEN: usize = SELECTION_STATE_LEN + HISTOGRAM_LEN;
+// Where the state words and the histogram sit in a selection buffer; the kernels and the host
+// bodies use these, everything else reads a `SelectionState`.
+pub(crate) const STATE_KEY: usize = 0;
+pub(crate) const STATE_REMAINING: usize = 1;
+pub(crate) const STATE_BELOW: usize = 2;
+pub(crate) const STATE_NON_FINITE: usize = 3;
+pub(crate) const SELECTION_HISTOGRAM: usize = SELECTION_STATE_LEN;
+
+/// Where an exact selection stands: during a radix selection, the key prefix chosen so far;
+/// at its end, the selected key and the counts that give a gradient's statistics with no
+/// counting pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SelectionState {
+    /// The key prefix chosen so far; at the end, the selected key (NaN ranks above `+inf`,
+    /// every NaN as [`MaskElement::NAN_KEY`]).
+    pub key: u64,
+    /// The rank still sought among the entries that share the prefix; at the end, the place
+    /// of the sought rank among the ties of `key`.
+    pub remaining: u64,
+    /// Entries whose key is below the prefix; at the end, below `key`.
+    pub below: u64,
+    /// NaN and infinite entries (counted by the first digit step).
+    pub non_finite: u64,
+}
+
+impl SelectionState {
+    /// The state at the start of a selection of the `(rank + 1)`-th smallest key.
+    pub fn start(rank: u64) -> Self {
+        Self {
+            remaining: rank,
+            ..Self::default()
+        }
+    }
+
+    /// The state held by the first [`SELECTION_STATE_LEN`] words of `words`: a selection
+    /// buffer or the state words of a one-step selection, both of which begin with it.
+    ///
+    /// # Panics
+    /// If `words` is shorter than [`SELECTION_STATE_LEN`].
+    pub fn from_words(words: &[u64]) -> Self {
+        assert!(
+            words.len() >= SELECTION_STATE_LEN,
+            "gradient mask: a selection state has {SELECTION_STATE_LEN} words, got {}",
+            words.len()
+        );
+        Self {
+            key: words[STATE_KEY],
+            remaining: words[STATE_REMAINING],
+            below: words[STATE_BELOW],
+            non_finite: words[STATE_NON_FINITE],
+        }
+    }
+
+    /// The state as its words, in the order [`from_words`](Self::from_words) reads them.
+    pub fn to_words(self) -> [u64; SELECTION_STATE_LEN] {
+        let mut words = [0; SELECTION_STATE_LEN];
+        words[STATE_KEY] = self.key;
+        words[STATE_REMAINING] = self.remaining;
+        words[STATE_BELOW] = self.below;
+        words[STATE_NON_FINITE] = self.non_finite;
+        words
+    }
+
+    /// Entries below the selected threshold of a finished selection of a tensor of `total`
+    /// entries, `key` taken at most `inf_key` (a threshold of `+inf` masks every finite entry,
+    /// which "below" does not count when the sought rank fell among the non-finite keys).
+    pub fn masked(&self, total: u64, inf_key: u64) -> u64 {
+        if self.key >= inf_key {
+            total - self.non_finite
+        } else {
+            self.below
+        }
+    }
+}
+
+/// The histogram of a selection buffer (its words after the state).
+pub fn selection_histogram(words: &[u64]) -> &[u64] {
+    &words[SELECTION_HISTOGRAM..]
+}
+
 /// Largest tensor selected in one step by
 /// [`MaskOps::abs_key_select`](crate::MaskOps::abs_key_select): on a GPU its keys fill
 /// 16 KiB of one cube's shared memory.
@@ -319,5 +390,36 @@ mod tests {
         assert_eq!(inf_key(DType::F64), Some(f64::INF_KEY));
         assert_eq!(key_bits(DType::I32), None);
         assert_eq!(bf16::from_f64(-3.0).scale(0.5).to_f64(), -1.5);
+    }
+
+    #[test]
+    fn a_selection_state_reads_from_a_buffer_or_its_state_words() {
+        let state = SelectionState {
+            key: 0x3F80,
+            remaining: 2,
+            below: 7,
+            non_finite: 1,
+        };
+        let mut buffer = vec![0u64; SELECTION_LEN];
+        buffer[..SELECTION_STATE_LEN].copy_from_slice(&state.to_words());
+        buffer[SELECTION_HISTOGRAM + 5] = 9;
+        assert_eq!(SelectionState::from_words(&buffer), state);
+        assert_eq!(SelectionState::from_words(&state.to_words()), state);
+        assert_eq!(selection_histogram(&buffer).len(), HISTOGRAM_LEN);
+        assert_eq!(selection_histogram(&buffer)[5], 9);
+        assert_eq!(SelectionState::start(11).to_words(), [0, 11, 0, 0]);
+        // Below `+inf` the masked entries are those below the key; at `+inf`, every finite one.
+        assert_eq!(state.masked(10, f32::INF_KEY), 7);
+        let at_inf = SelectionState {
+            key: f32::NAN_KEY,
+            ..state
+        };
+        assert_eq!(at_inf.masked(10, f32::INF_KEY), 9);
+    }
+
+    #[test]
+    #[should_panic(expected = "a selection state has 4 words")]
+    fn a_short_state_is_refused() {
+        SelectionState::from_words(&[1, 2, 3]);
     }
 }

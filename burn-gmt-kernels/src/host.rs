@@ -5,8 +5,8 @@
 //! select over the keys of `|x|` (see [`element`](crate::element)), never a sort.
 
 use crate::element::{
-    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement, SELECTION_BELOW,
-    SELECTION_LEN, SELECTION_NON_FINITE, SELECTION_PREFIX, SELECTION_REMAINING,
+    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement, SELECTION_HISTOGRAM,
+    SELECTION_LEN, SELECTION_STATE_LEN, SelectionState,
 };
 use crate::random::{draw, is_drawn};
 use rayon::prelude::*;
@@ -195,40 +195,38 @@ pub fn digit_of_rank(counts: &[u64], rank: u64) -> (usize, u64) {
     (digit, before)
 }
 
-/// One step of a radix selection on a selection buffer (layout of
-/// [`SELECTION_LEN`]): finds the digit bin that holds the
-/// remaining rank, appends that digit to the prefix, takes the entries of the lower bins off
-/// the remaining rank, records the entries below the new prefix (the "below" bin plus the
-/// lower bins: after the last digit, the entries below the threshold) and clears the
-/// histogram for the next pass. On the first pass `inf_digit` is the digit of the `+inf` key
-/// and the bins from it up (the non-finite entries) are recorded too; later passes pass
-/// [`DIGITS`] and leave that count alone.
+/// One step of a radix selection on a selection buffer (layout of [`SELECTION_LEN`]: the
+/// state, then a histogram): finds the digit bin that holds the remaining rank, appends that
+/// digit to the prefix, takes the entries of the lower bins off the remaining rank, records
+/// the entries below the new prefix (the "below" bin plus the lower bins: after the last
+/// digit, the entries below the threshold) and clears the histogram for the next pass. On the
+/// first pass `inf_digit` is the digit of the `+inf` key and the bins from it up (the
+/// non-finite entries) are recorded too; later passes pass [`DIGITS`] and leave that count
+/// alone.
 ///
 /// # Panics
-/// If the remaining rank is not below the number of entries counted in the digit bins (the
-/// caller asked for a rank past the end).
+/// If the buffer has another length, or the remaining rank is not below the number of
+/// entries counted in the digit bins (the caller asked for a rank past the end).
 pub fn select_digit(selection: &mut [u64], inf_digit: u32) {
     assert_eq!(selection.len(), SELECTION_LEN, "selection buffer length");
-    let rank = selection[SELECTION_REMAINING];
-    let (digit, before) = digit_of_rank(&selection[..DIGITS], rank);
+    let (state_words, hist) = selection.split_at_mut(SELECTION_HISTOGRAM);
+    let mut state = SelectionState::from_words(state_words);
+    let (digit, before) = digit_of_rank(&hist[..DIGITS], state.remaining);
     if (inf_digit as usize) < DIGITS {
-        selection[SELECTION_NON_FINITE] = selection[inf_digit as usize..DIGITS].iter().sum();
+        state.non_finite = hist[inf_digit as usize..DIGITS].iter().sum();
     }
-    selection[SELECTION_BELOW] = selection[BELOW_PREFIX_BIN] + before;
-    selection[SELECTION_PREFIX] = (selection[SELECTION_PREFIX] << DIGIT_BITS) | digit as u64;
-    selection[SELECTION_REMAINING] = rank - before;
-    selection[..HISTOGRAM_LEN].fill(0);
+    state.below = hist[BELOW_PREFIX_BIN] + before;
+    state.key = (state.key << DIGIT_BITS) | digit as u64;
+    state.remaining -= before;
+    state_words.copy_from_slice(&state.to_words());
+    hist.fill(0);
 }
 
-/// One rank selected among the `|x|` keys of a slice: what a selection's state words hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SelectedKey {
-    /// The key of the sought rank (NaN ranks above `+inf`, all NaN as one key).
-    pub key: u64,
-    /// Entries whose key is below `key`.
-    pub below: u64,
-    /// NaN and infinite entries.
-    pub non_finite: u64,
+/// A selection buffer at the start of a selection of the `(rank + 1)`-th smallest key.
+pub fn selection_buffer(rank: u64) -> Vec<u64> {
+    let mut words = vec![0u64; SELECTION_LEN];
+    words[..SELECTION_STATE_LEN].copy_from_slice(&SelectionState::start(rank).to_words());
+    words
 }
 
 /// Up to this many entries, the keys are selected directly.
@@ -255,7 +253,7 @@ const SAMPLE_KEY: u64 = 0x5e1e_c7ed;
 ///
 /// # Panics
 /// If `rank` is not below `values.len()`.
-pub fn select_abs_key<E: MaskElement>(values: &[E], rank: u64) -> SelectedKey {
+pub fn select_abs_key<E: MaskElement>(values: &[E], rank: u64) -> SelectionState {
     assert!(
         rank < values.len() as u64,
         "gradient mask: rank {rank} of {} entries",
@@ -270,12 +268,14 @@ pub fn select_abs_key<E: MaskElement>(values: &[E], rank: u64) -> SelectedKey {
 
 /// The key of rank `rank` among `keys`, with `below_keys` entries known to lie below all
 /// of them and `non_finite` entries in all.
-fn select_among(keys: &mut [u64], rank: u64, below_keys: u64, non_finite: u64) -> SelectedKey {
+fn select_among(keys: &mut [u64], rank: u64, below_keys: u64, non_finite: u64) -> SelectionState {
     let (lower, key, _) = keys.select_nth_unstable(rank as usize);
     let key = *key;
-    SelectedKey {
+    let below = below_keys + lower.iter().filter(|&&k| k < key).count() as u64;
+    SelectionState {
         key,
-        below: below_keys + lower.iter().filter(|&&k| k < key).count() as u64,
+        remaining: below_keys + rank - below,
+        below,
         non_finite,
     }
 }
@@ -339,7 +339,7 @@ impl<E: MaskElement> Bounds<E> {
 
 /// [`select_abs_key`] through a sampled bracket, or `None` when the bracket misses the rank
 /// or holds too many keys to keep.
-fn bracketed<E: MaskElement>(values: &[E], rank: u64) -> Option<SelectedKey> {
+fn bracketed<E: MaskElement>(values: &[E], rank: u64) -> Option<SelectionState> {
     let n = values.len() as u64;
     let samples = sample_len(n);
     let mut sample: Vec<u64> = (0..samples)
@@ -384,8 +384,9 @@ fn bracketed<E: MaskElement>(values: &[E], rank: u64) -> Option<SelectedKey> {
         return None;
     }
     if one_key {
-        return Some(SelectedKey {
+        return Some(SelectionState {
             key: lo_key,
+            remaining: rank - below,
             below,
             non_finite,
         });
@@ -399,13 +400,12 @@ fn bracketed<E: MaskElement>(values: &[E], rank: u64) -> Option<SelectedKey> {
 
 /// [`select_abs_key`] by the radix passes alone: one [`abs_key_histogram`] and
 /// [`select_digit`] per 16-bit digit of the key, whatever the data.
-pub fn select_abs_key_by_radix<E: MaskElement>(values: &[E], rank: u64) -> SelectedKey {
-    let mut selection = vec![0u64; SELECTION_LEN];
-    selection[SELECTION_REMAINING] = rank;
+pub fn select_abs_key_by_radix<E: MaskElement>(values: &[E], rank: u64) -> SelectionState {
+    let mut selection = selection_buffer(rank);
     for pass in 0..E::KEY_BITS / DIGIT_BITS {
         let shift = E::KEY_BITS - DIGIT_BITS * (pass + 1);
-        let prefix = selection[SELECTION_PREFIX];
-        abs_key_histogram(values, shift, prefix, &mut selection[..HISTOGRAM_LEN]);
+        let prefix = SelectionState::from_words(&selection).key;
+        abs_key_histogram(values, shift, prefix, &mut selection[SELECTION_HISTOGRAM..]);
         // The first pass also counts the non-finite entries (digits from +inf's up).
         let inf_digit = match pass {
             0 => (E::INF_KEY >> shift) as u32,
@@ -413,11 +413,7 @@ pub fn select_abs_key_by_radix<E: MaskElement>(values: &[E], rank: u64) -> Selec
         };
         select_digit(&mut selection, inf_digit);
     }
-    SelectedKey {
-        key: selection[SELECTION_PREFIX],
-        below: selection[SELECTION_BELOW],
-        non_finite: selection[SELECTION_NON_FINITE],
-    }
+    SelectionState::from_words(&selection)
 }
 
 /// Counts `values` against `threshold_key` (at most the key of `+inf`): what
@@ -446,13 +442,15 @@ mod tests {
     use crate::random::mix64;
 
     /// The reference: sort the keys.
-    fn by_sort<E: MaskElement>(values: &[E], rank: u64) -> SelectedKey {
+    fn by_sort<E: MaskElement>(values: &[E], rank: u64) -> SelectionState {
         let mut keys: Vec<u64> = values.iter().map(|x| x.abs_key()).collect();
         keys.sort_unstable();
         let key = keys[rank as usize];
-        SelectedKey {
+        let below = keys.iter().filter(|&&k| k < key).count() as u64;
+        SelectionState {
             key,
-            below: keys.iter().filter(|&&k| k < key).count() as u64,
+            remaining: rank - below,
+            below,
             non_finite: keys.iter().filter(|&&k| k >= E::INF_KEY).count() as u64,
         }
     }

@@ -76,13 +76,7 @@ pub(crate) fn abs_key_select<B: Backend, A: HostAccess<B>>(
     let selected = with_mask_element!(grad.dtype(), E => {
         A::with_values::<E, _>(grad, |g| host::select_abs_key(g, rank))
     });
-    let words = vec![
-        selected.key,
-        rank - selected.below,
-        selected.below,
-        selected.non_finite,
-    ];
-    B::int_from_data(counter_data(words), &grad.device())
+    B::int_from_data(counter_data(selected.to_words().to_vec()), &grad.device())
 }
 
 /// The counts of [`MaskOps::abs_key_histogram`](crate::MaskOps::abs_key_histogram).
@@ -196,6 +190,12 @@ pub(crate) fn random_mask<B: Backend, A: HostAccess<B>>(
 macro_rules! host_mask_ops {
     ($backend:ty) => {
         impl $crate::ops::MaskOps for $backend {
+            fn selection_capabilities(
+                _like: &FloatTensor<Self>,
+            ) -> $crate::select::SelectionCapabilities {
+                $crate::select::SelectionCapabilities::HOST
+            }
+
             fn abs_key_select(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
                 $crate::host_ops::abs_key_select::<Self, InPlace>(grad, rank)
             }

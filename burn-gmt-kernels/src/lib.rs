@@ -4,6 +4,8 @@
 //! - [`element`]: the order-preserving integer key of `|x|` that makes selection exact.
 //! - [`host`]: the one-pass host implementations (the CPU backends and the reference).
 //! - [`random`]: counter-based draws for the random-mask baseline.
+//! - [`select`]: the exact selection of a threshold over one or several gradients on any
+//!   backend, and its statistics, read for a whole step at once.
 //! - [`MaskOps`]: the backend extension the library calls. The CPU backends (Flex, NdArray)
 //!   implement it on their own storage; CubeCL (CUDA, ROCm, wgpu/Vulkan/Metal/WebGPU, with
 //!   the `cube` features) implements it with kernels that keep a whole mask, the exact radix
@@ -35,6 +37,7 @@
 pub mod element;
 pub mod host;
 pub mod random;
+pub mod select;
 
 mod ops;
 pub use ops::MaskOps;

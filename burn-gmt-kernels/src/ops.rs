@@ -8,11 +8,11 @@ use burn::backend::{Backend, TensorMetadata, backend_extension};
 use burn::tensor::{TensorData, try_read_sync};
 
 use crate::element::{
-    HISTOGRAM_LEN, MaskElement, SELECTION_LEN, SELECTION_PREFIX, SELECTION_REMAINING,
-    SELECTION_STATE_LEN, inf_key,
+    HISTOGRAM_LEN, MaskElement, SELECTION_HISTOGRAM, SELECTION_LEN, SelectionState, inf_key,
 };
 use crate::host;
 use crate::host_ops::{self, ViaData};
+use crate::select::SelectionCapabilities;
 use crate::with_mask_element;
 
 /// Gradient-mask operations, implemented per backend.
@@ -34,6 +34,16 @@ use crate::with_mask_element;
     Fusion: cfg(feature = "cube"),
 )]
 pub trait MaskOps: Backend {
+    /// What this backend's selection does well, which picks the way
+    /// [`select_abs`](crate::select::select_abs) goes. The default is a device's that keeps the
+    /// whole selection in its own memory (CubeCL); the CPU backends answer
+    /// [`SelectionCapabilities::HOST`]. `like` names the device.
+    #[fusion(default)]
+    fn selection_capabilities(like: &FloatTensor<Self>) -> SelectionCapabilities {
+        let _ = like;
+        SelectionCapabilities::DEVICE
+    }
+
     /// Radix histogram of `|grad|` for one pass, as an integer tensor of length
     /// [`HISTOGRAM_LEN`]; see [`host::abs_key_histogram`].
     ///
@@ -47,9 +57,8 @@ pub trait MaskOps: Backend {
     }
 
     /// Starts an exact selection of the `(rank + 1)`-th smallest `|g|` key, held on the device:
-    /// a selection buffer of [`SELECTION_LEN`] counters (a cleared histogram, then the state
-    /// words: key prefix chosen so far, rank still sought, entries below the prefix,
-    /// non-finite entries; see [`crate::element`]). `like` only names the device.
+    /// a selection buffer of [`SELECTION_LEN`] counters (the state words of a
+    /// [`SelectionState`], then a cleared histogram). `like` only names the device.
     ///
     /// A selection is [`radix_select_count`](MaskOps::radix_select_count) of every gradient
     /// then [`radix_select_digit`](MaskOps::radix_select_digit), once per 16-bit digit of the
@@ -58,18 +67,16 @@ pub trait MaskOps: Backend {
     /// fewer than 2^32 entries in all and keys of at most 32 bits (f32, f16, bf16).
     #[fusion(dtype = burn::tensor::DType::U32, shape = selection_shape())]
     fn radix_select_start(like: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
-        let mut words = vec![0u64; SELECTION_LEN];
-        words[SELECTION_REMAINING] = rank;
-        Self::int_from_data(counter_data(words), &like.device())
+        Self::int_from_data(counter_data(host::selection_buffer(rank)), &like.device())
     }
 
-    /// The exact selection of the `(rank + 1)`-th smallest `|grad|` key in one step: the four
-    /// state words `[key, remaining, below, non_finite]` that a selection buffer ends with (see
-    /// [`crate::element`]); `rank` is below the entry count. The host bodies take any size
+    /// The exact selection of the `(rank + 1)`-th smallest `|grad|` key in one step: the
+    /// [`SELECTION_STATE_LEN`](crate::element::SELECTION_STATE_LEN) words of its final [`SelectionState`] (what a selection buffer
+    /// begins with); `rank` is below the entry count. The host bodies take any size
     /// ([`host::select_abs_key`]: one read of the tensor in the common case); CubeCL takes
     /// tensors of at most [`SMALL_SELECT_MAX_ENTRIES`](crate::element::SMALL_SELECT_MAX_ENTRIES)
     /// entries (one launch instead of five).
-    #[fusion(dtype = burn::tensor::DType::U32, shape = burn::tensor::Shape::new([SELECTION_STATE_LEN]))]
+    #[fusion(dtype = burn::tensor::DType::U32, shape = burn::tensor::Shape::new([crate::element::SELECTION_STATE_LEN]))]
     fn abs_key_select(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
         host_ops::abs_key_select::<Self, ViaData>(grad, rank)
     }
@@ -84,9 +91,12 @@ pub trait MaskOps: Backend {
     ) -> IntTensor<Self> {
         let device = grad.device();
         let mut words = read_words::<Self>(selection);
-        let prefix = words[SELECTION_PREFIX];
+        let prefix = SelectionState::from_words(&words).key;
         let hist = host_ops::histogram_counts::<Self, ViaData>(grad, shift, prefix);
-        words.iter_mut().zip(hist).for_each(|(w, h)| *w += h);
+        words[SELECTION_HISTOGRAM..]
+            .iter_mut()
+            .zip(hist)
+            .for_each(|(w, h)| *w += h);
         Self::int_from_data(counter_data(words), &device)
     }
 
@@ -105,7 +115,8 @@ pub trait MaskOps: Backend {
 
     /// The selected value as a one-entry tensor of `like`'s dtype: the value whose key is the
     /// selection's prefix, at most `+inf` (so NaN and ±inf are never below it). `selection` is
-    /// a selection buffer or its four state words.
+    /// a selection buffer or the state words of a one-step selection (which a buffer begins
+    /// with).
     #[fusion(dtype = like, shape = burn::tensor::Shape::new([1]))]
     fn radix_select_threshold(
         like: &FloatTensor<Self>,
@@ -113,8 +124,9 @@ pub trait MaskOps: Backend {
     ) -> FloatTensor<Self> {
         let words = read_words::<Self>(selection);
         let dtype = like.dtype();
-        let key =
-            words[prefix_index(words.len())].min(inf_key(dtype).expect("a supported float dtype"));
+        let key = SelectionState::from_words(&words)
+            .key
+            .min(inf_key(dtype).expect("a supported float dtype"));
         let data = with_mask_element!(dtype, E => { TensorData::new(vec![E::from_key(key)], [1]) });
         Self::float_from_data(data, &like.device())
     }
@@ -162,15 +174,6 @@ pub trait MaskOps: Backend {
     #[fusion(dtype = burn::tensor::DType::U32, shape = burn::tensor::Shape::new([2]))]
     fn random_mask_count(grad: &FloatTensor<Self>, key: u64, bound: u64) -> IntTensor<Self> {
         host_ops::random_mask_count::<Self, ViaData>(grad, key, bound)
-    }
-}
-
-/// Where the key prefix sits in a selection buffer of `len` words, or in its state words.
-pub(crate) fn prefix_index(len: usize) -> usize {
-    if len == SELECTION_STATE_LEN {
-        0
-    } else {
-        SELECTION_PREFIX
     }
 }
 

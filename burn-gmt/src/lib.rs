@@ -12,11 +12,12 @@ mod select;
 mod stats;
 
 pub use burn_gmt_kernels as kernels;
+pub use burn_gmt_kernels::select::{
+    HOST_SELECT_MAX_ENTRIES, with_device_select, with_radix_select,
+};
 pub use config::{GradMaskConfig, MaskGroup, MaskScope, MaskStrategy, MaskTarget, RatioSchedule};
 pub use error::GradMaskError;
 pub use module::GradMask;
 pub use optimizer::{GradMasked, GradMaskedState, WithGradMask};
-pub use select::{
-    HOST_SELECT_MAX_ENTRIES, masked_count, select_kth_abs, with_device_select, with_radix_select,
-};
+pub use select::{masked_count, select_kth_abs};
 pub use stats::{MaskStats, MaskStatsHandle, TensorMaskStats};

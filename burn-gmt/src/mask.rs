@@ -9,10 +9,11 @@ use burn_gmt_kernels::random::{draw_key, ratio_bound};
 
 use crate::config::MaskStrategy;
 use crate::error::GradMaskError;
-use crate::select::{
-    self, PendingStats, masked_count, read_per_device, resolve_stats, threshold_tensor,
-};
+use crate::select::masked_count;
 use crate::stats::TensorMaskStats;
+use burn_gmt_kernels::select::{
+    self, PendingStats, read_per_device, resolve_stats, threshold_tensor,
+};
 
 /// What the mask does to one parameter tensor at one step.
 #[derive(Debug, Clone)]
@@ -118,17 +119,15 @@ pub(crate) fn plan_tensor(
 ) -> Plan {
     match strategy {
         MaskStrategy::Magnitude => {
-            let dtype = grad.dtype();
             let grads = [grad.clone()];
             let rank = masked_count(ratio, grad.shape().num_elements() as u64);
             if rank == 0 {
                 return Plan {
                     mask: TensorMask::Keep,
-                    stats: collect_stats
-                        .then(|| select::count_unselected(&grads, dtype, false).remove(0)),
+                    stats: collect_stats.then(|| select::count_unselected(&grads, false).remove(0)),
                 };
             }
-            let mut selection = select::select(&grads, dtype, rank, collect_stats);
+            let mut selection = select::select_abs(&grads, rank, collect_stats);
             Plan {
                 mask: TensorMask::Below {
                     threshold: selection.thresholds.remove(0),
@@ -173,7 +172,7 @@ pub(crate) fn plan_reused(
 ) -> Plan {
     let stats = collect_stats.then(|| match &mask {
         TensorMask::Below { threshold } => select::count_against(grad, threshold, value),
-        _ => select::count_unselected(std::slice::from_ref(grad), grad.dtype(), false).remove(0),
+        _ => select::count_unselected(std::slice::from_ref(grad), false).remove(0),
     });
     Plan { mask, stats }
 }
@@ -181,9 +180,8 @@ pub(crate) fn plan_reused(
 /// The plan of a tensor frozen (every finite entry counted as masked) or left alone for an
 /// HFT stage.
 pub(crate) fn plan_frozen(grad: &DispatchTensor, frozen: bool, collect_stats: bool) -> Plan {
-    let dtype = grad.dtype();
     let stats = collect_stats
-        .then(|| select::count_unselected(std::slice::from_ref(grad), dtype, frozen).remove(0));
+        .then(|| select::count_unselected(std::slice::from_ref(grad), frozen).remove(0));
     match frozen {
         true => Plan {
             mask: TensorMask::Frozen,

@@ -15,8 +15,9 @@ use crate::mask::{
     PendingTensorStats, Plan, TensorMask, check_dtype, hold_masked, mask_measured, plan_frozen,
     plan_reused, plan_tensor, resolve_named,
 };
-use crate::select::{self, masked_count};
+use crate::select::masked_count;
 use crate::stats::{MaskStats, MaskStatsHandle};
+use burn_gmt_kernels::select;
 
 /// Gradient-Mask Tuning as a transformation of a module's gradients: it sees every
 /// parameter, so it supports [`MaskScope::Global`], `unmasked` groups and HFT
@@ -567,7 +568,7 @@ fn plan_global(entries: &[&Entry], ratio: f64, collect: bool) -> Result<Vec<Plan
     let total = grads.iter().map(|g| g.shape().num_elements() as u64).sum();
     let rank = masked_count(ratio, total);
     if rank == 0 {
-        let stats = collect.then(|| select::count_unselected(&grads, dtype, false));
+        let stats = collect.then(|| select::count_unselected(&grads, false));
         return Ok((0..entries.len())
             .map(|i| Plan {
                 mask: TensorMask::Keep,
@@ -575,7 +576,7 @@ fn plan_global(entries: &[&Entry], ratio: f64, collect: bool) -> Result<Vec<Plan
             })
             .collect());
     }
-    let selection = select::select(&grads, dtype, rank, collect);
+    let selection = select::select_abs(&grads, rank, collect);
     Ok((0..entries.len())
         .map(|i| Plan {
             mask: TensorMask::Below {

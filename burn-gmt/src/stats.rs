@@ -354,7 +354,7 @@ mod tests {
     /// A read while the wrapper records a step shows the last complete one.
     #[test]
     fn reads_show_complete_steps() {
-        use crate::select::{Counts, PendingStats};
+        use burn_gmt_kernels::select::{Counts, PendingStats};
         let tensor = |masked| PendingTensorStats {
             counts: PendingStats::known(
                 Counts {

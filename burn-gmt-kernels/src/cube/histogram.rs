@@ -17,7 +17,7 @@ use cubecl::prelude::*;
 
 use super::key::{narrow_key, wide_key};
 use super::{Launch, LaunchPlan};
-use crate::element::{BELOW_PREFIX_BIN, DIGITS, SELECTION_PREFIX};
+use crate::element::{BELOW_PREFIX_BIN, DIGITS, SELECTION_HISTOGRAM, STATE_KEY};
 use burn_cubecl::tensor::CubeTensor;
 
 /// Entries sampled per cube to place its shared window.
@@ -27,7 +27,8 @@ const NO_SAMPLE: u32 = 0xFFFF_FFFF;
 
 /// Adds the histogram of `values[start..end]` to `hist` (`u32` atomics, [`HISTOGRAM_LEN`]
 /// bins). Digits are `(key >> shift) & 0xFFFF`, high bits `key >> high_shift` compared with
-/// `prefix` (`high_shift` at most 31, where the sign-free key has no bit left).
+/// `prefix` (`high_shift` at most 31, where the sign-free key has no bit left). In a selection
+/// buffer (`prefix_in_buffer`) the prefix is its state's key and the bins follow the state.
 ///
 /// [`HISTOGRAM_LEN`]: crate::element::HISTOGRAM_LEN
 #[cube(launch_unchecked, address_type = "dynamic")]
@@ -47,8 +48,10 @@ fn abs_key_histogram_kernel<F: Float, N: Size>(
 ) {
     // In a selection buffer the prefix is the one the previous digit step chose on the device.
     let mut prefix = prefix;
+    let mut bins = 0usize;
     if comptime!(prefix_in_buffer) {
-        prefix = hist[SELECTION_PREFIX].load();
+        prefix = hist[STATE_KEY].load();
+        bins = SELECTION_HISTOGRAM;
     }
     let units = CUBE_DIM as usize;
     let digit_mask = (DIGITS as u32) - 1u32;
@@ -132,7 +135,7 @@ fn abs_key_histogram_kernel<F: Float, N: Size>(
                 } else if digit == 0u32 {
                     local[window as usize].fetch_add(1u32);
                 } else {
-                    hist[digit as usize].fetch_add(1u32);
+                    hist[bins + digit as usize].fetch_add(1u32);
                 }
             } else if high < prefix {
                 below += 1u32;
@@ -150,18 +153,18 @@ fn abs_key_histogram_kernel<F: Float, N: Size>(
     while slot < window {
         let count = local[slot as usize].load();
         if count > 0u32 {
-            hist[(base + slot) as usize].fetch_add(count);
+            hist[bins + (base + slot) as usize].fetch_add(count);
         }
         slot += CUBE_DIM;
     }
     if UNIT_POS == 0u32 {
         let zeros = local[window as usize].load();
         if zeros > 0u32 {
-            hist[0usize].fetch_add(zeros);
+            hist[bins].fetch_add(zeros);
         }
         let below = local[(window + 1u32) as usize].load();
         if below > 0u32 {
-            hist[BELOW_PREFIX_BIN].fetch_add(below);
+            hist[bins + BELOW_PREFIX_BIN].fetch_add(below);
         }
     }
 }
@@ -170,7 +173,7 @@ fn abs_key_histogram_kernel<F: Float, N: Size>(
 pub enum Prefix {
     /// Given by the host.
     Value(u64),
-    /// In the selection buffer the histogram is added to (at `SELECTION_PREFIX`).
+    /// In the state of the selection buffer the histogram is added to.
     InBuffer,
 }
 
@@ -204,7 +207,8 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u3
             cube_dim,
         } = launch;
         // SAFETY: every unit reads positions in `start..end`, within the `plan.len` entries;
-        // histogram indices are digits (< 65,536) or `BELOW_PREFIX_BIN`, within its length;
+        // histogram indices are digits (< 65,536) or `BELOW_PREFIX_BIN`, after the state words
+        // in a selection buffer, within its length;
         // shared indices stay below `window + 2`.
         unsafe {
             abs_key_histogram_kernel::launch_unchecked(

@@ -4,22 +4,20 @@
 //! (or one unit), so a selection never waits on the host: the threshold stays on the device
 //! for the mask kernels.
 //!
-//! Buffer layout (`u32` words, [`SELECTION_LEN`]): the histogram bins, the "below the prefix"
-//! bin, then the state words: the key prefix chosen so far, the rank still sought within it,
-//! the entries below the prefix and the non-finite entries.
+//! Buffer layout (`u32` words, [`SELECTION_LEN`]): the state words of a
+//! [`SelectionState`](crate::element::SelectionState) (the key prefix chosen so far, the rank
+//! still sought within it, the entries below the prefix and the non-finite entries), then the
+//! histogram bins and the "below the prefix" bin.
 
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
 use super::key::value_of_key;
-use burn::backend::TensorMetadata;
 use burn_cubecl::tensor::CubeTensor;
 
-use crate::ops::prefix_index;
-
 use crate::element::{
-    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_BELOW, SELECTION_LEN, SELECTION_NON_FINITE,
-    SELECTION_PREFIX, SELECTION_REMAINING,
+    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_HISTOGRAM, SELECTION_LEN, STATE_BELOW,
+    STATE_KEY, STATE_NON_FINITE, STATE_REMAINING,
 };
 
 /// A cleared selection buffer seeking rank `rank`.
@@ -30,7 +28,7 @@ fn radix_select_start_kernel(selection: &mut [u32], rank: u32) {
         terminate!();
     }
     let mut word = 0u32;
-    if pos == SELECTION_REMAINING {
+    if pos == STATE_REMAINING {
         word = rank;
     }
     selection[pos] = word;
@@ -50,7 +48,7 @@ fn radix_select_digit_kernel(selection: &mut [u32], inf_digit: u32, #[comptime] 
     let mut sum = 0u32;
     let mut above_inf = 0u32;
     for i in 0..run {
-        let count = selection[(first + i) as usize];
+        let count = selection[SELECTION_HISTOGRAM + (first + i) as usize];
         sum += count;
         if first + i >= inf_digit {
             above_inf += count;
@@ -61,7 +59,7 @@ fn radix_select_digit_kernel(selection: &mut [u32], inf_digit: u32, #[comptime] 
     sync_cube();
 
     if UNIT_POS == 0u32 {
-        let remaining = selection[SELECTION_REMAINING];
+        let remaining = selection[STATE_REMAINING];
         // The run holding the rank: the first whose running total passes it.
         let mut before = 0u32;
         let mut chosen = 0u32;
@@ -84,7 +82,7 @@ fn radix_select_digit_kernel(selection: &mut [u32], inf_digit: u32, #[comptime] 
         found = false;
         for i in 0..run {
             let bin = chosen * run + i;
-            let count = selection[bin as usize];
+            let count = selection[SELECTION_HISTOGRAM + bin as usize];
             if !found {
                 if remaining < before + count {
                     digit = bin;
@@ -95,34 +93,33 @@ fn radix_select_digit_kernel(selection: &mut [u32], inf_digit: u32, #[comptime] 
             }
         }
         if inf_digit < (DIGITS as u32) {
-            selection[SELECTION_NON_FINITE] = total_non_finite;
+            selection[STATE_NON_FINITE] = total_non_finite;
         }
-        selection[SELECTION_BELOW] = selection[BELOW_PREFIX_BIN] + before;
-        let prefix = selection[SELECTION_PREFIX];
-        selection[SELECTION_PREFIX] = (prefix << DIGIT_BITS) | digit;
-        selection[SELECTION_REMAINING] = remaining - before;
-        selection[BELOW_PREFIX_BIN] = 0u32;
+        selection[STATE_BELOW] = selection[SELECTION_HISTOGRAM + BELOW_PREFIX_BIN] + before;
+        let prefix = selection[STATE_KEY];
+        selection[STATE_KEY] = (prefix << DIGIT_BITS) | digit;
+        selection[STATE_REMAINING] = remaining - before;
+        selection[SELECTION_HISTOGRAM + BELOW_PREFIX_BIN] = 0u32;
     }
     sync_cube();
 
     for i in 0..run {
-        selection[(first + i) as usize] = 0u32;
+        selection[SELECTION_HISTOGRAM + (first + i) as usize] = 0u32;
     }
 }
 
-/// Writes the value of the selected key (at `prefix_index` of a selection buffer or of its
-/// state words), at most `+inf` (`inf_key`), into `threshold[0]`.
+/// Writes the value of the selected key (the state's first word, in a selection buffer or in
+/// the state words of a one-step selection), at most `+inf` (`inf_key`), into `threshold[0]`.
 #[cube(launch_unchecked)]
 fn radix_select_threshold_kernel<F: Float>(
     selection: &[u32],
     threshold: &mut [F],
     inf_key: u32,
-    #[comptime] prefix_index: usize,
     #[comptime] kind: u32,
     #[define(F)] _dtype: ElemType,
 ) {
     if ABSOLUTE_POS == 0 {
-        let key = u32::min(selection[prefix_index], inf_key);
+        let key = u32::min(selection[STATE_KEY], inf_key);
         threshold[0] = value_of_key::<F>(key, kind);
     }
 }
@@ -154,8 +151,9 @@ pub fn launch_digit(selection: &CubeTensor, inf_digit: u32) {
     while units > 1 && units > max_units {
         units /= 2;
     }
-    // SAFETY: unit `u` touches bins `u * run .. (u + 1) * run` (all below `DIGITS`) and unit
-    // 0 the state words and the below bin; the buffer holds `SELECTION_LEN` words.
+    // SAFETY: unit `u` touches bins `u * run .. (u + 1) * run` (all below `DIGITS`, after the
+    // state words) and unit 0 the state words and the below bin; the buffer holds
+    // `SELECTION_LEN` words.
     unsafe {
         radix_select_digit_kernel::launch_unchecked(
             client,
@@ -177,7 +175,8 @@ pub fn launch_threshold(
     kind: u32,
     storage: ElemType,
 ) {
-    // SAFETY: one unit reads a state word of the selection buffer and writes entry 0.
+    // SAFETY: one unit reads the first word of the selection buffer (or state) and writes
+    // entry 0.
     unsafe {
         radix_select_threshold_kernel::launch_unchecked(
             &selection.client,
@@ -186,7 +185,6 @@ pub fn launch_threshold(
             selection.clone().into_buffer_arg(),
             threshold.clone().into_buffer_arg(),
             inf_key,
-            prefix_index(selection.shape().num_elements()),
             kind,
             storage,
         );

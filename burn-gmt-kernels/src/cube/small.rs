@@ -9,7 +9,9 @@ use cubecl::prelude::*;
 
 use super::LaunchPlan;
 use super::key::{KIND_F32, narrow_key, wide_key};
-use crate::element::SMALL_SELECT_MAX_ENTRIES;
+use crate::element::{
+    SMALL_SELECT_MAX_ENTRIES, STATE_BELOW, STATE_KEY, STATE_NON_FINITE, STATE_REMAINING,
+};
 use burn_cubecl::tensor::CubeTensor;
 
 /// Units of the one cube.
@@ -17,7 +19,7 @@ const UNITS: u32 = 256;
 /// Bins of an 8-bit digit.
 const BINS: u32 = 256;
 
-/// Writes `[key, remaining, below, non_finite]` of the `(rank + 1)`-th smallest key of
+/// Writes the [`SelectionState`](crate::element::SelectionState) words of the `(rank + 1)`-th smallest key of
 /// `values[..len]` into `state`: the selected key, the rank left within its ties, the keys
 /// below it and the keys of NaN and ±inf (at or above `inf_key`).
 #[cube(launch_unchecked)]
@@ -108,11 +110,11 @@ fn radix_select_small_kernel<F: Float>(
 
     if UNIT_POS == 0u32 {
         let remaining = chosen[1usize];
-        state[0usize] = chosen[0usize];
-        state[1usize] = remaining;
+        state[STATE_KEY] = chosen[0usize];
+        state[STATE_REMAINING] = remaining;
         // The rank is the keys below the selected one plus its place among its ties.
-        state[2usize] = rank - remaining;
-        state[3usize] = non_finite[0usize].load();
+        state[STATE_BELOW] = rank - remaining;
+        state[STATE_NON_FINITE] = non_finite[0usize].load();
     }
 }
 
