@@ -206,11 +206,13 @@ struct Method {
     times: Vec<Timing>,
 }
 
-/// Median step times of the first three methods, and of the untimed setup's copy of all gradients;
+/// Median step times of the first three methods, of the untimed setup's copy of all gradients
+/// and of `GradMask::apply` alone (the masking of every tensor of a step, no optimizer);
 /// the mean step time of the wrapper that reselects every [`RESELECT`] steps (its steps differ
 /// by design, so the mean is what a step costs it on average).
 struct Medians {
     copy: Duration,
+    apply: Duration,
     sft: Duration,
     wrapper: Duration,
     grad_mask: Duration,
@@ -218,12 +220,18 @@ struct Medians {
 }
 
 impl Medians {
-    fn of(copies: &[Timing], methods: &[Method; 4], pick: impl Fn(&Timing) -> Duration) -> Self {
+    fn of(
+        copies: &[Timing],
+        applies: &[Timing],
+        methods: &[Method; 4],
+        pick: impl Fn(&Timing) -> Duration,
+    ) -> Self {
         let [sft, wrapper, grad_mask] =
             std::array::from_fn(|i| median(methods[i].times.iter().map(&pick).collect()));
         let reselect = &methods[3].times;
         Self {
             copy: median(copies.iter().map(&pick).collect()),
+            apply: median(applies.iter().map(&pick).collect()),
             sft,
             wrapper,
             grad_mask,
@@ -290,14 +298,23 @@ fn run(preset: &Preset, device: &Device, steps: usize) -> Row {
                 times: Vec::new(),
             },
         ];
+    // `GradMask::apply` alone, with its own mask, on the model as it stands.
+    let mut apply_mask = GradMaskConfig::new(RATIO).init().expect("valid ratio");
     device.sync().expect("device sync");
 
     let mut copies = Vec::new();
+    let mut applies = Vec::new();
     for step in 0..WARM_UP + steps {
         // What one pass over all the gradients costs (the masks make 3 or 4).
         let copy = time_once(device, &mut || (), &mut |()| fresh_grads(&grads));
+        let apply = time_once(
+            device,
+            &mut || fresh_grads(&grads),
+            &mut |grads: GradientsParams| apply_mask.apply(model.as_ref().expect("model"), grads),
+        );
         if step >= WARM_UP {
             copies.push(copy);
+            applies.push(apply);
         }
         for method in &mut methods {
             let timing = time_once(
@@ -328,8 +345,8 @@ fn run(preset: &Preset, device: &Device, steps: usize) -> Row {
             .kept_fraction(),
     );
     Row {
-        wall: Medians::of(&copies, &methods, |t| t.wall),
-        cpu: Medians::of(&copies, &methods, |t| t.cpu),
+        wall: Medians::of(&copies, &applies, &methods, |t| t.wall),
+        cpu: Medians::of(&copies, &applies, &methods, |t| t.cpu),
         kept,
     }
 }
@@ -363,14 +380,16 @@ fn main() {
          - copy: a copy of all gradients, one pass (what the setup of each step does, untimed \
          there); times are wall-clock medians; CPU / SFT: the same ratios in CPU time of the whole \
          process (all threads), which other processes on a shared machine do not inflate\n\
+         - apply / copy: `GradMask::apply` alone (every tensor of a step masked, no optimizer) \
+         over the copy of all gradients, wall-clock medians\n\
          - kept: fraction of gradient entries kept at the last step (wrapper / grad-mask)\n"
     );
     println!(
         "| backend | preset | tensors | parameters | copy (ms) | SFT (ms) | wrapper (ms) | grad-mask (ms) \
          | wrapper / SFT | grad-mask / SFT | reselect / SFT | CPU: wrapper / SFT \
-         | CPU: grad-mask / SFT | CPU: reselect / SFT | kept |"
+         | CPU: grad-mask / SFT | CPU: reselect / SFT | apply (ms) | apply / copy | kept |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     std::io::stdout().flush().unwrap();
 
     let mut last = None;
@@ -388,18 +407,20 @@ fn main() {
                 println!(
                     "{head} {:.1} | {:.1} | {:.1} | {:.1} | {wrapper:.3} | {grad_mask:.3} \
                      | {reselect:.3} | {cpu_wrapper:.3} | {cpu_grad_mask:.3} | {cpu_reselect:.3} \
-                     | {:.3} / {:.3} |",
+                     | {:.1} | {:.2} | {:.3} / {:.3} |",
                     ms(row.wall.copy),
                     ms(row.wall.sft),
                     ms(row.wall.wrapper),
                     ms(row.wall.grad_mask),
+                    ms(row.wall.apply),
+                    row.wall.apply.as_secs_f64() / row.wall.copy.as_secs_f64(),
                     row.kept.0,
                     row.kept.1,
                 );
                 last = Some((wrapper, grad_mask));
             }
             Err(message) => println!(
-                "{head} failed: {} | | | | | | | | | | |",
+                "{head} failed: {} | | | | | | | | | | | | |",
                 failure_cause(&message)
             ),
         }

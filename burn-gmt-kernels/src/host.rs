@@ -268,12 +268,17 @@ pub fn select_abs_key<E: MaskElement>(values: &[E], rank: u64) -> SelectionState
 
 /// The key of rank `rank` among `keys`, with `below_keys` entries known to lie below all
 /// of them and `non_finite` entries in all.
-fn select_among(keys: &mut [u64], rank: u64, below_keys: u64, non_finite: u64) -> SelectionState {
+fn select_among<K: Copy + Ord + Into<u64>>(
+    keys: &mut [K],
+    rank: u64,
+    below_keys: u64,
+    non_finite: u64,
+) -> SelectionState {
     let (lower, key, _) = keys.select_nth_unstable(rank as usize);
     let key = *key;
     let below = below_keys + lower.iter().filter(|&&k| k < key).count() as u64;
     SelectionState {
-        key,
+        key: key.into(),
         remaining: below_keys + rank - below,
         below,
         non_finite,
@@ -286,12 +291,12 @@ fn count_non_finite<E: MaskElement>(values: &[E]) -> u64 {
 }
 
 /// What one chunk of the bracket pass finds.
-#[derive(Default)]
-struct BracketCounts {
+struct BracketCounts<E: MaskElement> {
     below: u64,
     inside: u64,
     non_finite: u64,
-    keys: Vec<u64>,
+    /// The canonical keys inside the bracket (with `keep`), at most the chunk's cap.
+    keys: Vec<E::AbsBits>,
     overflow: bool,
 }
 
@@ -304,34 +309,46 @@ struct Bounds<E: MaskElement> {
 }
 
 impl<E: MaskElement> Bounds<E> {
+    /// The element's key in its own width, every NaN folded onto the one NaN key: equal to
+    /// [`MaskElement::abs_key`] as an integer.
     #[inline(always)]
     fn canonical(&self, x: E) -> E::AbsBits {
-        let bits = x.abs_bits();
-        if bits > self.nan { self.nan } else { bits }
+        x.abs_bits().min(self.nan)
     }
 
-    /// Counts `chunk` against the bracket and, with `keep`, collects the keys inside it, up
-    /// to `cap` of them (then only counts).
-    fn scan(&self, chunk: &[E], keep: bool, cap: usize) -> BracketCounts {
-        let (mut below, mut non_finite, mut inside) = (0u64, 0u64, 0u64);
+    /// Counts `chunk` (fewer than 2^32 entries, as [`task_len`] makes them) against the
+    /// bracket and, with `keep`, collects the keys inside it, up to `cap` of them (then only
+    /// counts). Branch-free, with wrapping `u32` counters: the counting vectorises, and the
+    /// keys are kept by writing every key at the end of the kept ones and advancing past it
+    /// only when it is inside (a few percent of the entries, in no predictable order).
+    fn scan(&self, chunk: &[E], keep: bool, cap: usize) -> BracketCounts<E> {
+        let (mut below, mut non_finite, mut inside) = (0u32, 0u32, 0u32);
         let mut keys = Vec::new();
-        for &x in chunk {
-            let key = self.canonical(x);
-            below += u64::from(key < self.lo);
-            non_finite += u64::from(key >= self.inf);
-            // Rare (a few percent of the entries): a well-predicted branch.
-            if key >= self.lo && key <= self.last {
-                inside += 1;
-                if keep && keys.len() < cap {
-                    keys.push(x.abs_key());
-                }
+        if keep {
+            keys = vec![E::AbsBits::default(); cap + 1];
+            let mut kept = 0usize;
+            for &x in chunk {
+                let key = self.canonical(x);
+                below = below.wrapping_add(u32::from(key < self.lo));
+                non_finite = non_finite.wrapping_add(u32::from(key >= self.inf));
+                keys[kept.min(cap)] = key;
+                kept = kept.wrapping_add(usize::from((key >= self.lo) & (key <= self.last)));
+            }
+            inside = kept as u32;
+            keys.truncate(kept.min(cap));
+        } else {
+            for &x in chunk {
+                let key = self.canonical(x);
+                below = below.wrapping_add(u32::from(key < self.lo));
+                non_finite = non_finite.wrapping_add(u32::from(key >= self.inf));
+                inside = inside.wrapping_add(u32::from((key >= self.lo) & (key <= self.last)));
             }
         }
         BracketCounts {
-            below,
-            inside,
-            non_finite,
-            overflow: keep && inside as usize > keys.len(),
+            below: below.into(),
+            inside: inside.into(),
+            non_finite: non_finite.into(),
+            overflow: keep && inside as usize > cap,
             keys,
         }
     }
@@ -376,7 +393,7 @@ fn bracketed<E: MaskElement>(values: &[E], rank: u64) -> Option<SelectionState> 
     let chunk_len = task_len(values.len());
     let chunk_cap = cap * chunk_len / values.len() + 1;
     let scan = |chunk: &[E]| bounds.scan(chunk, !one_key, chunk_cap);
-    let chunks: Vec<BracketCounts> = values.par_chunks(chunk_len).map(scan).collect();
+    let chunks: Vec<BracketCounts<E>> = values.par_chunks(chunk_len).map(scan).collect();
     let below = chunks.iter().map(|c| c.below).sum::<u64>();
     let inside = chunks.iter().map(|c| c.inside).sum::<u64>();
     let non_finite = chunks.iter().map(|c| c.non_finite).sum::<u64>();
@@ -394,7 +411,10 @@ fn bracketed<E: MaskElement>(values: &[E], rank: u64) -> Option<SelectionState> 
     if chunks.iter().any(|c| c.overflow) {
         return None;
     }
-    let mut keys: Vec<u64> = chunks.into_iter().flat_map(|c| c.keys).collect();
+    let mut keys: Vec<E::AbsBits> = match <[_; 1]>::try_from(chunks) {
+        Ok([one]) => one.keys,
+        Err(chunks) => chunks.into_iter().flat_map(|c| c.keys).collect(),
+    };
     Some(select_among(&mut keys, rank - below, below, non_finite))
 }
 
@@ -420,14 +440,17 @@ pub fn select_abs_key_by_radix<E: MaskElement>(values: &[E], rank: u64) -> Selec
 /// [`abs_threshold_mask`] zeroes (`|x|` key below it) and the non-finite entries.
 pub fn abs_threshold_count<E: MaskElement>(values: &[E], threshold_key: u64) -> MaskCounts {
     let (threshold, inf) = (E::key_bits(threshold_key), E::key_bits(E::INF_KEY));
+    // Wrapping u32 counters over a chunk of fewer than 2^32 entries ([`task_len`]): the loop
+    // vectorises, where overflow-checked adds would not.
     let count = |chunk: &[E]| {
-        chunk.iter().fold((0u64, 0u64), |(masked, non_finite), x| {
+        let (masked, non_finite) = chunk.iter().fold((0u32, 0u32), |(masked, non_finite), x| {
             let bits = x.abs_bits();
             (
-                masked + u64::from(bits < threshold),
-                non_finite + u64::from(bits >= inf),
+                masked.wrapping_add(u32::from(bits < threshold)),
+                non_finite.wrapping_add(u32::from(bits >= inf)),
             )
-        })
+        });
+        (u64::from(masked), u64::from(non_finite))
     };
     let (masked, non_finite) = values
         .par_chunks(task_len(values.len()))
