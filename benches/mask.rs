@@ -16,6 +16,8 @@
 //! - `GMT_BENCH_SORT=0`: skip the sort baseline. `GMT_BENCH_SORT_TIMEOUT=60`: seconds one sort
 //!   may take before it is killed (the sort runs in a child process, this same executable
 //!   re-run with `GMT_BENCH_SORT_CHILD=backend:n`).
+//! - `GMT_BENCH_BREAKDOWN=1`: instead of this table, where the time of one mask goes, step by
+//!   step (`benches/breakdown.rs`).
 //! - `GMT_BENCH_CHECK=0`: skip the untimed check of the mask's output against a host selection
 //!   (the `exact` column).
 //!
@@ -24,6 +26,8 @@
 //! run once untimed first, so kernel compilation is not timed. The gradient is generated on the
 //! host from a fixed hash, so the parent and the sort child see the same values.
 
+#[path = "breakdown.rs"]
+mod breakdown;
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -230,6 +234,10 @@ fn sizes() -> Vec<usize> {
 fn main() {
     if let Ok(spec) = std::env::var(SORT_CHILD) {
         sort_child(&spec);
+        return;
+    }
+    if std::env::var("GMT_BENCH_BREAKDOWN").is_ok_and(|v| v == "1") {
+        breakdown::run();
         return;
     }
     let sizes = sizes();

@@ -11,7 +11,7 @@
 #
 # Contents (built with `--features cuda-nvrtc,wgpu`, dev profile, stripped):
 # - bin/tests/: the GPU test binaries (tests/gpu*.rs);
-# - bin/benches/: the benchmarks mask and step;
+# - bin/benches/: the benchmarks mask (with its breakdown mode) and step;
 # - bin/examples/: gmt_study, and the llm example's binaries when the tree has examples/llm;
 # - lib/libllvmstub.so (+ its source): see below; lib/libvulkan.so.1 from this machine when
 #   there is one (wgpu's Vulkan loader; the GPU machine's NVIDIA driver brings the ICD);

@@ -8,7 +8,8 @@
 # With --bundle PATH (the bundle of scripts/gpu-bundle.sh, its .tar.xz or the extracted
 # directory), nothing is built and no network or Rust toolchain is needed: it runs, from the
 # bundle, the GPU test binaries (BURN_DEVICE=cuda, GMT_REQUIRE_GPU=1), the mask benchmark
-# (cuda, wgpu), the step benchmark (wgpu then cuda, so its last line is cuda's), the PyTorch
+# (cuda, wgpu), the per-step breakdown of one mask (cuda; where the per-tensor time goes), the
+# step benchmark (wgpu then cuda, so its last line is cuda's), the PyTorch
 # anchor (scripts/torch_anchor.py, when python3 has torch) and a smoke run of the GMT study on
 # cuda, each under a time-out and all within GMT_CHECK_BUDGET_S (default 450 s), then prints
 # the test totals and every table last. The bundle's binaries leave LLVM symbols unresolved
@@ -166,7 +167,7 @@ fi
 # closing line), from the line matching $2 on.
 bench_report() {
     sed -n "/^skipped: /p; /$2/,\$p" "$1" |
-        grep -E '^(skipped: |GMT |One |PyTorch |torch |- |\||$|step overhead:)' || true
+        grep -E '^(skipped: |GMT |One |Per-tensor |PyTorch |torch |- |\||$|step overhead:)' || true
 }
 
 # Test totals over cargo test logs.
@@ -288,6 +289,9 @@ run_bundle() {
         status=1
         summary+=("mask benchmark: FAILED (cuda skipped, or a cuda mask not exact)")
     fi
+    run_step "breakdown benchmark" 40 "$log_dir/bench-breakdown.log" "${rust_env[@]}" \
+        GMT_BENCH_BACKENDS="${GMT_BREAKDOWN_BACKENDS:-cuda}" GMT_BENCH_BREAKDOWN=1 \
+        "$root/bin/benches/mask"
     run_step "step benchmark" 120 "$log_dir/bench-step.log" "${rust_env[@]}" \
         GMT_BENCH_BACKENDS="${GMT_STEP_BACKENDS:-wgpu,cuda}" \
         GMT_STEP_PRESET="${GMT_STEP_PRESET:-full}" "$root/bin/benches/step"
@@ -316,6 +320,8 @@ run_bundle() {
     test_totals "${test_logs[@]}"
     section "mask benchmark"
     bench_report "$log_dir/bench-mask.log" '^GMT per-tensor mask'
+    section "breakdown benchmark"
+    bench_report "$log_dir/bench-breakdown.log" '^Per-tensor GMT mask'
     section "step benchmark"
     bench_report "$log_dir/bench-step.log" '^One AdamW step'
     section "PyTorch anchor"
