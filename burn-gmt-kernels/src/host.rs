@@ -234,12 +234,170 @@ const DIRECT_MAX: usize = 4096;
 
 /// Keys drawn to bracket the sought rank among `n`: about `4·√n`, which balances sorting the
 /// sample against selecting among the keys the bracket keeps (a share of about `3/√sample`).
-fn sample_len(n: u64) -> u64 {
+pub fn sample_len(n: u64) -> u64 {
     (4.0 * (n as f64).sqrt()).clamp(256.0, 16_384.0) as u64
 }
 /// The draw key of the sample positions (any constant: positions only need to avoid the
 /// aliasing a fixed stride has with periodic data).
 const SAMPLE_KEY: u64 = 0x5e1e_c7ed;
+
+/// `count` keys of `values` (not empty) at drawn positions, in draw order: a sample to bracket
+/// a rank with ([`bracket_around`]).
+pub fn sample_keys<E: MaskElement>(values: &[E], count: u64) -> Vec<u64> {
+    let n = values.len() as u64;
+    (0..count)
+        .map(|i| values[(draw(SAMPLE_KEY, i) % n) as usize].abs_key())
+        .collect()
+}
+
+/// The keys `lo..=last` a selection expects its rank among: from a sample, the keys within
+/// 3.5 standard deviations of a sample quantile's position around the rank's (and two more
+/// entries), so that it misses about once in 2,000 selections. `last` may exceed every key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyBracket {
+    /// The lowest key of the bracket.
+    pub lo: u64,
+    /// The highest key of the bracket (`u64::MAX`: above every key).
+    pub last: u64,
+}
+
+/// The bracket around the `(rank + 1)`-th smallest of `n` keys, from a sorted sample of them.
+///
+/// # Panics
+/// If `sample` is empty.
+pub fn bracket_around(sample: &[u64], rank: u64, n: u64) -> KeyBracket {
+    let samples = sample.len() as f64;
+    let q = (rank as f64 + 0.5) / n as f64;
+    let center = q * samples;
+    let spread = 3.5 * (samples * q * (1.0 - q)).sqrt() + 2.0;
+    let (lo_at, hi_at) = ((center - spread).floor(), (center + spread).ceil());
+    let lo = if lo_at < 0.0 {
+        0
+    } else {
+        sample[lo_at as usize]
+    };
+    let last = if hi_at < samples {
+        sample[hi_at as usize]
+    } else {
+        u64::MAX
+    };
+    KeyBracket { lo, last }
+}
+
+/// What one read of a tensor finds against a [`KeyBracket`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BracketScan<K> {
+    /// Entries whose key is below the bracket.
+    pub below: u64,
+    /// Entries whose key is inside it.
+    pub inside: u64,
+    /// NaN and infinite entries.
+    pub non_finite: u64,
+    /// The keys inside the bracket (none when the bracket is one key, or when they were more
+    /// than the cap: `overflow`).
+    pub keys: Vec<K>,
+    /// More keys were inside than the cap allowed to keep.
+    pub overflow: bool,
+}
+
+impl<K: Copy + Into<u64>> BracketScan<K> {
+    /// The scan as words, as [`MaskOps::abs_key_bracket`](crate::MaskOps::abs_key_bracket)
+    /// returns it: `[below, inside, non_finite, overflow, keys...]`.
+    pub fn to_words(&self) -> Vec<u64> {
+        let head = [
+            self.below,
+            self.inside,
+            self.non_finite,
+            u64::from(self.overflow),
+        ];
+        head.into_iter()
+            .chain(self.keys.iter().map(|&k| k.into()))
+            .collect()
+    }
+}
+
+impl BracketScan<u64> {
+    /// The scan [`to_words`](Self::to_words) wrote.
+    ///
+    /// # Panics
+    /// If `words` has fewer than four words.
+    pub fn from_words(words: &[u64]) -> Self {
+        let [below, inside, non_finite, overflow] = words[..4]
+            .try_into()
+            .expect("gradient mask: a bracket scan has four words and its keys");
+        Self {
+            below,
+            inside,
+            non_finite,
+            overflow: overflow != 0,
+            keys: words[4..].to_vec(),
+        }
+    }
+}
+
+/// Counts `values` against `bracket` and, unless it is one key, keeps the keys inside it, up
+/// to `cap` of them: one read, in parallel chunks.
+pub fn scan_bracket<E: MaskElement>(
+    values: &[E],
+    bracket: KeyBracket,
+    cap: usize,
+) -> BracketScan<E::AbsBits> {
+    let bounds = Bounds::<E> {
+        lo: E::key_bits(bracket.lo.min(E::NAN_KEY)),
+        last: E::key_bits(bracket.last.min(E::NAN_KEY)),
+        inf: E::key_bits(E::INF_KEY),
+        nan: E::key_bits(E::NAN_KEY),
+    };
+    let keep = bracket.lo != bracket.last;
+    let chunk_len = task_len(values.len());
+    // Each chunk its share of the cap (the whole cap when there is one chunk).
+    let chunk_cap = (cap * chunk_len.min(values.len())).div_ceil(values.len().max(1));
+    let chunks: Vec<BracketScan<E::AbsBits>> = values
+        .par_chunks(chunk_len)
+        .map(|chunk| bounds.scan(chunk, keep, chunk_cap))
+        .collect();
+    let mut chunks = chunks.into_iter();
+    let mut scan = chunks.next().unwrap_or_default();
+    for chunk in chunks {
+        scan.below += chunk.below;
+        scan.inside += chunk.inside;
+        scan.non_finite += chunk.non_finite;
+        scan.overflow |= chunk.overflow;
+        scan.keys.extend(chunk.keys);
+    }
+    scan
+}
+
+/// The `(rank + 1)`-th smallest key of an input read as `scans` (one per part, all against
+/// `bracket`), or `None` when the bracket misses the rank or a part kept too few of its keys.
+pub fn select_in_bracket<K: Copy + Ord + Into<u64>>(
+    bracket: KeyBracket,
+    scans: &[BracketScan<K>],
+    rank: u64,
+) -> Option<SelectionState> {
+    let below = scans.iter().map(|s| s.below).sum::<u64>();
+    let inside = scans.iter().map(|s| s.inside).sum::<u64>();
+    let non_finite = scans.iter().map(|s| s.non_finite).sum::<u64>();
+    if rank < below || rank >= below + inside {
+        return None;
+    }
+    if bracket.lo == bracket.last {
+        return Some(SelectionState {
+            key: bracket.lo,
+            remaining: rank - below,
+            below,
+            non_finite,
+        });
+    }
+    if scans.iter().any(|s| s.overflow) {
+        return None;
+    }
+    let mut keys: Vec<K> = match scans {
+        [one] => one.keys.clone(),
+        _ => scans.iter().flat_map(|s| s.keys.iter().copied()).collect(),
+    };
+    Some(select_among(&mut keys, rank - below, below, non_finite))
+}
 
 /// The `(rank + 1)`-th smallest `|x|` key of `values`, exactly, with the entries below it and
 /// the non-finite ones: what a CPU backend selects a tensor with.
@@ -290,16 +448,6 @@ fn count_non_finite<E: MaskElement>(values: &[E]) -> u64 {
     values.iter().filter(|x| x.abs_bits() >= inf).count() as u64
 }
 
-/// What one chunk of the bracket pass finds.
-struct BracketCounts<E: MaskElement> {
-    below: u64,
-    inside: u64,
-    non_finite: u64,
-    /// The canonical keys inside the bracket (with `keep`), at most the chunk's cap.
-    keys: Vec<E::AbsBits>,
-    overflow: bool,
-}
-
 /// The bracket of a selection in an element's own bits.
 struct Bounds<E: MaskElement> {
     lo: E::AbsBits,
@@ -321,7 +469,7 @@ impl<E: MaskElement> Bounds<E> {
     /// counts). Branch-free, with wrapping `u32` counters: the counting vectorises, and the
     /// keys are kept by writing every key at the end of the kept ones and advancing past it
     /// only when it is inside (a few percent of the entries, in no predictable order).
-    fn scan(&self, chunk: &[E], keep: bool, cap: usize) -> BracketCounts<E> {
+    fn scan(&self, chunk: &[E], keep: bool, cap: usize) -> BracketScan<E::AbsBits> {
         let (mut below, mut non_finite, mut inside) = (0u32, 0u32, 0u32);
         let mut keys = Vec::new();
         if keep {
@@ -344,7 +492,7 @@ impl<E: MaskElement> Bounds<E> {
                 inside = inside.wrapping_add(u32::from((key >= self.lo) & (key <= self.last)));
             }
         }
-        BracketCounts {
+        BracketScan {
             below: below.into(),
             inside: inside.into(),
             non_finite: non_finite.into(),
@@ -358,64 +506,13 @@ impl<E: MaskElement> Bounds<E> {
 /// or holds too many keys to keep.
 fn bracketed<E: MaskElement>(values: &[E], rank: u64) -> Option<SelectionState> {
     let n = values.len() as u64;
-    let samples = sample_len(n);
-    let mut sample: Vec<u64> = (0..samples)
-        .map(|i| values[(draw(SAMPLE_KEY, i) % n) as usize].abs_key())
-        .collect();
+    let mut sample = sample_keys(values, sample_len(n));
     sample.sort_unstable();
-    // The rank's place in the sample, widened by 3.5 standard deviations of a sample
-    // quantile's position (and two entries): the bracket misses about once in 2,000 tensors,
-    // which then pay for the radix passes.
-    let q = (rank as f64 + 0.5) / n as f64;
-    let center = q * samples as f64;
-    let spread = 3.5 * (samples as f64 * q * (1.0 - q)).sqrt() + 2.0;
-    let (lo_at, hi_at) = ((center - spread).floor(), (center + spread).ceil());
-    let lo = if lo_at < 0.0 {
-        0
-    } else {
-        sample[lo_at as usize]
-    };
-    let hi = match hi_at < samples as f64 {
-        true => sample[hi_at as usize] + 1,
-        false => u64::MAX,
-    };
-    let (one_key, lo_key) = (hi == lo + 1, lo);
-    // The pass compares canonical keys in the element's own width (every NaN folded onto the
-    // one NaN key), so its counting loop vectorises; the bracket is `[lo, last]`.
-    let bounds = Bounds::<E> {
-        lo: E::key_bits(lo.min(E::NAN_KEY)),
-        last: E::key_bits((hi - 1).min(E::NAN_KEY)),
-        inf: E::key_bits(E::INF_KEY),
-        nan: E::key_bits(E::NAN_KEY),
-    };
+    let bracket = bracket_around(&sample, rank, n);
     // Keys kept in all, at most: an eighth of the entries (a bracket that wide means ties).
-    let cap = (n / 8).max(samples) as usize;
-    let chunk_len = task_len(values.len());
-    let chunk_cap = cap * chunk_len / values.len() + 1;
-    let scan = |chunk: &[E]| bounds.scan(chunk, !one_key, chunk_cap);
-    let chunks: Vec<BracketCounts<E>> = values.par_chunks(chunk_len).map(scan).collect();
-    let below = chunks.iter().map(|c| c.below).sum::<u64>();
-    let inside = chunks.iter().map(|c| c.inside).sum::<u64>();
-    let non_finite = chunks.iter().map(|c| c.non_finite).sum::<u64>();
-    if rank < below || rank >= below + inside {
-        return None;
-    }
-    if one_key {
-        return Some(SelectionState {
-            key: lo_key,
-            remaining: rank - below,
-            below,
-            non_finite,
-        });
-    }
-    if chunks.iter().any(|c| c.overflow) {
-        return None;
-    }
-    let mut keys: Vec<E::AbsBits> = match <[_; 1]>::try_from(chunks) {
-        Ok([one]) => one.keys,
-        Err(chunks) => chunks.into_iter().flat_map(|c| c.keys).collect(),
-    };
-    Some(select_among(&mut keys, rank - below, below, non_finite))
+    let cap = (n / 8).max(sample_len(n)) as usize;
+    let scan = scan_bracket(values, bracket, cap);
+    select_in_bracket(bracket, std::slice::from_ref(&scan), rank)
 }
 
 /// [`select_abs_key`] by the radix passes alone: one [`abs_key_histogram`] and
@@ -569,5 +666,55 @@ mod tests {
             assert_eq!(select_abs_key(&values, rank), by_sort(&values, rank));
             assert_eq!(select_abs_key(&values64, rank), by_sort(&values64, rank));
         }
+    }
+
+    /// An input read in parts (several tensors) selects like a sort of all of it: samples in
+    /// proportion to the parts, one scan each, the selection over the scans' words.
+    #[test]
+    fn a_bracket_over_parts_matches_a_sort() {
+        for (name, values) in inputs(120_000) {
+            let parts = [
+                &values[..70_000],
+                &values[70_000..70_001],
+                &values[70_001..],
+            ];
+            let n = values.len() as u64;
+            let samples = sample_len(n);
+            for rank in [0, n / 3, n / 2, n - 1] {
+                let mut sample: Vec<u64> = parts
+                    .iter()
+                    .flat_map(|p| sample_keys(p, (samples * p.len() as u64).div_ceil(n)))
+                    .collect();
+                sample.sort_unstable();
+                let bracket = bracket_around(&sample, rank, n);
+                let scans: Vec<BracketScan<u64>> = parts
+                    .iter()
+                    .map(|p| BracketScan::from_words(&scan_bracket(p, bracket, p.len()).to_words()))
+                    .collect();
+                let got = select_in_bracket(bracket, &scans, rank);
+                assert_eq!(got, Some(by_sort(&values, rank)), "{name}, rank {rank}");
+            }
+        }
+    }
+
+    /// A bracket placed away from the rank is refused, and so is one whose part kept too few keys.
+    #[test]
+    fn a_bracket_that_misses_or_overflows_is_refused() {
+        let values: Vec<f32> = (0..10_000).map(|i| i as f32).collect();
+        let bracket = KeyBracket {
+            lo: 100f32.abs_key(),
+            last: 200f32.abs_key(),
+        };
+        let scan = scan_bracket(&values, bracket, 1_000);
+        assert_eq!((scan.below, scan.inside, scan.keys.len()), (100, 101, 101));
+        assert_eq!(select_in_bracket(bracket, &[scan.clone()], 50), None);
+        assert_eq!(select_in_bracket(bracket, &[scan.clone()], 250), None);
+        assert_eq!(
+            select_in_bracket(bracket, &[scan], 150),
+            Some(by_sort(&values, 150))
+        );
+        let small_cap = scan_bracket(&values, bracket, 10);
+        assert!(small_cap.overflow);
+        assert_eq!(select_in_bracket(bracket, &[small_cap], 150), None);
     }
 }

@@ -79,6 +79,31 @@ pub(crate) fn abs_key_select<B: Backend, A: HostAccess<B>>(
     B::int_from_data(counter_data(selected.to_words().to_vec()), &grad.device())
 }
 
+/// [`MaskOps::abs_key_sample`](crate::MaskOps::abs_key_sample): [`host::sample_keys`], as an
+/// `I64` tensor.
+pub(crate) fn abs_key_sample<B: Backend, A: HostAccess<B>>(
+    grad: &FloatTensor<B>,
+    count: u64,
+) -> IntTensor<B> {
+    let keys = with_mask_element!(grad.dtype(), E => {
+        A::with_values::<E, _>(grad, |g| host::sample_keys(g, count))
+    });
+    B::int_from_data(counter_data(keys), &grad.device())
+}
+
+/// [`MaskOps::abs_key_bracket`](crate::MaskOps::abs_key_bracket): the words of
+/// [`host::scan_bracket`], as an `I64` tensor.
+pub(crate) fn abs_key_bracket<B: Backend, A: HostAccess<B>>(
+    grad: &FloatTensor<B>,
+    bracket: host::KeyBracket,
+    cap: u64,
+) -> IntTensor<B> {
+    let words = with_mask_element!(grad.dtype(), E => {
+        A::with_values::<E, _>(grad, |g| host::scan_bracket(g, bracket, cap as usize).to_words())
+    });
+    B::int_from_data(counter_data(words), &grad.device())
+}
+
 /// The counts of [`MaskOps::abs_key_histogram`](crate::MaskOps::abs_key_histogram).
 pub(crate) fn histogram_counts<B: Backend, A: HostAccess<B>>(
     grad: &FloatTensor<B>,
@@ -198,6 +223,20 @@ macro_rules! host_mask_ops {
 
             fn abs_key_select(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
                 $crate::host_ops::abs_key_select::<Self, InPlace>(grad, rank)
+            }
+
+            fn abs_key_sample(grad: &FloatTensor<Self>, count: u64) -> IntTensor<Self> {
+                $crate::host_ops::abs_key_sample::<Self, InPlace>(grad, count)
+            }
+
+            fn abs_key_bracket(
+                grad: &FloatTensor<Self>,
+                lo: u64,
+                last: u64,
+                cap: u64,
+            ) -> IntTensor<Self> {
+                let bracket = $crate::host::KeyBracket { lo, last };
+                $crate::host_ops::abs_key_bracket::<Self, InPlace>(grad, bracket, cap)
             }
 
             fn abs_key_histogram(

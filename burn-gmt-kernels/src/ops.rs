@@ -56,6 +56,23 @@ pub trait MaskOps: Backend {
         host_ops::abs_key_histogram::<Self, ViaData>(grad, shift, prefix)
     }
 
+    /// `count` `|grad|` keys at drawn positions ([`host::sample_keys`]), as `I64`: the sample
+    /// a bracket selection over several tensors starts from. For backends whose tensors live in
+    /// host memory ([`SelectionCapabilities::host_memory`]); elsewhere the default body reads
+    /// the tensor back.
+    #[fusion(default)]
+    fn abs_key_sample(grad: &FloatTensor<Self>, count: u64) -> IntTensor<Self> {
+        host_ops::abs_key_sample::<Self, ViaData>(grad, count)
+    }
+
+    /// One read of `grad` against the key bracket `lo..=last`: the words of
+    /// [`host::scan_bracket`] (`[below, inside, non_finite, overflow, keys...]`, at most `cap`
+    /// keys), as `I64`. For host-memory backends, as [`MaskOps::abs_key_sample`].
+    #[fusion(default)]
+    fn abs_key_bracket(grad: &FloatTensor<Self>, lo: u64, last: u64, cap: u64) -> IntTensor<Self> {
+        host_ops::abs_key_bracket::<Self, ViaData>(grad, host::KeyBracket { lo, last }, cap)
+    }
+
     /// Starts an exact selection of the `(rank + 1)`-th smallest `|g|` key, held on the device:
     /// a selection buffer of [`SELECTION_LEN`] counters (the state words of a
     /// [`SelectionState`], then a cleared histogram). `like` only names the device.

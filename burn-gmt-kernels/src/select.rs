@@ -18,22 +18,24 @@
 //!   a selection buffer collects the histograms of every gradient, a digit step picks the
 //!   digit and clears it, and the threshold is written to a one-entry tensor the mask kernels
 //!   read. Nothing is read back unless statistics are collected, and then once per step.
-//! - **Host keys**: on a CPU backend, several gradients of at most [`HOST_SELECT_MAX_ENTRIES`]
-//!   entries in all: their keys gathered and selected directly.
-//! - **Host passes**: otherwise (several CPU gradients, f64 or 2^32 entries and more on a
-//!   GPU, gradients on several devices), the host drives the radix passes, reading each
-//!   gradient's histogram back and merging them; no gradient leaves its device.
+//! - **Host bracket**: several gradients in host memory (a global threshold on the CPU, on one
+//!   device or several): a sample drawn from each in proportion to its size brackets the rank,
+//!   one read of each counts it against the bracket and keeps its few keys inside
+//!   ([`MaskOps::abs_key_sample`], [`MaskOps::abs_key_bracket`]), and those are selected on the
+//!   host; a bracket that misses (rarely) falls back to the host passes.
+//! - **Host passes**: otherwise (f64 or 2^32 entries and more on a GPU, gradients on several
+//!   GPUs), the host drives the radix passes, reading each gradient's histogram back and
+//!   merging them; no gradient leaves its device.
 
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
 use burn::tensor::kind::Basic;
-use burn::tensor::{DType, Device, Element, Int, Tensor, TensorData, try_read_sync};
+use burn::tensor::{DType, Device, Element, Int, Tensor, TensorData};
 
 use crate::element::{
-    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, MaskElement, SELECTION_HISTOGRAM, SELECTION_STATE_LEN,
-    SelectionState, inf_key, key_bits, key_to_f64,
+    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_HISTOGRAM, SELECTION_STATE_LEN, SelectionState,
+    inf_key, key_bits, key_to_f64,
 };
-use crate::{MaskOps, host, with_mask_element};
+use crate::{MaskOps, host};
 
 /// What a backend's [`MaskOps`] selection does well, which decides the way a selection goes
 /// (see the [module docs](self)).
@@ -72,17 +74,12 @@ impl SelectionCapabilities {
     };
 }
 
-/// Up to this many entries in all, several gradients on a CPU backend are selected by
-/// gathering their keys: a histogram pass has a fixed cost of one 65,536-bin table, which
-/// dominates on small tensors (biases, norms, small layers).
-pub const HOST_SELECT_MAX_ENTRIES: u64 = 1 << 16;
-
 /// A way of selecting that tests force on a thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Forced {
     /// Through the device steps, even on a CPU backend (through its host bodies).
     DeviceSteps,
-    /// Through radix passes, with no one-step or host-keys shortcut.
+    /// Through radix passes, with no one-step or bracket shortcut.
     Radix,
 }
 
@@ -100,7 +97,7 @@ pub fn with_device_select<R>(f: impl FnOnce() -> R) -> R {
 
 /// Runs `f` with every selection on this thread going through radix passes (the device
 /// steps where the backend has them, the host passes elsewhere), even for inputs a one-step
-/// or host-keys selection would take: lets tests check every way against the same reference.
+/// or bracket selection would take: lets tests check every way against the same reference.
 #[doc(hidden)]
 pub fn with_radix_select<R>(f: impl FnOnce() -> R) -> R {
     with_forced(Forced::Radix, f)
@@ -118,16 +115,22 @@ fn with_forced<R>(forced: Forced, f: impl FnOnce() -> R) -> R {
 enum Route {
     OneStep,
     DeviceSteps,
-    HostKeys,
+    HostBracket,
     HostPasses,
 }
 
 /// The way `grads` (of `dtype`) are selected, from what their backend says it does well.
 fn route(grads: &[DispatchTensor], dtype: DType) -> Route {
-    if several_devices(grads) {
-        return Route::HostPasses;
-    }
     let forced = FORCED.get();
+    let shortcut = forced != Some(Forced::Radix);
+    let host_memory =
+        |g: &DispatchTensor| <Dispatch as MaskOps>::selection_capabilities(g).host_memory;
+    if several_devices(grads) {
+        return match shortcut && grads.iter().all(host_memory) {
+            true => Route::HostBracket,
+            false => Route::HostPasses,
+        };
+    }
     if forced == Some(Forced::DeviceSteps) {
         return Route::DeviceSteps;
     }
@@ -135,7 +138,6 @@ fn route(grads: &[DispatchTensor], dtype: DType) -> Route {
     let total = total_entries(grads);
     let bits = key_bits(dtype).expect("selection on a supported float dtype");
     let on_device = bits <= caps.device_key_bits && total < caps.device_max_entries;
-    let shortcut = forced != Some(Forced::Radix);
     if shortcut
         && grads.len() == 1
         && total <= caps.one_step_max_entries
@@ -144,8 +146,8 @@ fn route(grads: &[DispatchTensor], dtype: DType) -> Route {
         Route::OneStep
     } else if on_device {
         Route::DeviceSteps
-    } else if shortcut && caps.host_memory && total <= HOST_SELECT_MAX_ENTRIES {
-        Route::HostKeys
+    } else if shortcut && caps.host_memory {
+        Route::HostBracket
     } else {
         Route::HostPasses
     }
@@ -357,7 +359,9 @@ pub fn select_abs(grads: &[DispatchTensor], rank: u64, collect: bool) -> Selecti
     match route(grads, dtype) {
         Route::OneStep => select_one(&grads[0], rank, collect),
         Route::DeviceSteps => select_on_device(grads, dtype, rank, collect),
-        Route::HostKeys => select_host_keys(grads, dtype, rank).into_selection(grads, collect),
+        Route::HostBracket => select_host_bracket(grads, dtype, rank)
+            .unwrap_or_else(|| select_host_passes(grads, dtype, rank))
+            .into_selection(grads, collect),
         Route::HostPasses => select_host_passes(grads, dtype, rank).into_selection(grads, collect),
     }
 }
@@ -467,36 +471,66 @@ fn thresholds_on_devices(
         .collect()
 }
 
-/// The `|g|` keys of a (small) gradient, on the host.
-fn host_keys(grad: &DispatchTensor) -> Vec<u64> {
-    const MSG: &str = "gradient mask: reading a small gradient to the host failed";
-    let data = try_read_sync(<Dispatch as FloatTensorOps<Dispatch>>::float_into_data(
-        grad.clone(),
-    ))
-    .expect(MSG)
-    .expect(MSG);
-    with_mask_element!(data.dtype(), E => {
-        data.as_slice::<E>().expect(MSG).iter().map(|x| x.abs_key()).collect()
-    })
-}
-
-/// Several small gradients: their keys gathered on the host (at most
-/// [`HOST_SELECT_MAX_ENTRIES`]) and an O(n) selection.
-fn select_host_keys(grads: &[DispatchTensor], dtype: DType, rank: u64) -> HostSelection {
+/// Several gradients in host memory through a sampled bracket (see the module docs), or
+/// `None` when the bracket misses the rank or a gradient holds too many keys inside it.
+fn select_host_bracket(grads: &[DispatchTensor], dtype: DType, rank: u64) -> Option<HostSelection> {
     let inf = inf_key(dtype).expect("a supported float dtype");
-    let keys: Vec<Vec<u64>> = grads.iter().map(host_keys).collect();
-    let mut all: Vec<u64> = keys.concat();
-    let (_, kth, _) = all.select_nth_unstable(rank as usize);
-    let key = (*kth).min(inf);
-    let counts = keys
+    let sizes: Vec<u64> = grads
         .iter()
-        .map(|keys| Counts {
-            total: keys.len() as u64,
-            masked: keys.iter().filter(|&&k| k < key && k < inf).count() as u64,
-            non_finite: keys.iter().filter(|&&k| k >= inf).count() as u64,
+        .map(|g| g.shape().num_elements() as u64)
+        .collect();
+    let total: u64 = sizes.iter().sum();
+    // A sample of the whole input: each gradient's share in proportion to its size.
+    let samples = host::sample_len(total);
+    let drawn = grads
+        .iter()
+        .zip(&sizes)
+        .filter(|(_, n)| **n > 0)
+        .map(|(g, &n)| {
+            let count = (samples * n).div_ceil(total);
+            Tensor::from_dispatch(<Dispatch as MaskOps>::abs_key_sample(g, count))
         })
         .collect();
-    HostSelection { key, dtype, counts }
+    let mut sample: Vec<u64> = read_per_device::<Int, i64>(drawn)
+        .into_iter()
+        .flatten()
+        .map(|k| k as u64)
+        .collect();
+    sample.sort_unstable();
+    let bracket = host::bracket_around(&sample, rank, total);
+    // Keys kept in all, at most: an eighth of the entries (a bracket that wide means ties).
+    let cap = (total / 8).max(samples);
+    let scanned = grads
+        .iter()
+        .zip(&sizes)
+        .map(|(g, &n)| {
+            let own_cap = cap * n / total + 1;
+            let words =
+                <Dispatch as MaskOps>::abs_key_bracket(g, bracket.lo, bracket.last, own_cap);
+            Tensor::from_dispatch(words)
+        })
+        .collect();
+    let scans: Vec<host::BracketScan<u64>> = read_per_device::<Int, i64>(scanned)
+        .into_iter()
+        .map(|words| {
+            let words: Vec<u64> = words.into_iter().map(|w| w as u64).collect();
+            host::BracketScan::from_words(&words)
+        })
+        .collect();
+    let key = host::select_in_bracket(bracket, &scans, rank)?.key.min(inf);
+    let counts = scans
+        .iter()
+        .zip(&sizes)
+        .map(|(scan, &total)| Counts {
+            total,
+            masked: match key >= inf {
+                true => total - scan.non_finite,
+                false => scan.below + scan.keys.iter().filter(|&&k| k < key).count() as u64,
+            },
+            non_finite: scan.non_finite,
+        })
+        .collect();
+    Some(HostSelection { key, dtype, counts })
 }
 
 /// The last-pass histogram of one gradient, kept sparse to count its masked entries once
@@ -620,6 +654,7 @@ fn device_count(grad: &DispatchTensor, threshold: &DispatchTensor) -> Tensor<1, 
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
+    use crate::element::MaskElement;
     use crate::random::mix64;
     use burn::tensor::{bf16, f16};
 
@@ -715,8 +750,12 @@ mod tests {
         let small = [grad(1_000), grad(2_000)];
         let large = [grad(40_000), grad(30_000)];
         assert_eq!(route(&one, DType::F32), Route::OneStep);
-        assert_eq!(route(&small, DType::F32), Route::HostKeys);
-        assert_eq!(route(&large, DType::F32), Route::HostPasses);
+        assert_eq!(route(&small, DType::F32), Route::HostBracket);
+        assert_eq!(route(&large, DType::F32), Route::HostBracket);
+        assert_eq!(
+            with_radix_select(|| route(&large, DType::F32)),
+            Route::HostPasses
+        );
         assert_eq!(
             with_radix_select(|| route(&one, DType::F32)),
             Route::HostPasses
@@ -739,7 +778,7 @@ mod tests {
             gradient_on(&a, DType::F32, &Device::flex()),
             gradient_on(&b, DType::F32, &Device::ndarray()),
         ];
-        assert_eq!(route(&grads, DType::F32), Route::HostPasses);
+        assert_eq!(route(&grads, DType::F32), Route::HostBracket);
         let mut sorted: Vec<u64> = grads.iter().flat_map(stored_keys).collect();
         sorted.sort_unstable();
         let selection = select_abs(&grads, 4_000, false);

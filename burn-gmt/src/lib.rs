@@ -12,9 +12,7 @@ mod select;
 mod stats;
 
 pub use burn_gmt_kernels as kernels;
-pub use burn_gmt_kernels::select::{
-    HOST_SELECT_MAX_ENTRIES, with_device_select, with_radix_select,
-};
+pub use burn_gmt_kernels::select::{with_device_select, with_radix_select};
 pub use config::{GradMaskConfig, MaskGroup, MaskScope, MaskStrategy, MaskTarget, RatioSchedule};
 pub use error::GradMaskError;
 pub use module::GradMask;
