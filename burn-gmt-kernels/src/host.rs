@@ -707,12 +707,11 @@ mod tests {
         };
         let scan = scan_bracket(&values, bracket, 1_000);
         assert_eq!((scan.below, scan.inside, scan.keys.len()), (100, 101, 101));
-        assert_eq!(select_in_bracket(bracket, &[scan.clone()], 50), None);
-        assert_eq!(select_in_bracket(bracket, &[scan.clone()], 250), None);
-        assert_eq!(
-            select_in_bracket(bracket, &[scan], 150),
-            Some(by_sort(&values, 150))
-        );
+        let scans = std::slice::from_ref(&scan);
+        assert_eq!(select_in_bracket(bracket, scans, 50), None);
+        assert_eq!(select_in_bracket(bracket, scans, 250), None);
+        let expected = Some(by_sort(&values, 150));
+        assert_eq!(select_in_bracket(bracket, scans, 150), expected);
         let small_cap = scan_bracket(&values, bracket, 10);
         assert!(small_cap.overflow);
         assert_eq!(select_in_bracket(bracket, &[small_cap], 150), None);
