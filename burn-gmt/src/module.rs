@@ -552,7 +552,8 @@ impl GradMask {
     }
 }
 
-/// One threshold over every entry: histograms merged across tensors, no concatenation.
+/// One threshold over every entry, selected over all of them together
+/// ([`select_abs`](burn_gmt_kernels::select::select_abs)): no concatenation.
 fn plan_global(entries: &[&Entry], ratio: f64, collect: bool) -> Result<Vec<Plan>, GradMaskError> {
     let Some(dtype) = entries.first().map(|e| e.grad.dtype()) else {
         return Ok(Vec::new());
