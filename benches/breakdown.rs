@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use burn::backend::{Dispatch, DispatchTensor};
 use burn::module::Param;
-use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use burn_gmt::GradMaskConfig;
 use burn_gmt::kernels::MaskOps;
@@ -136,11 +135,7 @@ fn row(device: &Device, n: usize) -> Vec<Option<Duration>> {
         Some(time(
             device,
             reps,
-            || {
-                let mut grads = GradientsParams::new();
-                grads.register(module.weight.id, fresh(&g));
-                grads
-            },
+            || module.grads(&g),
             |grads| mask.apply(&module, grads),
         )),
     ]

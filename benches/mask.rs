@@ -65,6 +65,15 @@ struct One {
     weight: Param<Tensor<1>>,
 }
 
+impl One {
+    /// A fresh copy of `g` as this module's gradients.
+    fn grads(&self, g: &Tensor<1>) -> GradientsParams {
+        let mut grads = GradientsParams::new();
+        grads.register(self.weight.id, fresh(g));
+        grads
+    }
+}
+
 /// The benchmark gradient: `n` normal-ish f32 values (Box–Muller on a SplitMix64 hash of the
 /// index), identical in every process.
 fn gradient_values(n: usize) -> Vec<f32> {
@@ -313,17 +322,11 @@ fn row(
     let masked = time(
         device,
         reps,
-        || {
-            let mut grads = GradientsParams::new();
-            grads.register(module.weight.id, fresh(&g));
-            grads
-        },
+        || module.grads(&g),
         |grads| mask.apply(&module, grads),
     );
     let exact = if with_check {
-        let mut grads = GradientsParams::new();
-        grads.register(module.weight.id, fresh(&g));
-        let mut grads = mask.apply(&module, grads);
+        let mut grads = mask.apply(&module, module.grads(&g));
         check(
             &values,
             grads.remove(module.weight.id).expect("masked gradient"),
