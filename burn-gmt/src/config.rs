@@ -10,9 +10,11 @@ use crate::error::GradMaskError;
 pub enum MaskScope {
     /// One threshold per parameter tensor (the default).
     PerTensor,
-    /// One threshold over every masked entry of the model, found by merging per-tensor
-    /// histograms (no concatenated copy of the gradients; gradients on several devices have
-    /// their histograms merged on the host). Needs the module, so it is applied by
+    /// One threshold over every masked entry of the model, selected over all the gradients
+    /// together with no concatenated copy of them: on a GPU their histograms are added into one
+    /// selection buffer, on the CPU one sampled bracket is counted in each (gradients on
+    /// several devices are read back only as counts and the few keys near the threshold, or as
+    /// histograms on GPUs). Needs the module, so it is applied by
     /// [`GradMask`](crate::GradMask), not by the per-tensor optimizer wrapper.
     Global,
 }

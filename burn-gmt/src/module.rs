@@ -300,8 +300,9 @@ impl GradMask {
     /// [`MultiGradientsParams::remove`] picks for it, masked there, and handed back on that
     /// device alone, so `ModuleOptimizer::step_multi` steps them where it would have. The mask
     /// is the one [`apply`](Self::apply) computes on the summed gradients; with
-    /// [`MaskScope::Global`] the threshold is selected over every device's gradients by
-    /// merging their histograms on the host (no gradient leaves its device).
+    /// [`MaskScope::Global`] the threshold is selected over every device's gradients on the
+    /// host, from what each device reads back (counts and a few keys on the CPU backends,
+    /// histograms on GPUs): no gradient leaves its device.
     ///
     /// ```
     /// use burn::module::Module;
