@@ -3,11 +3,12 @@
 //! statistics, possibly still on the device ([`PendingStats`], read for a whole step at once
 //! by [`resolve_stats`]).
 //!
-//! A radix pass histograms one 16-bit digit of the key of every entry whose higher digits
-//! match the prefix chosen so far; a scan of the (summed) histogram picks the next digit. An
-//! f32 gradient needs 2 passes, f16/bf16 one, f64 four: O(n) work, no sort, no copy of the
-//! gradient. Several gradients (a global threshold) are selected together by summing their
-//! histograms, so memory stays one histogram per tensor at most.
+//! Every way is O(n), exact, and copies no gradient. A radix pass histograms one 16-bit digit
+//! of the key of every entry whose higher digits match the prefix chosen so far, and a scan of
+//! the (summed) histogram picks the next digit: an f32 gradient needs 2 passes, f16/bf16 one,
+//! f64 four. A sampled bracket reads every entry once, counts those below it and keeps the few
+//! percent inside it, which are selected directly. Several gradients (a global threshold) are
+//! selected together: their histograms summed, or their bracket scans merged.
 //!
 //! Which way a selection goes is the backend's to say ([`MaskOps::selection_capabilities`]),
 //! never a match on the device kind:
