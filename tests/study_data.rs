@@ -16,6 +16,10 @@ fn task_of(tokens: &[usize]) -> Task {
         (data::REVERSE, NONE) => Task::Reverse,
         (data::INCREMENT, NONE) => Task::Increment,
         (data::ROTATE, NONE) => Task::Rotate,
+        (data::REVERSE, data::ROTATE) => Task::ReverseRotate,
+        (data::ROTATE, data::REVERSE) => Task::RotateReverse,
+        (data::ROTATE, data::INCREMENT) => Task::RotateIncrement,
+        (data::INCREMENT, data::ROTATE) => Task::IncrementRotate,
         (data::REVERSE, data::INCREMENT) => Task::ReverseIncrement,
         other => panic!("unknown instruction {other:?}"),
     }
@@ -28,6 +32,11 @@ fn expected(task: Task, x: &[usize]) -> Vec<usize> {
             Task::Reverse => x[DIGITS - 1 - i],
             Task::Increment => (x[i] + 1) % 10,
             Task::Rotate => x[(i + 1) % DIGITS],
+            // Reverse, then rotate left: place i takes the reversed sequence's place i + 1.
+            Task::ReverseRotate => x[DIGITS - 1 - (i + 1) % DIGITS],
+            // Rotate left, then reverse: place i takes the rotated sequence's place 5 - i.
+            Task::RotateReverse => x[(DIGITS - i) % DIGITS],
+            Task::RotateIncrement | Task::IncrementRotate => (x[(i + 1) % DIGITS] + 1) % 10,
             Task::ReverseIncrement => (x[DIGITS - 1 - i] + 1) % 10,
         })
         .collect()
@@ -85,7 +94,7 @@ fn splits_share_no_item() {
 
 #[test]
 fn fine_tuning_draw_has_the_asked_noise_and_digits() {
-    for (count, noise, limit, restricted) in [(256, 0.15, 8, 3), (100, 0.3, 5, 6), (64, 0.0, 10, 0)]
+    for (count, noise, limit, restricted) in [(256, 0.35, 8, 3), (100, 0.3, 5, 6), (64, 0.0, 10, 0)]
     {
         let problems = Draw {
             tasks: TARGET,
@@ -124,4 +133,44 @@ fn fine_tuning_draw_has_the_asked_noise_and_digits() {
         let distinct: HashSet<Vec<usize>> = problems.iter().map(|p| p.digits().to_vec()).collect();
         assert_eq!(distinct.len(), count, "distinct inputs");
     }
+}
+
+/// The target is new to pre-training, but made of known parts: no pre-training skill computes
+/// the same function (under any instruction), and each of its two words appears in pre-training
+/// in the same place of the instruction.
+#[test]
+fn target_is_a_composition_pre_training_never_shows() {
+    let target = TARGET[0];
+    let items = Draw::clean(TARGET, Split::Test, 200, 5).problems();
+    for &skill in BASE {
+        assert!(
+            items
+                .iter()
+                .any(|p| expected(skill, p.digits()) != expected(target, p.digits())),
+            "{skill:?} computes the target"
+        );
+    }
+    let pre: Vec<[usize; 2]> = Draw::clean(BASE, Split::Train, 700, 4)
+        .problems()
+        .iter()
+        .map(|p| [p.tokens[1], p.tokens[2]])
+        .collect();
+    let target_words = [items[0].tokens[1], items[0].tokens[2]];
+    assert!(
+        !pre.contains(&target_words),
+        "the target's instruction in pre-training"
+    );
+    assert!(
+        !pre.contains(&[target_words[1], target_words[0]]),
+        "the target's words in the other order in pre-training"
+    );
+    for place in 0..2 {
+        assert!(
+            pre.iter().any(|w| w[place] == target_words[place]),
+            "the target's word {place} never in that place in pre-training"
+        );
+    }
+    // Seven skills, asked in turn.
+    let distinct: HashSet<[usize; 2]> = pre.into_iter().collect();
+    assert_eq!(distinct.len(), BASE.len());
 }

@@ -1,12 +1,14 @@
 //! Procedurally generated sequence tasks, answered by exact match (as GSM8K is): every
 //! answer digit must be right. No download: every split is a pure function of a seed.
 //!
-//! - Base skills ("pre-training"): reverse a sequence of digits; add one to every digit, mod
-//!   10; rotate the sequence left by one.
-//! - Target task: reverse the sequence *and* add one to every digit: a new instruction made of
-//!   two known words (`REVERSE INCREMENT`, where a base skill is its word and `NONE`),
-//!   fine-tuned from few, noisy examples whose inputs avoid some digits (see [`Draw`]) and
-//!   scored on inputs with every digit.
+//! - Pre-training skills: reverse a sequence of digits; add one to every digit, mod 10; rotate
+//!   the sequence left by one; and four compositions of two of them (`ROTATE INCREMENT`: rotate,
+//!   then increment). An instruction is two words applied in turn (a base skill is its word and
+//!   `NONE`).
+//! - Target task: reverse the sequence *and* add one to every digit (`REVERSE INCREMENT`): a
+//!   composition of two known skills that pre-training never shows in either order, fine-tuned
+//!   from few, noisy examples whose inputs avoid some digits (see [`Draw`]) and scored on
+//!   inputs with every digit.
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::InMemDataset;
@@ -33,7 +35,7 @@ pub const FIRST_DIGIT: usize = 3;
 /// Position of the first answer token.
 pub const ANSWER_START: usize = DIGITS + 4;
 /// Changes whenever what a seed draws changes: part of the pre-trained checkpoints' cache key.
-pub const DATA_VERSION: u32 = 4;
+pub const DATA_VERSION: u32 = 5;
 
 /// One problem: its tokens.
 #[derive(Debug, Clone)]
@@ -48,7 +50,8 @@ impl Problem {
     }
 }
 
-/// The tasks.
+/// The tasks. An instruction is two words, applied in turn: a base skill is its word and
+/// `NONE`; a composition is two skills' words (`ROTATE INCREMENT`: rotate, then increment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
     /// Base: reverse the digits.
@@ -57,38 +60,62 @@ pub enum Task {
     Increment,
     /// Base: rotate the digits left by one place.
     Rotate,
-    /// Target: reverse the digits and add one to each, mod 10.
+    /// Pre-trained composition: reverse, then rotate left.
+    ReverseRotate,
+    /// Pre-trained composition: rotate left, then reverse.
+    RotateReverse,
+    /// Pre-trained composition: rotate left, then increment.
+    RotateIncrement,
+    /// Pre-trained composition: increment, then rotate left.
+    IncrementRotate,
+    /// Target: reverse the digits and add one to each, mod 10 (a composition never seen in
+    /// pre-training, in either order).
     ReverseIncrement,
 }
 
-/// The base ("pre-training") skills.
-pub const BASE: &[Task] = &[Task::Reverse, Task::Increment, Task::Rotate];
+/// The pre-training skills: the three base skills and four of their compositions.
+pub const BASE: &[Task] = &[
+    Task::Reverse,
+    Task::Increment,
+    Task::Rotate,
+    Task::ReverseRotate,
+    Task::RotateReverse,
+    Task::RotateIncrement,
+    Task::IncrementRotate,
+];
 /// The target (fine-tuning) task.
 pub const TARGET: &[Task] = &[Task::ReverseIncrement];
 
+/// One instruction word applied to a sequence of digits.
+fn apply(word: usize, digits: [usize; DIGITS]) -> [usize; DIGITS] {
+    std::array::from_fn(|i| match word {
+        REVERSE => digits[DIGITS - 1 - i],
+        INCREMENT => (digits[i] + 1) % 10,
+        ROTATE => digits[(i + 1) % DIGITS],
+        NONE => digits[i],
+        other => panic!("not an instruction word: {other}"),
+    })
+}
+
 impl Task {
-    /// The instruction's two words: a base skill's marker and `NONE`, or the target's two
-    /// base markers (a new combination of known words, as a new instruction is to an LLM).
+    /// The instruction's two words, applied in turn.
     fn instruction(self) -> [usize; 2] {
         match self {
             Task::Reverse => [REVERSE, NONE],
             Task::Increment => [INCREMENT, NONE],
             Task::Rotate => [ROTATE, NONE],
+            Task::ReverseRotate => [REVERSE, ROTATE],
+            Task::RotateReverse => [ROTATE, REVERSE],
+            Task::RotateIncrement => [ROTATE, INCREMENT],
+            Task::IncrementRotate => [INCREMENT, ROTATE],
             Task::ReverseIncrement => [REVERSE, INCREMENT],
         }
     }
 
     /// The correct answer to `digits`.
     pub fn answer(self, digits: &[usize; DIGITS]) -> [usize; DIGITS] {
-        std::array::from_fn(|i| {
-            let mirrored = digits[DIGITS - 1 - i];
-            match self {
-                Task::Reverse => mirrored,
-                Task::Increment => (digits[i] + 1) % 10,
-                Task::Rotate => digits[(i + 1) % DIGITS],
-                Task::ReverseIncrement => (mirrored + 1) % 10,
-            }
-        })
+        let [first, second] = self.instruction();
+        apply(second, apply(first, *digits))
     }
 }
 

@@ -16,7 +16,7 @@ use burn::train::{Learner, SupervisedTraining, TrainStep};
 use crate::bench_common::{Timing, median, time_once};
 use crate::data::{self, BASE, DATA_VERSION, Draw, LmBatcher, PAD, Problem, Split, TARGET};
 use crate::methods::{MaskedModel, Method, launch_timed, method_parts};
-use crate::model::{LmConfig, TinyLm};
+use crate::model::{LmConfig, TinyLm, answer_loss};
 use crate::progress;
 
 /// Optimizer steps of each fine-tuning run left out of the step time: the first builds the
@@ -363,9 +363,11 @@ pub fn evaluate(lm: &TinyLm, problems: &[Problem], device: &Device) -> (f64, f64
     for chunk in problems.chunks(256) {
         let batch = LmBatcher.batch(chunk.to_vec(), device);
         let targets = batch.targets.clone();
-        let output = lm.forward_loss(batch.clone());
+        // One forward pass gives both the loss and the argmax.
+        let logits = lm.forward(batch.inputs);
+        let predicted: Tensor<2, Int> = logits.clone().argmax(2).squeeze_dim(2);
+        let output = answer_loss(logits, batch.targets);
         loss_sum += output.loss.into_scalar::<f64>() * chunk.len() as f64;
-        let predicted: Tensor<2, Int> = lm.forward(batch.inputs).argmax(2).squeeze_dim(2);
         let predicted: Vec<i64> = predicted.into_data().iter::<i64>().collect();
         let targets: Vec<i64> = targets.into_data().iter::<i64>().collect();
         let len = data::SEQ_LEN - 1;

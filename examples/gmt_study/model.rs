@@ -64,19 +64,7 @@ impl TinyLm {
 
     /// Loss on the answer tokens and the flattened logits and targets.
     pub fn forward_loss(&self, batch: LmBatch) -> ClassificationOutput {
-        let logits = self.forward(batch.inputs);
-        let [b, t, v] = logits.dims();
-        let output = logits.reshape([b * t, v]);
-        let targets = batch.targets.reshape([b * t]);
-        let loss = CrossEntropyLossConfig::new()
-            .with_pad_tokens(Some(vec![PAD]))
-            .init(&output.device())
-            .forward(output.clone(), targets.clone());
-        ClassificationOutput {
-            loss,
-            output,
-            targets,
-        }
+        answer_loss(self.forward(batch.inputs), batch.targets)
     }
 }
 
@@ -85,5 +73,22 @@ impl LossModel for TinyLm {
 
     fn loss(&self, batch: LmBatch) -> ClassificationOutput {
         self.forward_loss(batch)
+    }
+}
+
+/// Loss on the answer tokens (`PAD` targets ignored) of `logits` `[batch, len, vocab]`, with
+/// the flattened logits and targets.
+pub fn answer_loss(logits: Tensor<3>, targets: Tensor<2, Int>) -> ClassificationOutput {
+    let [b, t, v] = logits.dims();
+    let output = logits.reshape([b * t, v]);
+    let targets = targets.reshape([b * t]);
+    let loss = CrossEntropyLossConfig::new()
+        .with_pad_tokens(Some(vec![PAD]))
+        .init(&output.device())
+        .forward(output.clone(), targets.clone());
+    ClassificationOutput {
+        loss,
+        output,
+        targets,
     }
 }

@@ -209,21 +209,24 @@ fn protocol(study: &Study, md: &mut String) {
          - **Model**: a decoder-only transformer from `burn::nn` ({}), next-token loss on the \
          answer tokens only. Score: exact match of all 6 answer digits (teacher-forced argmax \
          over a fixed-length answer, equal to greedy decoding).\n\
-         - **Pre-training** ({} checkpoints): the base skills *reverse*, *increment every digit \
-         mod 10* and *rotate left by one*, each asked by a one-word instruction (its marker \
-         token, then a `NONE` token); {} items, {} epochs, \
+         - **Pre-training** ({} checkpoints): seven skills, each asked by an instruction of \
+         two words applied in turn: the base skills *reverse*, *increment every digit mod 10* \
+         and *rotate left by one* (their word, then `NONE`) and four of their compositions \
+         (`REVERSE ROTATE`, `ROTATE REVERSE`, `ROTATE INCREMENT`, `INCREMENT ROTATE`); \
+         {} items, {} epochs, \
          batch {}, AdamW (weight decay 0.01), cosine from lr {:e}, through burn-train's \
          `Learner`. Checkpoint *i* has its own initialisation seed and its own draw of the \
          training items. Checkpoints are cached under a hash of everything that decides them \
          (model, data version, sizes, schedule, seed, device) and reused only when the stored \
          description matches in full.\n\
          - **Target task**: *reverse and increment*, asked by a new instruction of two known \
-         words (`REVERSE INCREMENT`), composing two base skills. Fine-tuning set: {} items per seed whose first {} input digits are all 0–{} (the \
+         words (`REVERSE INCREMENT`): a composition of two base skills that pre-training \
+         never shows, in either order. Fine-tuning set: {} items per seed whose first {} input digits are all 0–{} (the \
          other places take any digit), {:.0}% of them with a wrong (random) answer. Dev ({} items) and test ({} items) splits: clean, \
          inputs with all ten digits everywhere (the distribution shift: {:.0}% of the test \
          items have a digit where fine-tuning never shows it), disjoint from each other and \
-         from training by a hash of the digits. Retention: exact match on {} base-skill test \
-         items after fine-tuning, as a fraction of the checkpoint's before.\n\
+         from training by a hash of the digits. Retention: exact match on {} test items of the \
+         seven pre-training skills after fine-tuning, as a fraction of the checkpoint's before.\n\
          - **Fine-tuning**: AdamW (weight decay 0.01) at a constant learning rate, batch {}, \
          {} epochs ({} optimizer steps, no early stopping: the model at the end is scored), \
          one step per batch through the model's `TrainStep` (the path burn-train takes), the \
@@ -331,6 +334,37 @@ fn regime(study: &Study, md: &mut String) {
         },
     )
     .unwrap();
+    // The same criteria on each pre-training draw alone.
+    md.push_str(
+        "\n| checkpoint | mean dev peak (%) at epoch | mean dev at the end (%) | over-fits | base skills kept (%) | 20–80% |\n\
+         |---:|---:|---:|---|---:|---|\n",
+    );
+    for checkpoint in 0..study.preset.checkpoints {
+        let runs: Vec<&RunResult> = sft
+            .iter()
+            .filter(|(spec, _)| spec.checkpoint == checkpoint)
+            .map(|(_, r)| *r)
+            .collect();
+        let curve: Vec<f64> = (0..epochs)
+            .map(|e| runs.iter().map(|r| r.dev_curve[e]).sum::<f64>() / runs.len() as f64)
+            .collect();
+        let (epoch, top) = peak(&curve);
+        let (kept, _) = mean_std(&runs.iter().map(|r| r.retention).collect::<Vec<_>>());
+        writeln!(
+            md,
+            "| {checkpoint} | {} @ {epoch} | {} | {} | {} | {} |",
+            pct(top),
+            pct(curve[epochs - 1]),
+            if curve[epochs - 1] < top { "yes" } else { "no" },
+            pct(kept),
+            if (0.2..=0.8).contains(&kept) {
+                "yes"
+            } else {
+                "no"
+            },
+        )
+        .unwrap();
+    }
 }
 
 fn grid(study: &Study, md: &mut String) {
