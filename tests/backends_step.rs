@@ -1,22 +1,26 @@
 //! One training step of the study's model, from the same weights and batch, on flex, ndarray
 //! and wgpu (lavapipe in CI), for SFT and GMT: the same loss, and the same parameters after
-//! the AdamW step, within a stated tolerance.
+//! the AdamW step, within stated tolerances.
 //!
-//! Tolerance: the loss within 1e-5 relative, every parameter within 5e-5 absolute of flex's.
-//! A step moves a parameter by up to the learning rate (1e-3: AdamW's first step is about
-//! `lr · g / (|g| + 1e-5)`), so 5e-5 is 5% of a step: a backend whose mask kept other entries
-//! (a whole step apart) fails.
+//! Tolerances:
+//! - the loss within 1e-5 relative of flex's;
+//! - GMT's parameters within 5e-5 absolute of flex's. A step moves a parameter by up to the
+//!   learning rate (1e-3: AdamW's first step is about `lr · g / (|g| + 1e-5)`), so 5e-5 is 5%
+//!   of a step: a backend whose mask kept other entries (a whole step apart) fails;
+//! - SFT's parameters within 1e-6 of each other on the backends that differentiate GELU alike
+//!   (ndarray and CubeCL), and within a quarter of a step (2.5e-4) of flex's, which does not.
 //!
-//! Why not float rounding (about 1e-7): the backends differentiate GELU differently. Flex
-//! overrides `gelu_backward` with the exact derivative of its erf-based GELU; ndarray and the
-//! CubeCL backends use Burn's default `gelu_backward` (burn-backend 0.22.1,
+//! Why SFT is not within float rounding (about 1e-7) of flex: the backends differentiate GELU
+//! differently. Flex overrides `gelu_backward` with the exact derivative of its erf-based GELU;
+//! ndarray and the CubeCL backends use Burn's default `gelu_backward` (burn-backend 0.22.1,
 //! `backend/ops/activation.rs`), the derivative of the *tanh approximation*, while their
 //! forward pass is the exact erf GELU. The two derivatives differ by up to 8.7e-4 (at
 //! x ≈ 2.02), so the gradients behind the feed-forward's GELU differ by up to about 1e-3
-//! relative, and AdamW turns that into parameter differences of about 2e-5 (2% of a step)
-//! where a gradient is near its epsilon. GMT masks those smallest gradients, so its step
-//! agrees to 1.2e-7. Measured here: SFT 2.1e-5 on ndarray and on wgpu, GMT r=0.3 1.2e-7; the
-//! loss agrees to 7 digits.
+//! relative, and AdamW turns that into parameter differences of a few percent of a step where a
+//! gradient is near its epsilon. GMT masks those smallest gradients, so its step agrees to
+//! rounding. Measured here (2026-11-30, the study's design 4): SFT 7.8e-5 from flex on ndarray
+//! and on wgpu, and the two agree with each other; GMT r=0.3 1.2e-7; the loss agrees to 7
+//! digits.
 
 #[path = "../examples/gmt_study/data.rs"]
 #[allow(dead_code)]
@@ -41,8 +45,22 @@ use methods::{MaskedModel, Method, method_parts};
 use model::LmConfig;
 
 const LOSS_TOLERANCE: f64 = 1e-5;
-const PARAM_TOLERANCE: f64 = 5e-5;
 const LR: f64 = 1e-3;
+/// GMT against flex: 5% of a step.
+const MASKED_TOLERANCE: f64 = 5e-5;
+/// SFT between backends that differentiate GELU alike: float rounding.
+const ROUNDING_TOLERANCE: f64 = 1e-6;
+/// SFT against flex, which differentiates GELU exactly: a quarter of a step.
+const GELU_TOLERANCE: f64 = 0.25 * LR;
+
+/// The largest difference between two sets of parameters.
+fn max_difference(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
 
 /// The devices under test, flex first (the reference).
 fn backends() -> Vec<(String, Device)> {
@@ -90,6 +108,7 @@ fn one_training_step_agrees_across_backends() {
     assert!(backends.len() >= 2 || cfg!(not(any(feature = "ndarray", feature = "wgpu"))));
     for method in [Method::Sft, Method::Gmt(0.3)] {
         let (reference_loss, reference) = one_step(&config, &weights, method, &backends[0].1);
+        let mut others: Vec<(String, Vec<Vec<f64>>)> = Vec::new();
         for (name, device) in &backends[1..] {
             let (loss, params) = one_step(&config, &weights, method, device);
             let context = format!("{} on {name}", method.name());
@@ -97,19 +116,28 @@ fn one_training_step_agrees_across_backends() {
                 (loss - reference_loss).abs() <= LOSS_TOLERANCE * reference_loss.abs(),
                 "{context}: loss {loss} vs flex {reference_loss}"
             );
-            let worst = params
-                .iter()
-                .flatten()
-                .zip(reference.iter().flatten())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+            let worst = max_difference(&params, &reference);
             println!(
                 "{context}: loss {loss:.7} (flex {reference_loss:.7}), max parameter difference {worst:.2e}"
             );
+            let tolerance = match method {
+                Method::Sft => GELU_TOLERANCE,
+                _ => MASKED_TOLERANCE,
+            };
             assert!(
-                worst <= PARAM_TOLERANCE,
-                "{context}: a parameter differs by {worst:e} from flex's"
+                worst <= tolerance,
+                "{context}: a parameter differs by {worst:e} from flex's (tolerance {tolerance:e})"
             );
+            // The backends that differentiate GELU alike agree to rounding.
+            for (other, other_params) in &others {
+                let apart = max_difference(&params, other_params);
+                println!("{context}: max parameter difference {apart:.2e} from {other}");
+                assert!(
+                    apart <= ROUNDING_TOLERANCE,
+                    "{context}: a parameter differs by {apart:e} from {other}'s"
+                );
+            }
+            others.push((name.clone(), params));
         }
     }
     let _ = std::fs::remove_file(&weights);
