@@ -370,9 +370,10 @@ pub fn scan_bracket<E: MaskElement>(
 
 /// The `(rank + 1)`-th smallest key of an input read as `scans` (one per part, all against
 /// `bracket`), or `None` when the bracket misses the rank or a part kept too few of its keys.
+/// A lone scan's keys are selected in place (their order changes, not their set).
 pub fn select_in_bracket<K: Copy + Ord + Into<u64>>(
     bracket: KeyBracket,
-    scans: &[BracketScan<K>],
+    scans: &mut [BracketScan<K>],
     rank: u64,
 ) -> Option<SelectionState> {
     let below = scans.iter().map(|s| s.below).sum::<u64>();
@@ -392,11 +393,14 @@ pub fn select_in_bracket<K: Copy + Ord + Into<u64>>(
     if scans.iter().any(|s| s.overflow) {
         return None;
     }
-    let mut keys: Vec<K> = match scans {
-        [one] => one.keys.clone(),
-        _ => scans.iter().flat_map(|s| s.keys.iter().copied()).collect(),
+    let state = match scans {
+        [one] => select_among(&mut one.keys, rank - below, below, non_finite),
+        _ => {
+            let mut keys: Vec<K> = scans.iter().flat_map(|s| s.keys.iter().copied()).collect();
+            select_among(&mut keys, rank - below, below, non_finite)
+        }
     };
-    Some(select_among(&mut keys, rank - below, below, non_finite))
+    Some(state)
 }
 
 /// The `(rank + 1)`-th smallest `|x|` key of `values`, exactly, with the entries below it and
@@ -511,8 +515,8 @@ fn bracketed<E: MaskElement>(values: &[E], rank: u64) -> Option<SelectionState> 
     let bracket = bracket_around(&sample, rank, n);
     // Keys kept in all, at most: an eighth of the entries (a bracket that wide means ties).
     let cap = (n / 8).max(sample_len(n)) as usize;
-    let scan = scan_bracket(values, bracket, cap);
-    select_in_bracket(bracket, std::slice::from_ref(&scan), rank)
+    let mut scan = scan_bracket(values, bracket, cap);
+    select_in_bracket(bracket, std::slice::from_mut(&mut scan), rank)
 }
 
 /// [`select_abs_key`] by the radix passes alone: one [`abs_key_histogram`] and
@@ -687,11 +691,11 @@ mod tests {
                     .collect();
                 sample.sort_unstable();
                 let bracket = bracket_around(&sample, rank, n);
-                let scans: Vec<BracketScan<u64>> = parts
+                let mut scans: Vec<BracketScan<u64>> = parts
                     .iter()
                     .map(|p| BracketScan::from_words(&scan_bracket(p, bracket, p.len()).to_words()))
                     .collect();
-                let got = select_in_bracket(bracket, &scans, rank);
+                let got = select_in_bracket(bracket, &mut scans, rank);
                 assert_eq!(got, Some(by_sort(&values, rank)), "{name}, rank {rank}");
             }
         }
@@ -705,15 +709,15 @@ mod tests {
             lo: 100f32.abs_key(),
             last: 200f32.abs_key(),
         };
-        let scan = scan_bracket(&values, bracket, 1_000);
+        let mut scan = scan_bracket(&values, bracket, 1_000);
         assert_eq!((scan.below, scan.inside, scan.keys.len()), (100, 101, 101));
-        let scans = std::slice::from_ref(&scan);
+        let scans = std::slice::from_mut(&mut scan);
         assert_eq!(select_in_bracket(bracket, scans, 50), None);
         assert_eq!(select_in_bracket(bracket, scans, 250), None);
         let expected = Some(by_sort(&values, 150));
         assert_eq!(select_in_bracket(bracket, scans, 150), expected);
         let small_cap = scan_bracket(&values, bracket, 10);
         assert!(small_cap.overflow);
-        assert_eq!(select_in_bracket(bracket, &[small_cap], 150), None);
+        assert_eq!(select_in_bracket(bracket, &mut [small_cap], 150), None);
     }
 }

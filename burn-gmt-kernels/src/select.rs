@@ -511,14 +511,17 @@ fn select_host_bracket(grads: &[DispatchTensor], dtype: DType, rank: u64) -> Opt
             Tensor::from_dispatch(words)
         })
         .collect();
-    let scans: Vec<host::BracketScan<u64>> = read_per_device::<Int, i64>(scanned)
+    let mut scans: Vec<host::BracketScan<u64>> = read_per_device::<Int, i64>(scanned)
         .into_iter()
         .map(|words| {
             let words: Vec<u64> = words.into_iter().map(|w| w as u64).collect();
             host::BracketScan::from_words(&words)
         })
         .collect();
-    let key = host::select_in_bracket(bracket, &scans, rank)?.key.min(inf);
+    // The scans' keys are only counted below: their order does not matter.
+    let key = host::select_in_bracket(bracket, &mut scans, rank)?
+        .key
+        .min(inf);
     let counts = scans
         .iter()
         .zip(&sizes)
