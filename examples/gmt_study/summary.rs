@@ -293,14 +293,24 @@ fn checkpoints(study: &Study, md: &mut String) {
     }
 }
 
+/// The mean of `curves` at each of their first `epochs` epochs.
+fn mean_of_curves(curves: &[&Vec<f64>], epochs: usize) -> Vec<f64> {
+    (0..epochs)
+        .map(|e| curves.iter().map(|c| c[e]).sum::<f64>() / curves.len() as f64)
+        .collect()
+}
+
+/// A criterion's verdict, as the report writes it.
+fn yes_no(met: bool) -> &'static str {
+    if met { "yes" } else { "no" }
+}
+
 /// The pilot's criteria, checked again on this run's SFT test runs.
 fn regime(study: &Study, md: &mut String) {
     let sft = study.test_runs(study.sft());
     let epochs = study.preset.finetune_epochs;
     let curves: Vec<&Vec<f64>> = sft.iter().map(|(_, r)| &r.dev_curve).collect();
-    let mean_curve: Vec<f64> = (0..epochs)
-        .map(|e| curves.iter().map(|c| c[e]).sum::<f64>() / curves.len() as f64)
-        .collect();
+    let mean_curve = mean_of_curves(&curves, epochs);
     let (peak_epoch, peak_value) = peak(&mean_curve);
     let early = curves.iter().filter(|c| peak(c).1 > c[epochs - 1]).count();
     let drop: Vec<f64> = curves.iter().map(|c| peak(c).1 - c[epochs - 1]).collect();
@@ -322,16 +332,8 @@ fn regime(study: &Study, md: &mut String) {
         pct(kept),
         pct(retention.iter().cloned().fold(f64::MAX, f64::min)),
         pct(retention.iter().cloned().fold(f64::MIN, f64::max)),
-        if mean_curve[epochs - 1] < peak_value {
-            "yes"
-        } else {
-            "no"
-        },
-        if (0.2..=0.8).contains(&kept) {
-            "yes"
-        } else {
-            "no"
-        },
+        yes_no(mean_curve[epochs - 1] < peak_value),
+        yes_no((0.2..=0.8).contains(&kept)),
     )
     .unwrap();
     // The same criteria on each pre-training draw alone.
@@ -345,9 +347,8 @@ fn regime(study: &Study, md: &mut String) {
             .filter(|(spec, _)| spec.checkpoint == checkpoint)
             .map(|(_, r)| *r)
             .collect();
-        let curve: Vec<f64> = (0..epochs)
-            .map(|e| runs.iter().map(|r| r.dev_curve[e]).sum::<f64>() / runs.len() as f64)
-            .collect();
+        let curves: Vec<&Vec<f64>> = runs.iter().map(|r| &r.dev_curve).collect();
+        let curve = mean_of_curves(&curves, epochs);
         let (epoch, top) = peak(&curve);
         let (kept, _) = mean_std(&runs.iter().map(|r| r.retention).collect::<Vec<_>>());
         writeln!(
@@ -355,13 +356,9 @@ fn regime(study: &Study, md: &mut String) {
             "| {checkpoint} | {} @ {epoch} | {} | {} | {} | {} |",
             pct(top),
             pct(curve[epochs - 1]),
-            if curve[epochs - 1] < top { "yes" } else { "no" },
+            yes_no(curve[epochs - 1] < top),
             pct(kept),
-            if (0.2..=0.8).contains(&kept) {
-                "yes"
-            } else {
-                "no"
-            },
+            yes_no((0.2..=0.8).contains(&kept)),
         )
         .unwrap();
     }
