@@ -77,10 +77,12 @@ fn row(device: &Device, n: usize) -> Vec<Option<Duration>> {
     let inf = inf_key(burn::tensor::DType::F32).expect("f32");
     let reps = if n > 4 << 20 { 5 } else { 11 };
     let timed = |run: &mut dyn FnMut()| Some(time(device, reps, || (), |()| run()));
-    let ops = <Dispatch as MaskOps>::radix_select_count;
+    let ops = |grad, selection, shift| {
+        <Dispatch as MaskOps>::radix_select_count(grad, selection, shift, 0)
+    };
 
     // The buffer each step starts from, made untimed: the steps before it, run once.
-    let start = || <Dispatch as MaskOps>::radix_select_start(&grad, rank);
+    let start = || <Dispatch as MaskOps>::radix_select_start(&grad, vec![rank]);
     let after_hist1 = || ops(&grad, start(), 16);
     let after_digit1 =
         || <Dispatch as MaskOps>::radix_select_digit(after_hist1(), (inf >> 16) as u32);

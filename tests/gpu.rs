@@ -55,6 +55,61 @@ fn per_tensor_mask_matches_reference_on_gpu() {
     }
 }
 
+/// A step of several tensors masked per tensor: the two large ones go through the device
+/// steps together (one selection buffer, a segment each, one digit step per pass for both),
+/// the small one through the one-launch selection; each must match its own reference, with
+/// its own statistics, in every float type the device stores.
+#[test]
+fn per_tensor_mask_of_several_tensors_matches_reference_on_gpu() {
+    let test = "per_tensor_mask_of_several_tensors_matches_reference_on_gpu";
+    let Some(device) = gpu_device(test) else {
+        return;
+    };
+    let floats: Vec<Float> = [Float::F32, Float::F16, Float::BF16]
+        .into_iter()
+        .filter(|f| has_dtype(&device, f.dtype(), test))
+        .collect();
+    for float in floats {
+        let round = |v: Vec<f64>| v.into_iter().map(|x| float.round(x)).collect::<Vec<_>>();
+        let (a, b, c) = (
+            round(sample(70_000, 11)),
+            round(sample(3 * 4099, 12)),
+            round(sample(30, 13)),
+        );
+        let module = Params {
+            vector: Param::from_tensor(float.tensor(&a, [a.len()], &device)),
+            matrix: Param::from_tensor(float.tensor(&b, [4099, 3], &device)),
+            cube: Param::from_tensor(float.tensor(&c, [2, 3, 5], &device)),
+        };
+        let mut grads = burn::optim::GradientsParams::new();
+        grads.register(module.vector.id, module.vector.val());
+        grads.register(module.matrix.id, module.matrix.val());
+        grads.register(module.cube.id, module.cube.val());
+        let mut mask = GradMaskConfig::new(0.3).init().unwrap();
+        let mut out = mask.apply(&module, grads);
+        let got = [
+            values(out.remove::<1>(module.vector.id).unwrap()),
+            values(out.remove::<2>(module.matrix.id).unwrap()),
+            values(out.remove::<3>(module.cube.id).unwrap()),
+        ];
+        let stats = &mask.last_stats().tensors;
+        for (part, (vals, got)) in [&a, &b, &c].into_iter().zip(&got).enumerate() {
+            let (expected, masked, threshold) = reference_mask(vals, 0.3);
+            let context = format!("{float:?} tensor {part} of {}", vals.len());
+            assert_same(got, &expected, &context);
+            let own = stats
+                .iter()
+                .find(|t| t.total == vals.len() as u64)
+                .expect("statistics of every tensor");
+            assert_eq!(
+                (own.masked, own.threshold),
+                (masked, threshold),
+                "{context}"
+            );
+        }
+    }
+}
+
 #[test]
 fn global_random_and_update_paths_run_on_gpu() {
     let Some(device) = gpu_device("global_random_and_update_paths_run_on_gpu") else {

@@ -15,8 +15,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData, bf16, f16};
 use burn_gmt::kernels::MaskOps;
 use burn_gmt::kernels::element::{
-    DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement, SMALL_SELECT_MAX_ENTRIES, SelectionState,
-    selection_histogram,
+    DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement, SELECTION_LEN, SMALL_SELECT_MAX_ENTRIES,
+    SelectionState, selection_histogram,
 };
 use burn_gmt::kernels::host;
 use burn_gmt::kernels::random::{draw_key, ratio_bound};
@@ -522,29 +522,37 @@ fn radix_select_steps_match_host_sort_on_gpu() {
     let Some(device) = gpu_device("radix_select_steps_match_host_sort_on_gpu") else {
         return;
     };
+    // The three ranks of each size are three selections in one buffer, one segment each, as
+    // a step's per-tensor selections are made: every step serves every segment at once.
     fn check<E: TestFloat>(device: &Device) {
         for (case, n) in SIZES.into_iter().enumerate() {
             let values = sample::<E>(n, case as u64 + 81);
             let grad = tensor(&values, [n], device).into_dispatch();
             let mut keys: Vec<u64> = values.iter().map(|x| x.abs_key()).collect();
             keys.sort_unstable();
-            for rank in [0, n / 3, n - 1] {
-                let target = keys[rank];
-                let mut selection = <Dispatch as MaskOps>::radix_select_start(&grad, rank as u64);
-                let mut shift = E::KEY_BITS;
-                let non_finite = keys.iter().filter(|&&k| k >= E::INF_KEY).count() as u64;
-                while shift > 0 {
-                    let first = shift == E::KEY_BITS;
-                    shift -= DIGIT_BITS;
-                    let inf_digit = if first {
-                        E::INF_KEY >> shift
-                    } else {
-                        DIGITS as u64
-                    };
-                    selection = <Dispatch as MaskOps>::radix_select_count(&grad, selection, shift);
+            let ranks = [0, n / 3, n - 1];
+            let ranks_u64 = ranks.iter().map(|&r| r as u64).collect();
+            let mut selection = <Dispatch as MaskOps>::radix_select_start(&grad, ranks_u64);
+            let mut shift = E::KEY_BITS;
+            let non_finite = keys.iter().filter(|&&k| k >= E::INF_KEY).count() as u64;
+            while shift > 0 {
+                let first = shift == E::KEY_BITS;
+                shift -= DIGIT_BITS;
+                let inf_digit = if first {
+                    E::INF_KEY >> shift
+                } else {
+                    DIGITS as u64
+                };
+                for segment in 0..ranks.len() as u32 {
                     selection =
-                        <Dispatch as MaskOps>::radix_select_digit(selection, inf_digit as u32);
-                    let buffer = words(selection.clone());
+                        <Dispatch as MaskOps>::radix_select_count(&grad, selection, shift, segment);
+                }
+                selection = <Dispatch as MaskOps>::radix_select_digit(selection, inf_digit as u32);
+                let buffer = words(selection.clone());
+                assert_eq!(buffer.len(), ranks.len() * SELECTION_LEN, "buffer length");
+                for (segment, own) in buffer.chunks(SELECTION_LEN).enumerate() {
+                    let rank = ranks[segment];
+                    let target = keys[rank];
                     let context = format!("{:?} n={n} rank={rank} shift={shift}", E::DTYPE);
                     let below = keys
                         .iter()
@@ -556,19 +564,19 @@ fn radix_select_steps_match_host_sort_on_gpu() {
                         below,
                         non_finite,
                     };
-                    assert_eq!(SelectionState::from_words(&buffer), expected, "{context}");
-                    let hist = selection_histogram(&buffer);
+                    assert_eq!(SelectionState::from_words(own), expected, "{context}");
+                    let hist = selection_histogram(own);
                     assert_eq!(hist.len(), HISTOGRAM_LEN, "{context}: histogram length");
                     assert!(hist.iter().all(|&w| w == 0), "{context}: cleared");
                 }
-                let threshold = <Dispatch as MaskOps>::radix_select_threshold(&grad, selection);
-                let got = read::<E, 1>(Tensor::from_dispatch(threshold));
-                assert_bits(
-                    &got,
-                    &[E::from_key(target.min(E::INF_KEY))],
-                    &format!("threshold {:?} n={n} rank={rank}", E::DTYPE),
-                );
             }
+            let threshold = <Dispatch as MaskOps>::radix_select_threshold(&grad, selection);
+            let got = read::<E, 1>(Tensor::from_dispatch(threshold));
+            let expected: Vec<E> = ranks
+                .iter()
+                .map(|&rank| E::from_key(keys[rank].min(E::INF_KEY)))
+                .collect();
+            assert_bits(&got, &expected, &format!("thresholds {:?} n={n}", E::DTYPE));
         }
     }
     check::<f32>(&device);

@@ -72,6 +72,92 @@ fn check_per_tensor_once(raw: &[f64], float: Float, ratio: f64) {
     }
 }
 
+/// The mask of a three-parameter module (a vector, a matrix from `b`, a cube from `c`) with
+/// `scope` through selection path `path` (0: the backend's, 1: radix passes, 2: the device
+/// steps), against the reference of the whole model (global) or of each tensor.
+fn check_module(
+    scope: MaskScope,
+    a: &[f64],
+    b: &[f64],
+    c: &[f64],
+    float: Float,
+    ratio: f64,
+    path: u8,
+) {
+    let rows = b.len();
+    let (depth, width) = (c.len(), 3);
+    let round = |v: &[f64]| v.iter().map(|&x| float.round(x)).collect::<Vec<_>>();
+    let vector = round(a);
+    let matrix = round(&b.iter().flat_map(|&x| [x, -x * 0.5]).collect::<Vec<_>>());
+    let cube = round(&c.iter().flat_map(|&x| [x; 6]).collect::<Vec<_>>());
+    let parts = [&vector, &matrix, &cube];
+    let all: Vec<f64> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    // Per tensor: each part's own reference, in order; global: one over all of them.
+    let (expected, expected_masked, per_tensor) = match scope {
+        MaskScope::Global => {
+            let (expected, masked, _) = reference_mask(&all, ratio);
+            (expected, masked, None)
+        }
+        MaskScope::PerTensor => {
+            let own: Vec<_> = parts.iter().map(|p| reference_mask(p, ratio)).collect();
+            let expected = own.iter().flat_map(|(e, _, _)| e.iter().copied()).collect();
+            let masked = own.iter().map(|(_, m, _)| m).sum();
+            (expected, masked, Some(own))
+        }
+    };
+
+    for device in devices_for(float) {
+        let module = Params {
+            vector: burn::module::Param::from_tensor(float.tensor(
+                &vector,
+                [vector.len()],
+                &device,
+            )),
+            matrix: burn::module::Param::from_tensor(float.tensor(&matrix, [rows, 2], &device)),
+            cube: burn::module::Param::from_tensor(float.tensor(&cube, [depth, width, 2], &device)),
+        };
+        let mut grads = burn::optim::GradientsParams::new();
+        grads.register(module.vector.id, module.vector.val());
+        grads.register(module.matrix.id, module.matrix.val());
+        grads.register(module.cube.id, module.cube.val());
+
+        let mut mask = GradMaskConfig::new(ratio).with_scope(scope).init().unwrap();
+        let mut grads = match path {
+            0 => mask.apply(&module, grads),
+            1 => burn_gmt::with_radix_select(|| mask.apply(&module, grads)),
+            _ => burn_gmt::with_device_select(|| mask.apply(&module, grads)),
+        };
+        let got: Vec<f64> = values(grads.remove::<1>(module.vector.id).unwrap())
+            .into_iter()
+            .chain(values(grads.remove::<2>(module.matrix.id).unwrap()))
+            .chain(values(grads.remove::<3>(module.cube.id).unwrap()))
+            .collect();
+        let context = format!("{scope:?} {float:?} r={ratio} path {path} on {device:?}");
+        assert_same(&got, &expected, &context);
+        let stats = mask.last_stats();
+        assert_eq!(stats.masked(), expected_masked, "{context}");
+        assert_eq!(stats.total(), all.len() as u64, "{context}");
+        if let Some(own) = &per_tensor {
+            // The statistics name each tensor's own count and threshold (walk order).
+            let mut by_size: Vec<_> = stats
+                .tensors
+                .iter()
+                .map(|t| (t.total, t.masked, t.threshold))
+                .collect();
+            let mut wanted: Vec<_> = parts
+                .iter()
+                .zip(own)
+                .map(|(p, (_, m, t))| (p.len() as u64, *m, *t))
+                .collect();
+            by_size.sort_by(|x, y| x.partial_cmp(y).unwrap());
+            wanted.sort_by(|x, y| x.partial_cmp(y).unwrap());
+            assert_eq!(by_size, wanted, "{context}: per-tensor statistics");
+        }
+        // The parameters themselves were not touched by masking their gradients.
+        assert_same(&values(module.vector.val()), &vector, "parameter untouched");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
@@ -89,43 +175,21 @@ proptest! {
         ratio in 0.0f64..0.999,
         path in 0..3u8,
     ) {
-        let rows = b.len();
-        let (depth, width) = (c.len(), 3);
-        let round = |v: &[f64]| v.iter().map(|&x| float.round(x)).collect::<Vec<_>>();
-        let vector = round(&a);
-        let matrix = round(&b.iter().flat_map(|&x| [x, -x * 0.5]).collect::<Vec<_>>());
-        let cube = round(&c.iter().flat_map(|&x| [x; 6]).collect::<Vec<_>>());
-        let all: Vec<f64> = vector.iter().chain(&matrix).chain(&cube).copied().collect();
-        let (expected, expected_masked, _) = reference_mask(&all, ratio);
+        check_module(MaskScope::Global, &a, &b, &c, float, ratio, path);
+    }
 
-        for device in devices_for(float) {
-            let module = Params {
-                vector: burn::module::Param::from_tensor(float.tensor(&vector, [vector.len()], &device)),
-                matrix: burn::module::Param::from_tensor(float.tensor(&matrix, [rows, 2], &device)),
-                cube: burn::module::Param::from_tensor(float.tensor(&cube, [depth, width, 2], &device)),
-            };
-            let mut grads = burn::optim::GradientsParams::new();
-            grads.register(module.vector.id, module.vector.val());
-            grads.register(module.matrix.id, module.matrix.val());
-            grads.register(module.cube.id, module.cube.val());
-
-            let mut mask = GradMaskConfig::new(ratio).with_scope(MaskScope::Global).init().unwrap();
-            let mut grads = match path {
-                0 => mask.apply(&module, grads),
-                1 => burn_gmt::with_radix_select(|| mask.apply(&module, grads)),
-                _ => burn_gmt::with_device_select(|| mask.apply(&module, grads)),
-            };
-            let got: Vec<f64> = values(grads.remove::<1>(module.vector.id).unwrap())
-                .into_iter()
-                .chain(values(grads.remove::<2>(module.matrix.id).unwrap()))
-                .chain(values(grads.remove::<3>(module.cube.id).unwrap()))
-                .collect();
-            assert_same(&got, &expected, &format!("global {float:?} r={ratio} on {device:?}"));
-            prop_assert_eq!(mask.last_stats().masked(), expected_masked);
-            prop_assert_eq!(mask.last_stats().total(), all.len() as u64);
-            // The parameters themselves were not touched by masking their gradients.
-            assert_same(&values(module.vector.val()), &vector, "parameter untouched");
-        }
+    /// Several tensors masked per tensor in one step: on a device their selections share one
+    /// buffer (a segment each), which the device path runs here through the host bodies.
+    #[test]
+    fn per_tensor_mask_of_a_module_matches_each_reference(
+        a in prop::collection::vec(entry(), 1..700),
+        b in prop::collection::vec(entry(), 1..300),
+        c in prop::collection::vec(entry(), 1..5),
+        float in float(),
+        ratio in 0.0f64..0.999,
+        path in 0..3u8,
+    ) {
+        check_module(MaskScope::PerTensor, &a, &b, &c, float, ratio, path);
     }
 
     #[test]

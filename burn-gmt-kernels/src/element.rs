@@ -57,10 +57,36 @@ pub const BELOW_PREFIX_BIN: usize = DIGITS;
 /// Words of a selection's state ([`SelectionState`]): what a one-step selection returns and
 /// what a selection buffer begins with.
 pub const SELECTION_STATE_LEN: usize = 4;
-/// Length of a selection buffer (an on-device radix selection in progress, see
-/// [`MaskOps::radix_select_start`](crate::MaskOps::radix_select_start)): the state words, then
-/// a histogram. Read it with [`SelectionState::from_words`] and [`selection_histogram`].
+/// Length of one segment of a selection buffer (an on-device radix selection in progress,
+/// see [`MaskOps::radix_select_start`](crate::MaskOps::radix_select_start)): the state words,
+/// then a histogram. A buffer holds one segment per selection made together. Read a segment
+/// with [`SelectionState::from_words`] and [`selection_histogram`].
 pub const SELECTION_LEN: usize = SELECTION_STATE_LEN + HISTOGRAM_LEN;
+/// Most selections one selection buffer holds: 256 segments are 64 MiB of counters (a model
+/// with more tensors is selected in several buffers, one after the other).
+pub const SELECTION_MAX_SEGMENTS: usize = 256;
+
+/// The selections held by `len` counters: a selection buffer's segments, or 1 for the state
+/// words alone (what a one-step selection returns).
+///
+/// # Panics
+/// If `len` is neither [`SELECTION_STATE_LEN`] nor a positive multiple of [`SELECTION_LEN`].
+pub fn selection_segments(len: usize) -> usize {
+    match len {
+        SELECTION_STATE_LEN => 1,
+        _ if len > 0 && len.is_multiple_of(SELECTION_LEN) => len / SELECTION_LEN,
+        _ => panic!("gradient mask: {len} counters are not a selection buffer"),
+    }
+}
+
+/// Where the words of selection `segment` begin in a buffer of `len` counters
+/// ([`selection_segments`]): `segment` segments in.
+pub fn selection_segment_start(len: usize, segment: usize) -> usize {
+    match len {
+        SELECTION_STATE_LEN => segment * SELECTION_STATE_LEN,
+        _ => segment * SELECTION_LEN,
+    }
+}
 // Where the state words and the histogram sit in a selection buffer; the kernels and the host
 // bodies use these, everything else reads a `SelectionState`.
 pub(crate) const STATE_KEY: usize = 0;

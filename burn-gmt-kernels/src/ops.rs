@@ -8,7 +8,8 @@ use burn::backend::{Backend, TensorMetadata, backend_extension};
 use burn::tensor::{TensorData, try_read_sync};
 
 use crate::element::{
-    HISTOGRAM_LEN, MaskElement, SELECTION_HISTOGRAM, SELECTION_LEN, SelectionState, inf_key,
+    HISTOGRAM_LEN, MaskElement, SELECTION_HISTOGRAM, SELECTION_LEN, SELECTION_MAX_SEGMENTS,
+    SelectionState, inf_key, selection_segment_start, selection_segments,
 };
 use crate::host;
 use crate::host_ops::{self, ViaData};
@@ -73,18 +74,25 @@ pub trait MaskOps: Backend {
         host_ops::abs_key_bracket::<Self, ViaData>(grad, host::KeyBracket { lo, last }, cap)
     }
 
-    /// Starts an exact selection of the `(rank + 1)`-th smallest `|g|` key, held on the device:
-    /// a selection buffer of [`SELECTION_LEN`] counters (the state words of a
-    /// [`SelectionState`], then a cleared histogram). `like` only names the device.
+    /// Starts exact selections, one per rank of `ranks` (each seeking the `(rank + 1)`-th
+    /// smallest `|g|` key of its own gradients), held on the device: a selection buffer of one
+    /// segment of [`SELECTION_LEN`] counters per rank (the state words of a
+    /// [`SelectionState`], then a cleared histogram), at most [`SELECTION_MAX_SEGMENTS`].
+    /// `like` only names the device.
     ///
     /// A selection is [`radix_select_count`](MaskOps::radix_select_count) of every gradient
-    /// then [`radix_select_digit`](MaskOps::radix_select_digit), once per 16-bit digit of the
-    /// key, then [`radix_select_threshold`](MaskOps::radix_select_threshold): nothing is read
-    /// back to the host in between. Counts are `U32` on CubeCL, which therefore selects among
-    /// fewer than 2^32 entries in all and keys of at most 32 bits (f32, f16, bf16).
-    #[fusion(dtype = burn::tensor::DType::U32, shape = selection_shape())]
-    fn radix_select_start(like: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
-        Self::int_from_data(counter_data(host::selection_buffer(rank)), &like.device())
+    /// into its segment, then [`radix_select_digit`](MaskOps::radix_select_digit) (every
+    /// segment at once), once per 16-bit digit of the key, then
+    /// [`radix_select_threshold`](MaskOps::radix_select_threshold) (every threshold at once):
+    /// nothing is read back to the host in between, and the steps that do not read a gradient
+    /// are one call for all the selections of a step. Counts are `U32` on CubeCL, which
+    /// therefore selects among fewer than 2^32 entries per segment and keys of at most 32 bits
+    /// (f32, f16, bf16).
+    #[fusion(dtype = burn::tensor::DType::U32, shape = selection_shape(ranks.len()))]
+    fn radix_select_start(like: &FloatTensor<Self>, ranks: Vec<u64>) -> IntTensor<Self> {
+        check_segments(ranks.len());
+        let words = ranks.iter().flat_map(|&rank| host::selection_buffer(rank));
+        Self::int_from_data(counter_data(words.collect()), &like.device())
     }
 
     /// The exact selection of the `(rank + 1)`-th smallest `|grad|` key in one step: the
@@ -98,53 +106,65 @@ pub trait MaskOps: Backend {
         host_ops::abs_key_select::<Self, ViaData>(grad, rank)
     }
 
-    /// Adds to `selection` the histogram of the digit at `shift` of the `|grad|` keys whose
-    /// higher bits equal the selection's prefix (as [`MaskOps::abs_key_histogram`] counts).
+    /// Adds to segment `segment` of `selection` the histogram of the digit at `shift` of the
+    /// `|grad|` keys whose higher bits equal that segment's prefix (as
+    /// [`MaskOps::abs_key_histogram`] counts).
     #[fusion(dtype = selection, shape = selection)]
     fn radix_select_count(
         grad: &FloatTensor<Self>,
         selection: IntTensor<Self>,
         shift: u32,
+        segment: u32,
     ) -> IntTensor<Self> {
         let device = grad.device();
         let mut words = read_words::<Self>(selection);
-        let prefix = SelectionState::from_words(&words).key;
+        let own = segment_words(&mut words, segment as usize);
+        let prefix = SelectionState::from_words(own).key;
         let hist = host_ops::histogram_counts::<Self, ViaData>(grad, shift, prefix);
-        words[SELECTION_HISTOGRAM..]
+        own[SELECTION_HISTOGRAM..]
             .iter_mut()
             .zip(hist)
             .for_each(|(w, h)| *w += h);
         Self::int_from_data(counter_data(words), &device)
     }
 
-    /// Picks the digit of the sought rank from the counted histogram, appends it to the
-    /// prefix, records the counts below it (and, on the first pass, where `inf_digit` is the
-    /// digit of the `+inf` key rather than `DIGITS`, the non-finite entries) and clears the
-    /// histogram ([`host::select_digit`]). After the last digit the state words hold what a
-    /// one-gradient selection's statistics need: no counting pass.
+    /// In every segment of `selection`: picks the digit of the sought rank from the counted
+    /// histogram, appends it to the prefix, records the counts below it (and, on the first
+    /// pass, where `inf_digit` is the digit of the `+inf` key rather than `DIGITS`, the
+    /// non-finite entries) and clears the histogram ([`host::select_digit`]). After the last
+    /// digit the state words hold what a one-gradient selection's statistics need: no
+    /// counting pass.
     #[fusion(dtype = selection, shape = selection)]
     fn radix_select_digit(selection: IntTensor<Self>, inf_digit: u32) -> IntTensor<Self> {
         let device = selection.device();
         let mut words = read_words::<Self>(selection);
-        host::select_digit(&mut words, inf_digit);
+        words
+            .chunks_mut(SELECTION_LEN)
+            .for_each(|segment| host::select_digit(segment, inf_digit));
         Self::int_from_data(counter_data(words), &device)
     }
 
-    /// The selected value as a one-entry tensor of `like`'s dtype: the value whose key is the
-    /// selection's prefix, at most `+inf` (so NaN and ±inf are never below it). `selection` is
-    /// a selection buffer or the state words of a one-step selection (which a buffer begins
-    /// with).
-    #[fusion(dtype = like, shape = burn::tensor::Shape::new([1]))]
+    /// The selected values, one per segment of `selection`, as a tensor of `like`'s dtype:
+    /// each the value whose key is its segment's prefix, at most `+inf` (so NaN and ±inf are
+    /// never below it). `selection` is a selection buffer or the state words of a one-step
+    /// selection (which a buffer segment begins with).
+    #[fusion(dtype = like, shape = threshold_shape(selection))]
     fn radix_select_threshold(
         like: &FloatTensor<Self>,
         selection: IntTensor<Self>,
     ) -> FloatTensor<Self> {
         let words = read_words::<Self>(selection);
         let dtype = like.dtype();
-        let key = SelectionState::from_words(&words)
-            .key
-            .min(inf_key(dtype).expect("a supported float dtype"));
-        let data = with_mask_element!(dtype, E => { TensorData::new(vec![E::from_key(key)], [1]) });
+        let inf = inf_key(dtype).expect("a supported float dtype");
+        let keys = (0..selection_segments(words.len())).map(|segment| {
+            let start = selection_segment_start(words.len(), segment);
+            SelectionState::from_words(&words[start..]).key.min(inf)
+        });
+        let keys: Vec<u64> = keys.collect();
+        let len = keys.len();
+        let data = with_mask_element!(dtype, E => {
+            TensorData::new(keys.into_iter().map(E::from_key).collect::<Vec<_>>(), [len])
+        });
         Self::float_from_data(data, &like.device())
     }
 
@@ -194,10 +214,36 @@ pub trait MaskOps: Backend {
     }
 }
 
-/// Shape of a selection buffer: [`SELECTION_LEN`] counters (the Fusion output metadata).
+/// Shape of a selection buffer of `segments` segments (the Fusion output metadata).
 #[cfg_attr(not(feature = "cube"), allow(dead_code))]
-pub(crate) fn selection_shape() -> burn::tensor::Shape {
-    burn::tensor::Shape::new([SELECTION_LEN])
+pub(crate) fn selection_shape(segments: usize) -> burn::tensor::Shape {
+    burn::tensor::Shape::new([segments * SELECTION_LEN])
+}
+
+/// Shape of the thresholds of a selection buffer (or state words) of shape `selection`: one
+/// per segment (the Fusion output metadata).
+#[cfg_attr(not(feature = "cube"), allow(dead_code))]
+pub(crate) fn threshold_shape(selection: &burn::tensor::Shape) -> burn::tensor::Shape {
+    burn::tensor::Shape::new([selection_segments(selection.num_elements())])
+}
+
+/// Refuses a selection buffer of no segment or of more than [`SELECTION_MAX_SEGMENTS`].
+pub(crate) fn check_segments(segments: usize) {
+    assert!(
+        (1..=SELECTION_MAX_SEGMENTS).contains(&segments),
+        "gradient mask: a selection buffer holds 1 to {SELECTION_MAX_SEGMENTS} selections, not {segments}"
+    );
+}
+
+/// The words of segment `segment` of a selection buffer.
+fn segment_words(words: &mut [u64], segment: usize) -> &mut [u64] {
+    let start = segment * SELECTION_LEN;
+    assert!(
+        start + SELECTION_LEN <= words.len(),
+        "gradient mask: segment {segment} of a {}-word selection buffer",
+        words.len()
+    );
+    &mut words[start..start + SELECTION_LEN]
 }
 
 /// An integer tensor of counters read to the host, widened to `u64`.

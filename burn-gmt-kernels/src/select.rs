@@ -18,7 +18,9 @@
 //! - **Device steps**: on a device that selects in its own memory (CubeCL: CUDA, ROCm, wgpu),
 //!   a selection buffer collects the histograms of every gradient, a digit step picks the
 //!   digit and clears it, and the threshold is written to a one-entry tensor the mask kernels
-//!   read. Nothing is read back unless statistics are collected, and then once per step.
+//!   read. Nothing is read back unless statistics are collected, and then once per step. The
+//!   per-tensor selections of a whole step ([`select_abs_each`]) share one buffer, a segment
+//!   each: the start, each digit step and the threshold write serve all of them at once.
 //! - **Host bracket**: several gradients in host memory (a global threshold on the CPU, on one
 //!   device or several): a sample drawn from each in proportion to its size brackets the rank,
 //!   one read of each counts it against the bracket and keeps its few keys inside
@@ -33,8 +35,8 @@ use burn::tensor::kind::Basic;
 use burn::tensor::{DType, Device, Element, Int, Tensor, TensorData};
 
 use crate::element::{
-    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_HISTOGRAM, SELECTION_STATE_LEN, SelectionState,
-    inf_key, key_bits, key_to_f64,
+    BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_HISTOGRAM, SELECTION_LEN,
+    SELECTION_MAX_SEGMENTS, SELECTION_STATE_LEN, SelectionState, inf_key, key_bits, key_to_f64,
 };
 use crate::{MaskOps, host};
 
@@ -383,34 +385,19 @@ fn select_one(grad: &DispatchTensor, rank: u64, collect: bool) -> Selection {
 /// gradient, `1` per f16/bf16 gradient, one digit step per pass and one threshold write,
 /// with no read-back unless `collect`.
 fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: bool) -> Selection {
-    let bits = key_bits(dtype).expect("selection on a supported float dtype");
-    let inf = inf_key(dtype).expect("selection on a supported float dtype");
-    let like = &grads[0];
-    let mut selection = <Dispatch as MaskOps>::radix_select_start(like, rank);
-    for pass in 0..bits / DIGIT_BITS {
-        let shift = bits - DIGIT_BITS * (pass + 1);
-        for grad in grads {
-            selection = <Dispatch as MaskOps>::radix_select_count(grad, selection, shift);
-        }
-        // The first digit step also counts the non-finite entries (digits from +inf's up).
-        let inf_digit = match pass {
-            0 => inf >> shift,
-            _ => DIGITS as u64,
-        };
-        selection = <Dispatch as MaskOps>::radix_select_digit(selection, inf_digit as u32);
-    }
-    let threshold = <Dispatch as MaskOps>::radix_select_threshold(like, selection.clone());
+    let selection = device_steps(&[grads.iter().collect()], vec![rank], dtype);
+    let threshold = <Dispatch as MaskOps>::radix_select_threshold(&grads[0], selection.clone());
     // Statistics stay on the device until `resolve_stats` reads the whole step's at once.
     let stats = collect.then(|| {
-        // The state words in a tensor of their own (`+ 0` materialises the slice), so that
-        // statistics waiting to be read do not keep the 256 KiB buffer alive.
-        let state = Tensor::<1, Int>::from_dispatch(selection)
-            .slice(0..SELECTION_STATE_LEN)
-            .add_scalar(0);
+        let state = segment_states(selection, 1);
         if let [grad] = grads {
             // One gradient: the selection's own state holds its statistics.
-            return vec![PendingStats::selected(grad, state)];
+            return vec![PendingStats::selected(
+                grad,
+                state.reshape([SELECTION_STATE_LEN]),
+            )];
         }
+        let state = state.reshape([SELECTION_STATE_LEN]);
         grads
             .iter()
             .map(|g| PendingStats {
@@ -426,6 +413,127 @@ fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: 
     Selection {
         thresholds: vec![threshold; grads.len()],
         stats,
+    }
+}
+
+/// Runs the device steps of `members.len()` selections made together (at most
+/// [`SELECTION_MAX_SEGMENTS`], all on one device): selection `s` seeks rank `ranks[s]` among
+/// the gradients `members[s]` and has segment `s` of the returned selection buffer. Each pass
+/// counts every gradient into its segment, then one digit step serves every segment.
+fn device_steps(members: &[Vec<&DispatchTensor>], ranks: Vec<u64>, dtype: DType) -> DispatchTensor {
+    let bits = key_bits(dtype).expect("selection on a supported float dtype");
+    let inf = inf_key(dtype).expect("selection on a supported float dtype");
+    let mut selection = <Dispatch as MaskOps>::radix_select_start(members[0][0], ranks);
+    for pass in 0..bits / DIGIT_BITS {
+        let shift = bits - DIGIT_BITS * (pass + 1);
+        for (segment, grads) in members.iter().enumerate() {
+            for grad in grads {
+                selection = <Dispatch as MaskOps>::radix_select_count(
+                    grad,
+                    selection,
+                    shift,
+                    segment as u32,
+                );
+            }
+        }
+        // The first digit step also counts the non-finite entries (digits from +inf's up).
+        let inf_digit = match pass {
+            0 => inf >> shift,
+            _ => DIGITS as u64,
+        };
+        selection = <Dispatch as MaskOps>::radix_select_digit(selection, inf_digit as u32);
+    }
+    selection
+}
+
+/// The state words of the `segments` segments of a selection buffer, `[segments, 4]`, in a
+/// tensor of their own (`+ 0` materialises the slice), so that statistics waiting to be read
+/// do not keep the buffer's histograms alive.
+fn segment_states(selection: DispatchTensor, segments: usize) -> Tensor<2, Int> {
+    Tensor::<1, Int>::from_dispatch(selection)
+        .reshape([segments, SELECTION_LEN])
+        .slice([0..segments, 0..SELECTION_STATE_LEN])
+        .add_scalar(0)
+}
+
+/// Selects, for each of `grads` on its own, the `(ranks[i] + 1)`-th smallest `|g|` of that
+/// gradient (each rank below its gradient's entries): the per-tensor thresholds of a whole
+/// step, as [`select_abs`] of each gradient alone would give them, with the same statistics.
+///
+/// The gradients a device selects in its own memory are selected together, in one selection
+/// buffer per device and dtype (a segment each, at most [`SELECTION_MAX_SEGMENTS`] per
+/// buffer): the histogram passes read each gradient as before, but the start, every digit step
+/// and the threshold write are one call for all of them, so a step's launches other than its
+/// passes over the gradients do not grow with its number of tensors. The others (the CPU
+/// backends, tensors one launch selects, dtypes the device steps do not take) go their own
+/// way, as in [`select_abs`].
+///
+/// # Panics
+/// If `grads` and `ranks` differ in length, or a gradient is not a float the mask supports, or
+/// its rank is not below its entries.
+pub fn select_abs_each(grads: &[DispatchTensor], ranks: &[u64], collect: bool) -> Selection {
+    assert_eq!(
+        grads.len(),
+        ranks.len(),
+        "gradient mask: one rank per gradient"
+    );
+    let mut thresholds: Vec<Option<DispatchTensor>> = vec![None; grads.len()];
+    let mut stats: Vec<Option<PendingStats>> = vec![None; grads.len()];
+    // Gradients for the device steps, by device and dtype.
+    let mut batches: Vec<((Device, DType), Vec<usize>)> = Vec::new();
+    for (i, (grad, &rank)) in grads.iter().zip(ranks).enumerate() {
+        let dtype = grad.dtype();
+        let alone = std::slice::from_ref(grad);
+        assert!(
+            rank < total_entries(alone),
+            "gradient mask: rank {rank} of {} entries",
+            total_entries(alone)
+        );
+        if route(alone, dtype) == Route::DeviceSteps {
+            let key = (Device::from(grad.device()), dtype);
+            match batches.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push(i),
+                None => batches.push((key, vec![i])),
+            }
+            continue;
+        }
+        let mut selection = select_abs(alone, rank, collect);
+        thresholds[i] = Some(selection.thresholds.remove(0));
+        stats[i] = selection.stats.map(|mut s| s.remove(0));
+    }
+    for ((_, dtype), members) in batches {
+        for batch in members.chunks(SELECTION_MAX_SEGMENTS) {
+            let batch_grads: Vec<Vec<&DispatchTensor>> =
+                batch.iter().map(|&i| vec![&grads[i]]).collect();
+            let batch_ranks = batch.iter().map(|&i| ranks[i]).collect();
+            let selection = device_steps(&batch_grads, batch_ranks, dtype);
+            let like = &grads[batch[0]];
+            let values = Tensor::<1>::from_dispatch(<Dispatch as MaskOps>::radix_select_threshold(
+                like,
+                selection.clone(),
+            ));
+            let states = collect.then(|| segment_states(selection, batch.len()));
+            for (segment, &i) in batch.iter().enumerate() {
+                let threshold = values.clone().slice(segment..segment + 1);
+                thresholds[i] = Some(threshold.into_dispatch());
+                stats[i] = states.as_ref().map(|states| {
+                    let state = states.clone().slice(segment..segment + 1);
+                    PendingStats::selected(&grads[i], state.reshape([SELECTION_STATE_LEN]))
+                });
+            }
+        }
+    }
+    Selection {
+        thresholds: thresholds
+            .into_iter()
+            .map(|t| t.expect("every gradient selected"))
+            .collect(),
+        stats: collect.then(|| {
+            stats
+                .into_iter()
+                .map(|s| s.expect("statistics of every gradient"))
+                .collect()
+        }),
     }
 }
 

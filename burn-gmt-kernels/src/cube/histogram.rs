@@ -17,7 +17,7 @@ use cubecl::prelude::*;
 
 use super::key::{narrow_key, wide_key};
 use super::{Launch, LaunchPlan};
-use crate::element::{BELOW_PREFIX_BIN, DIGITS, SELECTION_HISTOGRAM, STATE_KEY};
+use crate::element::{BELOW_PREFIX_BIN, DIGITS, SELECTION_HISTOGRAM, SELECTION_LEN, STATE_KEY};
 use burn_cubecl::tensor::CubeTensor;
 
 /// Entries sampled per cube to place its shared window.
@@ -28,7 +28,8 @@ const NO_SAMPLE: u32 = 0xFFFF_FFFF;
 /// Adds the histogram of `values[start..end]` to `hist` (`u32` atomics, [`HISTOGRAM_LEN`]
 /// bins). Digits are `(key >> shift) & 0xFFFF`, high bits `key >> high_shift` compared with
 /// `prefix` (`high_shift` at most 31, where the sign-free key has no bit left). In a selection
-/// buffer (`prefix_in_buffer`) the prefix is its state's key and the bins follow the state.
+/// buffer (`prefix_in_buffer`) the prefix is the key of the state at `segment_start` and the
+/// bins follow that state.
 ///
 /// [`HISTOGRAM_LEN`]: crate::element::HISTOGRAM_LEN
 #[cube(launch_unchecked, address_type = "dynamic")]
@@ -41,6 +42,7 @@ fn abs_key_histogram_kernel<F: Float, N: Size>(
     shift: u32,
     high_shift: u32,
     prefix: u32,
+    segment_start: usize,
     #[comptime] kind: u32,
     #[comptime] window: u32,
     #[comptime] prefix_in_buffer: bool,
@@ -50,8 +52,8 @@ fn abs_key_histogram_kernel<F: Float, N: Size>(
     let mut prefix = prefix;
     let mut bins = 0usize;
     if comptime!(prefix_in_buffer) {
-        prefix = hist[STATE_KEY].load();
-        bins = SELECTION_HISTOGRAM;
+        prefix = hist[segment_start + STATE_KEY].load();
+        bins = segment_start + SELECTION_HISTOGRAM;
     }
     let units = CUBE_DIM as usize;
     let digit_mask = (DIGITS as u32) - 1u32;
@@ -173,8 +175,9 @@ fn abs_key_histogram_kernel<F: Float, N: Size>(
 pub enum Prefix {
     /// Given by the host.
     Value(u64),
-    /// In the state of the selection buffer the histogram is added to.
-    InBuffer,
+    /// In the state of a segment (this index) of the selection buffer the histogram is added
+    /// to.
+    InBuffer(usize),
 }
 
 /// Adds the histogram of `grad` (contiguous, `plan.len` entries) to `hist` (a `u32` buffer
@@ -194,9 +197,16 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u3
     // Bits above the digit: none left past bit 31 of the sign-free key.
     let high_shift = (shift + crate::element::DIGIT_BITS).min(31);
     // High bits fit in 16 bits, so a prefix past u32 is above every entry, as on the host.
-    let (prefix, prefix_in_buffer) = match prefix {
-        Prefix::Value(prefix) => (u32::try_from(prefix).unwrap_or(u32::MAX), false),
-        Prefix::InBuffer => (0, true),
+    let (prefix, segment_start, prefix_in_buffer) = match prefix {
+        Prefix::Value(prefix) => (u32::try_from(prefix).unwrap_or(u32::MAX), 0, false),
+        Prefix::InBuffer(segment) => {
+            let start = segment * SELECTION_LEN;
+            assert!(
+                start + SELECTION_LEN <= hist.meta.num_elements(),
+                "gradient mask: segment {segment} past the selection buffer"
+            );
+            (0, start, true)
+        }
     };
     for launch in plan.reduction_launches() {
         let Launch {
@@ -208,7 +218,7 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u3
         } = launch;
         // SAFETY: every unit reads positions in `start..end`, within the `plan.len` entries;
         // histogram indices are digits (< 65,536) or `BELOW_PREFIX_BIN`, after the state words
-        // in a selection buffer, within its length;
+        // of a segment of a selection buffer (checked above), within its length;
         // shared indices stay below `window + 2`.
         unsafe {
             abs_key_histogram_kernel::launch_unchecked(
@@ -224,6 +234,7 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u3
                 shift,
                 high_shift,
                 prefix,
+                segment_start,
                 plan.kind,
                 window,
                 prefix_in_buffer,

@@ -36,7 +36,16 @@
 //! | **total** | **7 (+3 tails)** | **3 reads + 1 write** |
 //!
 //! f16 and bf16 need one histogram pass (5 launches, 2 reads + 1 write). A tensor of at most
-//! 4,096 entries is selected by [`small`] in one launch: 3 launches in all. Nothing is read back
+//! 4,096 entries is selected by [`small`] in one launch: 3 launches in all. That is what the
+//! optimizer wrapper, which sees one tensor at a time, launches per tensor. `GradMask::apply`
+//! sees the whole step: the per-tensor selections of its tensors over 4,096 entries share one
+//! selection buffer (a segment each, up to 256 per buffer), so the start, each digit step and
+//! the threshold write are one launch for all of them, and a step of `T` such f32 tensors
+//! launches `3T + 4` kernels (`2T + 3` for f16/bf16) instead of `7T`: the launches that remain
+//! per tensor are its passes over the gradient. Those take the gradient as a kernel argument,
+//! and Burn 0.22's backend extensions take a fixed number of tensors per operation (no list of
+//! tensors reaches a Fusion custom operation), so one launch over all the gradients of a step
+//! would need a concatenated copy of them. Nothing is read back
 //! to the host; statistics, when collected, are the selection buffer's state words (one
 //! read-back per step for all tensors). With `MaskScope::Global` the start, digit and
 //! threshold launches happen once per step and each tensor adds its histogram passes to the
@@ -86,6 +95,7 @@ use cubecl::prelude::{AddressType, CubeCount, CubeDim, ElemType};
 
 use crate::element::{
     HISTOGRAM_LEN, SELECTION_LEN, SELECTION_STATE_LEN, SMALL_SELECT_MAX_ENTRIES, inf_key,
+    selection_segments,
 };
 use crate::host_ops::{self, ViaData};
 use crate::ops::MaskOps;
@@ -329,16 +339,24 @@ impl MaskOps for CubeBackend {
         }
     }
 
-    fn radix_select_start(like: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
-        let rank = u32::try_from(rank)
-            .expect("gradient mask: an on-device selection ranks fewer than 2^32 entries");
+    fn radix_select_start(like: &FloatTensor<Self>, ranks: Vec<u64>) -> IntTensor<Self> {
+        crate::ops::check_segments(ranks.len());
+        let ranks: Vec<u32> = ranks
+            .into_iter()
+            .map(|rank| {
+                u32::try_from(rank)
+                    .expect("gradient mask: an on-device selection ranks fewer than 2^32 entries")
+            })
+            .collect();
+        let segments = ranks.len();
+        let ranks = CubeBackend::int_from_data(TensorData::new(ranks, [segments]), &like.device);
         let selection = empty_device_dtype(
             like.client.clone(),
             like.device.clone(),
-            Shape::new([SELECTION_LEN]),
+            Shape::new([segments * SELECTION_LEN]),
             DType::U32,
         );
-        radix::launch_start(&selection, rank);
+        radix::launch_start(&selection, &ranks);
         selection
     }
 
@@ -365,13 +383,15 @@ impl MaskOps for CubeBackend {
         grad: &FloatTensor<Self>,
         selection: IntTensor<Self>,
         shift: u32,
+        segment: u32,
     ) -> IntTensor<Self> {
         let len = grad.shape().num_elements();
         let selection = writable(selection);
         let grad = into_contiguous(grad.clone());
         let plan = selection_plan(&[&grad], len);
         if len > 0 {
-            histogram::launch(&grad, &selection, &plan, shift, Prefix::InBuffer);
+            let prefix = Prefix::InBuffer(segment as usize);
+            histogram::launch(&grad, &selection, &plan, shift, prefix);
         }
         selection
     }
@@ -387,10 +407,11 @@ impl MaskOps for CubeBackend {
         selection: IntTensor<Self>,
     ) -> FloatTensor<Self> {
         let plan = selection_plan(&[like], 1);
+        let segments = selection_segments(selection.shape().num_elements());
         let threshold = empty_device_dtype(
             like.client.clone(),
             like.device.clone(),
-            Shape::new([1]),
+            Shape::new([segments]),
             like.dtype,
         );
         let inf = inf_key(like.dtype).expect("a supported float dtype") as u32;
