@@ -12,7 +12,7 @@
 # Contents (built with `--features cuda-nvrtc,wgpu`, dev profile, stripped):
 # - bin/tests/: the GPU test binaries (tests/gpu*.rs);
 # - bin/benches/: the benchmarks mask (with its breakdown mode) and step;
-# - bin/examples/: gmt_study, and the llm example's binaries when the tree has examples/llm;
+# - bin/examples/: gmt_study, and llm when the tree has examples/llm;
 # - lib/libllvmstub.so (+ its source): see below; lib/libvulkan.so.1 from this machine when
 #   there is one (wgpu's Vulkan loader; the GPU machine's NVIDIA driver brings the ICD);
 # - scripts/torch_anchor.py; MANIFEST.txt (commit, toolchain, sizes and SHA-256 of each file).
@@ -59,25 +59,21 @@ for tool in cargo python3 gcc nm strip xz tar sha256sum ldd; do
     command -v "$tool" >/dev/null || die "needs '$tool' on PATH"
 done
 
-# The GPU test files, and the llm example when this tree has it (a package of its own: it is
-# built in the same cargo invocation as the root package so that feature unification turns
-# NVRTC on for it too).
+# The GPU test files, and the llm example when this tree has it (an example of the root
+# package, `examples/llm/main.rs`, whose library crate burn-gmt-llm gets CUDA through the root
+# package's features).
 gpu_tests=()
 for file in tests/gpu*.rs; do
     [[ -e $file ]] && gpu_tests+=(--test "$(basename "$file" .rs)")
 done
 ((${#gpu_tests[@]} > 0)) || die "no tests/gpu*.rs"
 targets=("${gpu_tests[@]}" --bench mask --bench step --example gmt_study)
-packages=(-p burn-gmt-suite)
-feature_list=$features
-if [[ -f examples/llm/Cargo.toml ]]; then
-    llm_package=$(sed -n 's/^name *= *"\(.*\)"/\1/p' examples/llm/Cargo.toml | head -1)
-    [[ -n $llm_package ]] || die "examples/llm/Cargo.toml: no package name"
-    packages+=(-p "$llm_package")
-    feature_list="burn-gmt-suite/cuda-nvrtc,burn-gmt-suite/wgpu,$llm_package/cuda,$llm_package/wgpu"
-    targets+=(--bins)
+examples=1
+if [[ -f examples/llm/main.rs ]]; then
+    targets+=(--example llm)
+    examples=2
 fi
-build=(cargo build --profile dev --locked "${packages[@]}" --features "$feature_list"
+build=(cargo build --profile dev --locked -p burn-gmt-suite --features "$features"
     "${targets[@]}" --message-format=json-render-diagnostics)
 
 section "plan"
@@ -120,7 +116,7 @@ while read -r kind target path; do
     strip "$stage/bin/$dir/$target"
     count=$((count + 1))
 done <"$work/executables.txt"
-expected=$((${#gpu_tests[@]} / 2 + 3))
+expected=$((${#gpu_tests[@]} / 2 + 2 + examples))
 ((count >= expected)) ||
     die "found $count executables in cargo's output, expected at least $expected"
 mapfile -t binaries < <(find "$stage/bin" -type f | sort)
@@ -162,7 +158,7 @@ cp scripts/torch_anchor.py "$stage/scripts/"
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m)"
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "toolchain: $(rustc --version)"
-    echo "features: $feature_list (NVRTC compiler); profile dev"
+    echo "features: $features (NVRTC compiler); profile dev"
     echo "CUDARC_CUDA_VERSION=$CUDARC_CUDA_VERSION (the newest CUDA API the driver must support)"
     echo "LLVM stub: $symbols symbols"
     echo "run: scripts/gpu-check.sh --bundle $name.tar.xz (or the extracted directory)"

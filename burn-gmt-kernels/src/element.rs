@@ -22,7 +22,7 @@ pub trait MaskElement: burn::tensor::Element + bytemuck::Pod {
     const DTYPE: DType;
 
     /// The element's bits as an unsigned integer of its own width.
-    type AbsBits: Copy + Ord + Default + Into<u64> + Send + Sync;
+    type AbsBits: Copy + Ord + Default + Into<u64> + Send + Sync + bytemuck::Pod;
 
     /// The order-preserving key of `|self|`; [`NAN_KEY`](Self::NAN_KEY) for every NaN.
     fn abs_key(self) -> u64;

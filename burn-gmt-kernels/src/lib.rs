@@ -39,6 +39,7 @@ pub mod host;
 pub mod random;
 pub mod select;
 
+mod bracket_simd;
 mod ops;
 pub use ops::MaskOps;
 
