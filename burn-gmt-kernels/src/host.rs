@@ -81,11 +81,17 @@ pub fn abs_threshold_mask<E: MaskElement>(values: &mut [E], threshold_key: u64) 
     let zero = E::zero();
     let threshold = E::key_bits(threshold_key);
     let len = task_len(values.len());
-    values.par_chunks_mut(len).for_each(|chunk| {
-        for x in chunk.iter_mut() {
-            // A select rather than a branch, on the element's own bits: the compiler
-            // vectorises it.
-            *x = if x.abs_bits() < threshold { zero } else { *x };
+    let zero: E::AbsBits = bytemuck::cast(zero);
+    let bits: &mut [E::AbsBits] = bytemuck::cast_slice_mut(values);
+    bits.par_chunks_mut(len).for_each(move |chunk| {
+        // A select of the element's bits rather than a branch, against values held in
+        // registers: the compiler vectorises it. (Read through the closure's references,
+        // `zero` and `threshold` might alias the chunk, and the loop stayed scalar.)
+        let (zero, threshold) = (zero, threshold);
+        for b in chunk.iter_mut() {
+            let bits = *b;
+            let x: E = bytemuck::cast(bits);
+            *b = if x.abs_bits() < threshold { zero } else { bits };
         }
     });
 }
@@ -104,7 +110,13 @@ pub fn abs_threshold_select<E: MaskElement>(
     );
     let threshold = E::key_bits(threshold_key);
     for ((g, u), p) in grad.iter().zip(updated.iter_mut()).zip(previous) {
-        *u = if g.abs_bits() < threshold { *p } else { *u };
+        // Both values loaded first: a select of values, not of their addresses, vectorises.
+        let (held, moved) = (*p, *u);
+        *u = if g.abs_bits() < threshold {
+            held
+        } else {
+            moved
+        };
     }
 }
 
@@ -463,13 +475,6 @@ struct Bounds<E: MaskElement> {
 }
 
 impl<E: MaskElement> Bounds<E> {
-    /// The element's key in its own width, every NaN folded onto the one NaN key: equal to
-    /// [`MaskElement::abs_key`] as an integer.
-    #[inline(always)]
-    fn canonical(&self, x: E) -> E::AbsBits {
-        x.abs_bits().min(self.nan)
-    }
-
     /// Counts `chunk` (fewer than 2^32 entries, as [`task_len`] makes them) against the
     /// bracket and, with `keep`, collects the keys inside it, up to `cap` of them (then only
     /// counts): `f32` keys 16 at a time where the CPU has AVX-512 ([`bracket_simd`]), the
@@ -511,26 +516,30 @@ impl<E: MaskElement> Bounds<E> {
     /// ones and advancing past it only when it is inside (a few percent of the entries, in no
     /// predictable order).
     fn scan_portable(&self, chunk: &[E], keep: bool, cap: usize) -> BracketScan<E::AbsBits> {
+        // The bounds in registers: read through `self`, the stores into `keys` might alias them.
+        // A key is the element's bits in its own width with every NaN folded onto the one NaN
+        // key: [`MaskElement::abs_key`] as an integer.
+        let (lo, last, inf, nan) = (self.lo, self.last, self.inf, self.nan);
         let (mut below, mut non_finite, mut inside) = (0u32, 0u32, 0u32);
         let mut keys = Vec::new();
         if keep {
             keys = vec![E::AbsBits::default(); cap + 1];
             let mut kept = 0usize;
             for &x in chunk {
-                let key = self.canonical(x);
-                below = below.wrapping_add(u32::from(key < self.lo));
-                non_finite = non_finite.wrapping_add(u32::from(key >= self.inf));
+                let key = x.abs_bits().min(nan);
+                below = below.wrapping_add(u32::from(key < lo));
+                non_finite = non_finite.wrapping_add(u32::from(key >= inf));
                 keys[kept.min(cap)] = key;
-                kept = kept.wrapping_add(usize::from((key >= self.lo) & (key <= self.last)));
+                kept = kept.wrapping_add(usize::from((key >= lo) & (key <= last)));
             }
             inside = kept as u32;
             keys.truncate(kept.min(cap));
         } else {
             for &x in chunk {
-                let key = self.canonical(x);
-                below = below.wrapping_add(u32::from(key < self.lo));
-                non_finite = non_finite.wrapping_add(u32::from(key >= self.inf));
-                inside = inside.wrapping_add(u32::from((key >= self.lo) & (key <= self.last)));
+                let key = x.abs_bits().min(nan);
+                below = below.wrapping_add(u32::from(key < lo));
+                non_finite = non_finite.wrapping_add(u32::from(key >= inf));
+                inside = inside.wrapping_add(u32::from((key >= lo) & (key <= last)));
             }
         }
         BracketScan {
