@@ -348,12 +348,10 @@ impl MaskOps for CubeBackend {
                     .expect("gradient mask: an on-device selection ranks fewer than 2^32 entries")
             })
             .collect();
-        let segments = ranks.len();
-        let ranks = CubeBackend::int_from_data(TensorData::new(ranks, [segments]), &like.device);
         let selection = empty_device_dtype(
             like.client.clone(),
             like.device.clone(),
-            Shape::new([segments * SELECTION_LEN]),
+            Shape::new([ranks.len() * SELECTION_LEN]),
             DType::U32,
         );
         radix::launch_start(&selection, &ranks);

@@ -14,6 +14,9 @@ use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
 use super::key::value_of_key;
+use burn::backend::ops::IntTensorOps;
+use burn::tensor::TensorData;
+use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 
 use crate::element::{
@@ -31,6 +34,21 @@ fn radix_select_start_kernel(selection: &mut [u32], ranks: &[u32]) {
     let mut word = 0u32;
     if pos % SELECTION_LEN == STATE_REMAINING {
         word = ranks[pos / SELECTION_LEN];
+    }
+    selection[pos] = word;
+}
+
+/// A cleared selection buffer of one segment seeking rank `rank`, given as a launch argument:
+/// the one selection of a lone gradient (the optimizer wrapper's) uploads nothing.
+#[cube(launch_unchecked)]
+fn radix_select_start_one_kernel(selection: &mut [u32], rank: u32) {
+    let pos = ABSOLUTE_POS;
+    if pos >= selection.len() {
+        terminate!();
+    }
+    let mut word = 0u32;
+    if pos == STATE_REMAINING {
+        word = rank;
     }
     selection[pos] = word;
 }
@@ -132,18 +150,27 @@ fn radix_select_threshold_kernel<F: Float>(
     }
 }
 
-/// Launches [`radix_select_start_kernel`] over `selection` (one segment of [`SELECTION_LEN`]
-/// `u32` words per entry of `ranks`, a `u32` tensor).
-pub fn launch_start(selection: &CubeTensor, ranks: &CubeTensor) {
+/// Starts `selection`, one segment of [`SELECTION_LEN`] `u32` words per entry of `ranks`:
+/// [`radix_select_start_one_kernel`] for one rank, else [`radix_select_start_kernel`] with the
+/// ranks uploaded (one small transfer for all the selections of a step).
+pub fn launch_start(selection: &CubeTensor, ranks: &[u32]) {
     let client = &selection.client;
     let len = selection.meta.num_elements();
-    assert_eq!(
-        len,
-        ranks.meta.num_elements() * SELECTION_LEN,
-        "selection buffer length"
-    );
+    assert_eq!(len, ranks.len() * SELECTION_LEN, "selection buffer length");
     let cube_dim = CubeDim::new(client, len);
     let cube_count = calculate_cube_count_elemwise(client, len, cube_dim);
+    let buffer = selection.clone().into_buffer_arg();
+    if let [rank] = ranks {
+        // SAFETY: every unit checks its position against the buffer length.
+        unsafe {
+            radix_select_start_one_kernel::launch_unchecked(
+                client, cube_count, cube_dim, buffer, *rank,
+            );
+        }
+        return;
+    }
+    let data = TensorData::new(ranks.to_vec(), [ranks.len()]);
+    let ranks = CubeBackend::int_from_data(data, &selection.device);
     // SAFETY: every unit checks its position against the buffer length; segment `s` of the
     // buffer reads `ranks[s]`, and the buffer has one segment per rank.
     unsafe {
@@ -151,8 +178,8 @@ pub fn launch_start(selection: &CubeTensor, ranks: &CubeTensor) {
             client,
             cube_count,
             cube_dim,
-            selection.clone().into_buffer_arg(),
-            ranks.clone().into_buffer_arg(),
+            buffer,
+            ranks.into_buffer_arg(),
         );
     }
 }
