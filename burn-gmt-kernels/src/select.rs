@@ -30,6 +30,8 @@
 //!   GPUs), the host drives the radix passes, reading each gradient's histogram back and
 //!   merging them; no gradient leaves its device.
 
+use std::sync::Arc;
+
 use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
 use burn::tensor::kind::Basic;
 use burn::tensor::{DType, Device, Element, Int, Tensor, TensorData};
@@ -195,12 +197,43 @@ enum Source {
     /// Known on the host.
     Known(Counts, Option<f64>),
     /// `[masked, non_finite]` counted on the device; the threshold value known (or none).
-    Counted(Box<Tensor<1, Int>>, Option<f64>),
+    Counted(DeviceWords, Option<f64>),
     /// `[masked, non_finite]` counted on the device against a selection whose state words
     /// give the threshold key in the gradients' dtype (a selection over several gradients).
-    CountedSelected(Box<Tensor<1, Int>>, Box<Tensor<1, Int>>, DType),
+    CountedSelected(DeviceWords, DeviceWords, DType),
     /// The state words of a one-gradient selection: counts and threshold, no counting pass.
-    Selected(Box<Tensor<1, Int>>, DType),
+    Selected(DeviceWords, DType),
+}
+
+/// Words on the device that statistics are read from: `len` words from `start` of a tensor
+/// that several gradients may share (the state words of a step's selections made together,
+/// the state of a global selection), which [`resolve_stats`] reads once for all of them.
+#[derive(Debug, Clone)]
+struct DeviceWords {
+    tensor: Arc<Tensor<1, Int>>,
+    start: usize,
+    len: usize,
+}
+
+impl DeviceWords {
+    /// Every word of `tensor`.
+    fn whole(tensor: Tensor<1, Int>) -> Self {
+        let len = tensor.shape().num_elements();
+        Self {
+            tensor: Arc::new(tensor),
+            start: 0,
+            len,
+        }
+    }
+
+    /// The state words of selection `segment` in a table of them (`[segments × 4]` words).
+    fn state_of(table: &Arc<Tensor<1, Int>>, segment: usize) -> Self {
+        Self {
+            tensor: table.clone(),
+            start: segment * SELECTION_STATE_LEN,
+            len: SELECTION_STATE_LEN,
+        }
+    }
 }
 
 /// The statistics of one gradient against its threshold, possibly still on the device:
@@ -226,15 +259,15 @@ impl PendingStats {
     pub fn counted(grad: &DispatchTensor, counts: Tensor<1, Int>) -> Self {
         Self {
             total: grad.shape().num_elements() as u64,
-            source: Source::Counted(Box::new(counts), None),
+            source: Source::Counted(DeviceWords::whole(counts), None),
         }
     }
 
     /// The statistics of `grad`, the one gradient of a selection, from its state words.
-    fn selected(grad: &DispatchTensor, state: Tensor<1, Int>) -> Self {
+    fn selected(grad: &DispatchTensor, state: DeviceWords) -> Self {
         Self {
             total: grad.shape().num_elements() as u64,
-            source: Source::Selected(Box::new(state), grad.dtype()),
+            source: Source::Selected(state, grad.dtype()),
         }
     }
 
@@ -248,7 +281,7 @@ impl PendingStats {
         self
     }
 
-    fn device_words(&self) -> Vec<&Tensor<1, Int>> {
+    fn device_words(&self) -> Vec<&DeviceWords> {
         match &self.source {
             Source::Known(..) => vec![],
             Source::Counted(counts, _) => vec![counts],
@@ -292,20 +325,39 @@ impl PendingStats {
 }
 
 /// The counts and threshold value of each of `pending`: every device-side word read back
-/// with one read per device, in order.
+/// with one read per device, each tensor once however many gradients share it.
 pub fn resolve_stats(pending: Vec<PendingStats>) -> Vec<(Counts, Option<f64>)> {
-    let tensors = pending
+    let mut distinct: Vec<Arc<Tensor<1, Int>>> = Vec::new();
+    // Per gradient, where each of its words lie: (distinct tensor, start, len).
+    let places: Vec<Vec<(usize, usize, usize)>> = pending
         .iter()
-        .flat_map(PendingStats::device_words)
-        .cloned()
+        .map(|p| {
+            p.device_words()
+                .into_iter()
+                .map(|w| {
+                    let at = distinct.iter().position(|t| Arc::ptr_eq(t, &w.tensor));
+                    let at = at.unwrap_or_else(|| {
+                        distinct.push(w.tensor.clone());
+                        distinct.len() - 1
+                    });
+                    (at, w.start, w.len)
+                })
+                .collect()
+        })
         .collect();
-    let mut words = read_per_device::<Int, i64>(tensors)
+    let tensors = distinct.iter().map(|t| t.as_ref().clone()).collect();
+    let values: Vec<Vec<u64>> = read_per_device::<Int, i64>(tensors)
         .into_iter()
-        .map(|w| w.into_iter().map(|w| w as u64).collect::<Vec<u64>>());
+        .map(|w| w.into_iter().map(|w| w as u64).collect())
+        .collect();
     pending
         .into_iter()
-        .map(|p| {
-            let own: Vec<Vec<u64>> = words.by_ref().take(p.device_words().len()).collect();
+        .zip(places)
+        .map(|(p, places)| {
+            let own: Vec<Vec<u64>> = places
+                .into_iter()
+                .map(|(at, start, len)| values[at][start..start + len].to_vec())
+                .collect();
             p.decode(&own)
         })
         .collect()
@@ -374,7 +426,8 @@ pub fn select_abs(grads: &[DispatchTensor], rank: u64, collect: bool) -> Selecti
 fn select_one(grad: &DispatchTensor, rank: u64, collect: bool) -> Selection {
     let state = <Dispatch as MaskOps>::abs_key_select(grad, rank);
     let threshold = <Dispatch as MaskOps>::radix_select_threshold(grad, state.clone());
-    let stats = collect.then(|| vec![PendingStats::selected(grad, Tensor::from_dispatch(state))]);
+    let state = DeviceWords::whole(Tensor::from_dispatch(state));
+    let stats = collect.then(|| vec![PendingStats::selected(grad, state)]);
     Selection {
         thresholds: vec![threshold],
         stats,
@@ -389,22 +442,18 @@ fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: 
     let threshold = <Dispatch as MaskOps>::radix_select_threshold(&grads[0], selection.clone());
     // Statistics stay on the device until `resolve_stats` reads the whole step's at once.
     let stats = collect.then(|| {
-        let state = segment_states(selection, 1);
+        let state = DeviceWords::whole(segment_states(selection, 1));
         if let [grad] = grads {
             // One gradient: the selection's own state holds its statistics.
-            return vec![PendingStats::selected(
-                grad,
-                state.reshape([SELECTION_STATE_LEN]),
-            )];
+            return vec![PendingStats::selected(grad, state)];
         }
-        let state = state.reshape([SELECTION_STATE_LEN]);
         grads
             .iter()
             .map(|g| PendingStats {
                 total: g.shape().num_elements() as u64,
                 source: Source::CountedSelected(
-                    Box::new(device_count(g, &threshold)),
-                    Box::new(state.clone()),
+                    DeviceWords::whole(device_count(g, &threshold)),
+                    state.clone(),
                     dtype,
                 ),
             })
@@ -446,14 +495,15 @@ fn device_steps(members: &[Vec<&DispatchTensor>], ranks: Vec<u64>, dtype: DType)
     selection
 }
 
-/// The state words of the `segments` segments of a selection buffer, `[segments, 4]`, in a
-/// tensor of their own (`+ 0` materialises the slice), so that statistics waiting to be read
-/// do not keep the buffer's histograms alive.
-fn segment_states(selection: DispatchTensor, segments: usize) -> Tensor<2, Int> {
+/// The state words of the `segments` segments of a selection buffer, segment after segment
+/// (4 words each), in a tensor of their own (`+ 0` materialises the slice, one launch), so
+/// that statistics waiting to be read do not keep the buffer's histograms alive.
+fn segment_states(selection: DispatchTensor, segments: usize) -> Tensor<1, Int> {
     Tensor::<1, Int>::from_dispatch(selection)
         .reshape([segments, SELECTION_LEN])
         .slice([0..segments, 0..SELECTION_STATE_LEN])
         .add_scalar(0)
+        .reshape([segments * SELECTION_STATE_LEN])
 }
 
 /// Selects, for each of `grads` on its own, the `(ranks[i] + 1)`-th smallest `|g|` of that
@@ -512,13 +562,13 @@ pub fn select_abs_each(grads: &[DispatchTensor], ranks: &[u64], collect: bool) -
                 like,
                 selection.clone(),
             ));
-            let states = collect.then(|| segment_states(selection, batch.len()));
+            // One table of state words for the batch, read once for all its gradients.
+            let states = collect.then(|| Arc::new(segment_states(selection, batch.len())));
             for (segment, &i) in batch.iter().enumerate() {
                 let threshold = values.clone().slice(segment..segment + 1);
                 thresholds[i] = Some(threshold.into_dispatch());
                 stats[i] = states.as_ref().map(|states| {
-                    let state = states.clone().slice(segment..segment + 1);
-                    PendingStats::selected(&grads[i], state.reshape([SELECTION_STATE_LEN]))
+                    PendingStats::selected(&grads[i], DeviceWords::state_of(states, segment))
                 });
             }
         }
