@@ -477,8 +477,8 @@ struct Bounds<E: MaskElement> {
 impl<E: MaskElement> Bounds<E> {
     /// Counts `chunk` (fewer than 2^32 entries, as [`task_len`] makes them) against the
     /// bracket and, with `keep`, collects the keys inside it, up to `cap` of them (then only
-    /// counts): `f32` keys 16 at a time where the CPU has AVX-512 ([`bracket_simd`]), the
-    /// portable loop otherwise.
+    /// counts): `f32` keys 16 or 8 at a time where the CPU has AVX-512 or AVX2
+    /// ([`bracket_simd`]), the portable loop otherwise.
     fn scan(&self, chunk: &[E], keep: bool, cap: usize) -> BracketScan<E::AbsBits> {
         let simd = keep && E::DTYPE == DType::F32 && bracket_simd::available();
         match simd.then(|| self.scan_f32_simd(chunk, cap)).flatten() {
@@ -487,8 +487,8 @@ impl<E: MaskElement> Bounds<E> {
         }
     }
 
-    /// [`scan`](Self::scan) of `f32` keys with AVX-512 ([`bracket_simd`]), or `None` when the
-    /// element is not `f32` or the CPU has no AVX-512.
+    /// [`scan`](Self::scan) of `f32` keys in vector code ([`bracket_simd`]), or `None` when
+    /// the element is not `f32` or the CPU has no such code.
     fn scan_f32_simd(&self, chunk: &[E], cap: usize) -> Option<BracketScan<E::AbsBits>> {
         let values: &[f32] = bytemuck::try_cast_slice(chunk).ok()?;
         let word = |bits: E::AbsBits| u32::try_from(bits.into()).ok();
