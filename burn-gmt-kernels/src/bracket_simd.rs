@@ -233,7 +233,6 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::random::mix64;
 
     /// The scan one entry at a time: the reference.
     fn plain(values: &[f32], b: F32Bounds, cap: usize) -> (u32, u32, usize, Vec<u32>) {
@@ -262,26 +261,9 @@ mod tests {
     /// caps that hold every key or overflow.
     #[test]
     fn every_vector_code_here_matches_a_plain_scan() {
-        let special = [
-            f32::NAN,
-            -f32::NAN,
-            f32::from_bits(0x7F80_0001),
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::from_bits(1),
-            -0.0,
-            0.0,
-            1.0,
-            -1.0,
-        ];
         for isa in [Isa::Avx512, Isa::Avx2] {
             for n in [0usize, 1, 7, 8, 9, 15, 16, 17, 31, 100, 5_000] {
-                let values: Vec<f32> = (0..n as u64)
-                    .map(|i| match mix64(i ^ 0x51) % 10 {
-                        0 | 1 => special[(mix64(i) % special.len() as u64) as usize],
-                        _ => ((mix64(i + 7) % 2_000) as f32 - 1_000.0) / 250.0,
-                    })
-                    .collect();
+                let values = crate::test_values::awkward_f32(n, 0x51);
                 let (inf, nan) = (0x7F80_0000, 0x7F80_0001);
                 for (lo, last) in [
                     (0, nan),

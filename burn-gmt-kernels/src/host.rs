@@ -767,31 +767,13 @@ mod tests {
         assert_eq!(select_in_bracket(bracket, &mut [small_cap], 150), None);
     }
 
-    /// The bracket scan (AVX-512 on a CPU that has it, 16 keys a step) against a plain filter
-    /// of the keys, at lengths around the 16-lane steps, with NaN of every payload, infinities,
+    /// The bracket scan (in vector code where the CPU has it) against a plain filter of the
+    /// keys, at lengths around the vector widths, with NaN of every payload, infinities,
     /// subnormals and ties, caps that hold every key or overflow, brackets of every width.
     #[test]
     fn bracket_scan_matches_a_plain_filter() {
-        let special = [
-            f32::NAN,
-            -f32::NAN,
-            f32::from_bits(0x7F80_0001),
-            f32::from_bits(0xFFC0_1234),
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::from_bits(1),
-            -0.0,
-            0.0,
-            1.0,
-            -1.0,
-        ];
         for n in [0usize, 1, 15, 16, 17, 33, 1_000, 65_537] {
-            let values: Vec<f32> = (0..n as u64)
-                .map(|i| match uniform(7, i) {
-                    u if u < 0.2 => special[(mix64(i) % special.len() as u64) as usize],
-                    u => ((u - 0.6) * 8.0) as f32,
-                })
-                .collect();
+            let values = crate::test_values::awkward_f32(n, 7);
             let keys: Vec<u64> = values.iter().map(|x| x.abs_key()).collect();
             let mut sorted = keys.clone();
             sorted.sort_unstable();

@@ -50,3 +50,5 @@ mod flex;
 mod host_ops;
 #[cfg(feature = "ndarray")]
 mod ndarray;
+#[cfg(test)]
+mod test_values;
