@@ -13,8 +13,9 @@
 # - bin/tests/: the GPU test binaries (tests/gpu*.rs);
 # - bin/benches/: the benchmarks mask (with its breakdown mode) and step;
 # - bin/examples/: gmt_study, and llm when the tree has examples/llm;
-# - lib/libllvmstub.so (+ its source): see below; lib/libvulkan.so.1 from this machine when
-#   there is one (wgpu's Vulkan loader; the GPU machine's NVIDIA driver brings the ICD);
+# - lib/libllvmstub.so (+ its source and version script): see below; lib/libvulkan.so.1 from
+#   this machine when there is one (wgpu's Vulkan loader; the GPU machine's NVIDIA driver
+#   brings the ICD);
 # - scripts/torch_anchor.py; MANIFEST.txt (commit, toolchain, sizes and SHA-256 of each file).
 #
 # How (the recipe of shared/notes/cuda-offline.md, verified on an H200): cubecl-cuda depends on
@@ -22,7 +23,9 @@
 # `--unresolved-symbols=ignore-all` links the binaries with the LLVM C API (and four cubecl_*
 # shims) unresolved. The `cuda-nvrtc` feature compiles kernels with NVRTC, so LLVM is never
 # called; the stub library only satisfies the loader (each stub aborts) and gpu-check.sh
-# LD_PRELOADs it. CUDARC_CUDA_VERSION pins the CUDA API cudarc binds (default 13000: the H200's
+# LD_PRELOADs it. Its symbols are versioned (GMT_LLVM_STUB) so that they do not stand in for
+# the LLVM of a Mesa driver in the same process, which the recipe's unversioned stub aborted.
+# CUDARC_CUDA_VERSION pins the CUDA API cudarc binds (default 13000: the H200's
 # driver is CUDA 13.0; set it to the GPU machine's driver version, e.g. 12040 for 12.4).
 #
 # Own target directory (DOCS_RS and RUSTFLAGS change artifacts): GMT_BUNDLE_TARGET_DIR, default
@@ -123,7 +126,11 @@ mapfile -t binaries < <(find "$stage/bin" -type f | sort)
 
 section "LLVM stub"
 # Every LLVM C API function and cubecl shim the binaries leave unresolved gets a body that
-# aborts: NVRTC never calls them, the loader only needs them defined.
+# aborts: NVRTC never calls them, the loader only needs them defined (Rust calls external
+# functions through the GOT, bound at load). The stub's symbols carry a version of their own,
+# so they satisfy only the binaries' unversioned references: a Mesa driver that wgpu loads into
+# the same process (llvmpipe, lavapipe) asks for versioned ones (`LLVMContextCreate@LLVM_15`)
+# and still gets its own LLVM, where an unversioned stub aborted it.
 nm -D --undefined-only "${binaries[@]}" 2>/dev/null | awk 'NF >= 2 {print $NF}' |
     sed 's/@.*//' | grep -E '^(LLVM|cubecl_)' | sort -u >"$work/symbols.txt" || true
 symbols=$(wc -l <"$work/symbols.txt")
@@ -134,16 +141,24 @@ symbols=$(wc -l <"$work/symbols.txt")
     echo "#include <stdlib.h>"
     awk '{printf "void %s(void) { abort(); }\n", $1}' "$work/symbols.txt"
 } >"$stage/lib/llvmstub.c"
-gcc -shared -fPIC -O1 -o "$stage/lib/libllvmstub.so" "$stage/lib/llvmstub.c"
+echo 'GMT_LLVM_STUB { global: *; };' >"$stage/lib/llvmstub.map"
+gcc -shared -fPIC -O1 -Wl,--version-script="$stage/lib/llvmstub.map" \
+    -o "$stage/lib/libllvmstub.so" "$stage/lib/llvmstub.c"
 echo "$symbols symbols"
-# Rust binaries bind every symbol at load time: with the stub, none may be left undefined.
+# With the stub, no symbol may be left undefined, and every test binary must start.
 for binary in "${binaries[@]}"; do
     if LD_PRELOAD="$stage/lib/libllvmstub.so" ldd -r "$binary" 2>&1 | grep -q 'undefined symbol'; then
         LD_PRELOAD="$stage/lib/libllvmstub.so" ldd -r "$binary" 2>&1 | grep 'undefined symbol' | head -5
         die "$(basename "$binary"): symbols still undefined with the stub"
     fi
 done
-echo "every binary loads with the stub (ldd -r)"
+for binary in "$stage"/bin/tests/*; do
+    LD_PRELOAD="$stage/lib/libllvmstub.so" "$binary" --list >/dev/null 2>"$work/load.txt" || {
+        head -5 "$work/load.txt"
+        die "$(basename "$binary") does not start with the stub"
+    }
+done
+echo "every binary loads with the stub (ldd -r), every test binary lists its tests"
 
 vulkan=$(ldconfig -p 2>/dev/null | grep -oE '/[^ ]*/libvulkan\.so\.1$' | head -1 || true)
 if [[ -n $vulkan ]]; then
@@ -160,7 +175,7 @@ cp scripts/torch_anchor.py "$stage/scripts/"
     echo "toolchain: $(rustc --version)"
     echo "features: $features (NVRTC compiler); profile dev"
     echo "CUDARC_CUDA_VERSION=$CUDARC_CUDA_VERSION (the newest CUDA API the driver must support)"
-    echo "LLVM stub: $symbols symbols"
+    echo "LLVM stub: $symbols symbols (version GMT_LLVM_STUB)"
     echo "run: scripts/gpu-check.sh --bundle $name.tar.xz (or the extracted directory)"
     echo
     echo "files (bytes, sha256):"

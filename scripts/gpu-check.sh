@@ -245,7 +245,8 @@ run_bundle() {
         echo "Vulkan loader: the bundle's"
     fi
     echo "CUDA_PATH=$CUDA_PATH LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
-    # Only the Rust binaries get the stub: its LLVM symbols must not stand in for others'.
+    # Only the Rust binaries get the stub: its LLVM symbols must not stand in for others'. (Its
+    # symbols are versioned, so a Mesa driver wgpu loads into the process keeps its own LLVM.)
     local rust_env=(env "LD_PRELOAD=$root/lib/libllvmstub.so" BURN_DEVICE=cuda GMT_REQUIRE_GPU=1)
     local sizes=${GMT_BENCH_SIZES:-4096,65536,1048576,16777216,45000000}
     local deadline=$((${GMT_CHECK_BUDGET_S:-450}))
