@@ -44,25 +44,10 @@ pub(crate) fn best() -> Option<Isa> {
     None
 }
 
-/// Whether [`scan_f32`] runs here.
-pub(crate) fn available() -> bool {
-    best().is_some()
-}
-
 /// The scan of `chunk` (fewer than 2^32 entries) against `bounds` (keys of at most the NaN
-/// key, so below 2^31), or `None` when this CPU has no vector code for it. `keys` must hold
-/// `cap + 16` entries.
+/// key, so below 2^31) with the vector code `isa` ([`best`] for this CPU), or `None` when this
+/// CPU does not have it. `keys` must hold `cap + 16` entries.
 pub(crate) fn scan_f32(
-    chunk: &[f32],
-    bounds: F32Bounds,
-    keys: &mut [u32],
-    cap: usize,
-) -> Option<Found> {
-    scan_f32_with(best()?, chunk, bounds, keys, cap)
-}
-
-/// [`scan_f32`] with the vector code `isa`, or `None` when this CPU does not have it.
-pub(crate) fn scan_f32_with(
     isa: Isa,
     chunk: &[f32],
     bounds: F32Bounds,
@@ -275,7 +260,7 @@ mod tests {
                     for cap in [n, n / 3, 0] {
                         let mut keys = vec![0u32; cap + 16];
                         let Some((below, non_finite, kept)) =
-                            scan_f32_with(isa, &values, bounds, &mut keys, cap)
+                            scan_f32(isa, &values, bounds, &mut keys, cap)
                         else {
                             continue;
                         };

@@ -480,8 +480,7 @@ impl<E: MaskElement> Bounds<E> {
     /// counts): `f32` keys 16 or 8 at a time where the CPU has AVX-512 or AVX2
     /// ([`bracket_simd`]), the portable loop otherwise.
     fn scan(&self, chunk: &[E], keep: bool, cap: usize) -> BracketScan<E::AbsBits> {
-        let simd = keep && E::DTYPE == DType::F32 && bracket_simd::available();
-        match simd.then(|| self.scan_f32_simd(chunk, cap)).flatten() {
+        match keep.then(|| self.scan_f32_simd(chunk, cap)).flatten() {
             Some(scan) => scan,
             None => self.scan_portable(chunk, keep, cap),
         }
@@ -490,6 +489,11 @@ impl<E: MaskElement> Bounds<E> {
     /// [`scan`](Self::scan) of `f32` keys in vector code ([`bracket_simd`]), or `None` when
     /// the element is not `f32` or the CPU has no such code.
     fn scan_f32_simd(&self, chunk: &[E], cap: usize) -> Option<BracketScan<E::AbsBits>> {
+        if E::DTYPE != DType::F32 {
+            return None;
+        }
+        // Before the keys are allocated: most CPUs have the code, the others pay nothing.
+        let isa = bracket_simd::best()?;
         let values: &[f32] = bytemuck::try_cast_slice(chunk).ok()?;
         let word = |bits: E::AbsBits| u32::try_from(bits.into()).ok();
         let bounds = bracket_simd::F32Bounds {
@@ -500,7 +504,7 @@ impl<E: MaskElement> Bounds<E> {
         };
         let mut keys = vec![E::AbsBits::default(); cap + 16];
         let words: &mut [u32] = bytemuck::try_cast_slice_mut(&mut keys).ok()?;
-        let (below, non_finite, inside) = bracket_simd::scan_f32(values, bounds, words, cap)?;
+        let (below, non_finite, inside) = bracket_simd::scan_f32(isa, values, bounds, words, cap)?;
         keys.truncate(inside.min(cap));
         Some(BracketScan {
             below: below.into(),
