@@ -119,21 +119,7 @@ pub(crate) fn plan_tensor(
 ) -> Plan {
     match strategy {
         MaskStrategy::Magnitude => {
-            let grads = [grad.clone()];
-            let rank = masked_count(ratio, grad.shape().num_elements() as u64);
-            if rank == 0 {
-                return Plan {
-                    mask: TensorMask::Keep,
-                    stats: collect_stats.then(|| select::count_unselected(&grads, false).remove(0)),
-                };
-            }
-            let mut selection = select::select_abs(&grads, rank, collect_stats);
-            Plan {
-                mask: TensorMask::Below {
-                    threshold: selection.thresholds.remove(0),
-                },
-                stats: selection.stats.map(|mut s| s.remove(0)),
-            }
+            plan_magnitude(std::slice::from_ref(grad), ratio, collect_stats).remove(0)
         }
         MaskStrategy::Random { seed, rescale } => {
             let key = draw_key(seed, stream, step);
@@ -160,6 +146,51 @@ pub(crate) fn plan_tensor(
             unreachable!("HFT is planned per block by GradMask, which sees the module")
         }
     }
+}
+
+/// The magnitude masks of `grads`, each with its own threshold (per-tensor scope), their
+/// selections made together ([`select::select_abs_each`]: on a GPU the steps that read no
+/// gradient are one launch for all of them). A tensor too small for `ratio` (rank 0) keeps
+/// its gradient.
+pub(crate) fn plan_magnitude(
+    grads: &[DispatchTensor],
+    ratio: f64,
+    collect_stats: bool,
+) -> Vec<Plan> {
+    let ranks: Vec<u64> = grads
+        .iter()
+        .map(|g| masked_count(ratio, g.shape().num_elements() as u64))
+        .collect();
+    let (selected, selected_ranks): (Vec<DispatchTensor>, Vec<u64>) = grads
+        .iter()
+        .zip(&ranks)
+        .filter(|(_, rank)| **rank > 0)
+        .map(|(g, &rank)| (g.clone(), rank))
+        .unzip();
+    let selection = select::select_abs_each(&selected, &selected_ranks, collect_stats);
+    let mut thresholds = selection.thresholds.into_iter();
+    let mut stats = selection.stats.map(|s| s.into_iter());
+    grads
+        .iter()
+        .zip(&ranks)
+        .map(|(grad, &rank)| match rank {
+            0 => Plan {
+                mask: TensorMask::Keep,
+                stats: collect_stats
+                    .then(|| select::count_unselected(std::slice::from_ref(grad), false).remove(0)),
+            },
+            _ => Plan {
+                mask: TensorMask::Below {
+                    threshold: thresholds
+                        .next()
+                        .expect("a threshold per selected gradient"),
+                },
+                stats: stats
+                    .as_mut()
+                    .map(|s| s.next().expect("statistics per selected gradient")),
+            },
+        })
+        .collect()
 }
 
 /// The plan of a tensor masked again as an earlier step decided (`reselect_every`): the same

@@ -13,7 +13,7 @@ use crate::config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
 use crate::error::GradMaskError;
 use crate::mask::{
     PendingTensorStats, Plan, TensorMask, check_dtype, hold_masked, mask_measured, plan_frozen,
-    plan_reused, plan_tensor, resolve_named,
+    plan_magnitude, plan_reused, plan_tensor, resolve_named,
 };
 use crate::select::masked_count;
 use crate::stats::{MaskStats, MaskStatsHandle};
@@ -543,7 +543,8 @@ impl GradMask {
         match (self.config.strategy, scope) {
             (MaskStrategy::Magnitude, MaskScope::Global) => plan_global(entries, ratio, collect),
             (MaskStrategy::Magnitude, MaskScope::PerTensor) => {
-                Ok(plan_per_tensor(entries, ratio, collect))
+                let grads: Vec<DispatchTensor> = entries.iter().map(|e| e.grad.clone()).collect();
+                Ok(plan_magnitude(&grads, ratio, collect))
             }
             (MaskStrategy::Hft { seed, stage_steps }, _) => {
                 Ok(plan_hft(entries, ratio, seed, step / stage_steps, collect))
@@ -590,50 +591,6 @@ fn plan_global(entries: &[&Entry], ratio: f64, collect: bool) -> Result<Vec<Plan
             stats: selection.stats.as_ref().map(|s| s[i].clone()),
         })
         .collect())
-}
-
-/// A threshold per entry, every entry's selection made together
-/// ([`select_abs_each`](burn_gmt_kernels::select::select_abs_each)): on a GPU the steps that
-/// do not read a gradient are one launch each for the whole step, whatever its tensor count.
-fn plan_per_tensor(entries: &[&Entry], ratio: f64, collect: bool) -> Vec<Plan> {
-    let ranks: Vec<u64> = entries
-        .iter()
-        .map(|e| masked_count(ratio, e.grad.shape().num_elements() as u64))
-        .collect();
-    // Nothing to mask in a tensor whose rank is 0 (too small for the ratio).
-    let (selected, grads): (Vec<usize>, Vec<DispatchTensor>) = entries
-        .iter()
-        .zip(&ranks)
-        .enumerate()
-        .filter(|(_, (_, rank))| **rank > 0)
-        .map(|(i, (e, _))| (i, e.grad.clone()))
-        .unzip();
-    let selected_ranks: Vec<u64> = selected.iter().map(|&i| ranks[i]).collect();
-    let mut selection = select::select_abs_each(&grads, &selected_ranks, collect);
-    let mut thresholds = selection.thresholds.drain(..);
-    let mut stats = selection.stats.map(|s| s.into_iter());
-    entries
-        .iter()
-        .zip(&ranks)
-        .map(|(e, &rank)| {
-            if rank == 0 {
-                return Plan {
-                    mask: TensorMask::Keep,
-                    stats: collect.then(|| {
-                        select::count_unselected(std::slice::from_ref(&e.grad), false).remove(0)
-                    }),
-                };
-            }
-            Plan {
-                mask: TensorMask::Below {
-                    threshold: thresholds.next().expect("a threshold per selected entry"),
-                },
-                stats: stats
-                    .as_mut()
-                    .map(|s| s.next().expect("statistics per selected entry")),
-            }
-        })
-        .collect()
 }
 
 /// The module path a parameter or module path sits in (`""` at the root).
