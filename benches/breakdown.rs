@@ -32,7 +32,7 @@ use burn_gmt::kernels::MaskOps;
 use burn_gmt::kernels::element::{DIGITS, SMALL_SELECT_MAX_ENTRIES, inf_key};
 use burn_gmt::kernels::select::select_abs;
 
-use super::{One, RATIO, gradient_values, upload};
+use super::{One, RATIO, dtype, gradient_values, upload};
 use crate::common::{catch_quietly, describe, failure_cause, fresh, ms, open_backends, time};
 
 const DEFAULT_SIZES: [usize; 4] = [4096, 1 << 16, 1 << 20, 1 << 24];
@@ -71,7 +71,7 @@ fn breakdown_sizes() -> Vec<usize> {
 /// Median times of [`STEPS`] for an f32 gradient of `n` entries on `device` (`None`: the step
 /// does not apply at this size).
 fn row(device: &Device, n: usize) -> Vec<Option<Duration>> {
-    let g = upload(gradient_values(n), device);
+    let g = upload(gradient_values(n), dtype(), device);
     let grad: DispatchTensor = g.clone().into_dispatch();
     let rank = (RATIO * n as f64).floor() as u64;
     let inf = inf_key(burn::tensor::DType::F32).expect("f32");

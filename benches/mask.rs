@@ -20,6 +20,8 @@
 //!   step (`benches/breakdown.rs`).
 //! - `GMT_BENCH_CHECK=0`: skip the untimed check of the mask's output against a host selection
 //!   (the `exact` column).
+//! - `GMT_BENCH_DTYPE=f16`: the gradient's float type, `f32` (default), `f16` or `bf16` (the
+//!   values are the f32 ones rounded to it; NdArray stores no 16-bit floats).
 //!
 //! Every timed region ends with `Device::sync` (a no-op on the CPU backends; on CubeCL it
 //! flushes the fusion queue and waits for the device), and every (backend, n, operation) is
@@ -37,7 +39,7 @@ use std::time::Duration;
 
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use burn_gmt::GradMaskConfig;
 use burn_gmt::kernels::random::mix64;
 use common::{
@@ -45,10 +47,12 @@ use common::{
     time, time_once,
 };
 
-/// Memory passes over the gradient that our f32 mask makes: 2 histogram read passes (radix
-/// select over the 32 bits of |g|, 16 bits a pass) + 1 read/write masking pass = 3 reads and
-/// 1 write. The "mask GB/s" column is `MASK_PASSES × 4 bytes × n / mask time`.
-const MASK_PASSES: usize = 4;
+/// Memory passes over the gradient that our mask makes on a GPU: one histogram read pass per
+/// 16 bits of key (2 for f32, 1 for f16/bf16) + 1 read/write masking pass. The "mask GB/s"
+/// column is `passes × element bytes × n / mask time`.
+fn mask_passes(dtype: DType) -> usize {
+    dtype.size() * 8 / 16 + 2
+}
 /// Fraction of the gradient masked.
 const RATIO: f64 = 0.3;
 /// Seed of the host-generated gradient.
@@ -98,22 +102,47 @@ fn gradient_values(n: usize) -> Vec<f32> {
     values
 }
 
-/// The benchmark gradient on `device`.
-fn upload(values: Vec<f32>, device: &Device) -> Tensor<1> {
+/// The gradient's float type (`GMT_BENCH_DTYPE`).
+fn dtype() -> DType {
+    match std::env::var("GMT_BENCH_DTYPE").as_deref() {
+        Err(_) | Ok("f32") => DType::F32,
+        Ok("f16") => DType::F16,
+        Ok("bf16") => DType::BF16,
+        Ok(other) => panic!("GMT_BENCH_DTYPE: f32, f16 or bf16, got {other:?}"),
+    }
+}
+
+/// `values` rounded to `dtype` (exactly representable in f32 again): what the device holds.
+fn rounded(values: &[f32], dtype: DType) -> Vec<f32> {
+    TensorData::new(values.to_vec(), [values.len()])
+        .convert_dtype(dtype)
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 values")
+}
+
+/// The benchmark gradient on `device`, as `dtype`.
+fn upload(values: Vec<f32>, dtype: DType, device: &Device) -> Tensor<1> {
     let n = values.len();
-    let g = Tensor::<1>::from_data(TensorData::new(values, [n]), device);
+    let data = TensorData::new(values, [n]).convert_dtype(dtype);
+    let g = Tensor::<1>::from_data(data, (device, dtype));
     device.sync().expect("device sync");
     g
 }
 
-/// Whether `masked` is exactly the GMT mask of `values` (no NaN in them): with k = floor(r·n)
+/// Whether `masked` is exactly the GMT mask of `values` (the device's values, as f32; no NaN in
+/// them): with k = floor(r·n)
 /// and T the (k+1)-th smallest |g|, entries with |g| < T are zero and the others unchanged.
 /// Returns the cell text: `yes`, or `NO` with the number of wrong entries.
 fn check(values: &[f32], masked: Tensor<1>) -> String {
     let k = (RATIO * values.len() as f64).floor() as usize;
     let mut magnitudes: Vec<f32> = values.iter().map(|v| v.abs()).collect();
     let threshold = *magnitudes.select_nth_unstable_by(k, f32::total_cmp).1;
-    let got: Vec<f32> = masked.into_data().iter::<f32>().collect();
+    let got: Vec<f32> = masked
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32");
     let wrong = values
         .iter()
         .zip(&got)
@@ -139,7 +168,7 @@ fn sort_child(spec: &str) {
         .expect("GMT_BENCH_SORT_CHILD=backend:n");
     let n: usize = n.parse().expect("GMT_BENCH_SORT_CHILD: n");
     let device = probe(name).unwrap_or_else(|why| panic!("sort child: {name}: {why}"));
-    let g = upload(gradient_values(n), &device);
+    let g = upload(gradient_values(n), dtype(), &device);
     let k = (RATIO * n as f64).floor() as usize;
     let mut stdout = std::io::stdout();
     let mut report = |line: String| {
@@ -261,9 +290,10 @@ fn main() {
     );
 
     let backends = open_backends();
+    let dtype = dtype();
 
     println!(
-        "\nGMT per-tensor mask, f32, ratio {RATIO}: median of 11 runs (5 for n > 4M), sort: \
+        "\nGMT per-tensor mask, {dtype:?}, ratio {RATIO}: median of 11 runs (5 for n > 4M), sort: \
          median of {SORT_REPS} (time-out {} s per sort)",
         timeout.as_secs_f64()
     );
@@ -271,9 +301,12 @@ fn main() {
         println!("- {name}: {}", describe(name, device));
     }
     println!(
-        "- passes: memory passes over the gradient our mask makes ({MASK_PASSES} for f32: 2 \
-         histogram reads + 1 read/write masking pass); mask GB/s = passes × 4 B × n / mask time\n\
-         - exact: the mask's output compared with a host selection (`GMT_BENCH_CHECK=0` skips)\n"
+        "- passes: memory passes over the gradient our mask makes on a GPU (a histogram read per \
+         16 bits of key + 1 read/write masking pass; {} here); mask GB/s = passes × {} B × n / \
+         mask time\n\
+         - exact: the mask's output compared with a host selection (`GMT_BENCH_CHECK=0` skips)\n",
+        mask_passes(dtype),
+        dtype.size()
     );
     println!(
         "| backend | n | copy (ms) | GMT mask (ms) | sort threshold (ms) | passes | mask / copy \
@@ -285,7 +318,7 @@ fn main() {
     for (name, device) in &backends {
         for &n in &sizes {
             // A size the device cannot hold (a wgpu buffer limit, memory) fails its row only.
-            match catch_quietly(|| row(name, device, n, with_sort, with_check, timeout)) {
+            match catch_quietly(|| row(name, device, n, dtype, with_sort, with_check, timeout)) {
                 Ok(row) => println!("{row}"),
                 Err(message) => {
                     // The innermost cause is the telling line (e.g. a buffer size limit).
@@ -303,12 +336,13 @@ fn row(
     name: &str,
     device: &Device,
     n: usize,
+    dtype: DType,
     with_sort: bool,
     with_check: bool,
     timeout: Duration,
 ) -> String {
-    let values = gradient_values(n);
-    let g = upload(values.clone(), device);
+    let values = rounded(&gradient_values(n), dtype);
+    let g = upload(values.clone(), dtype, device);
     let module = One {
         weight: Param::from_tensor(Tensor::zeros([n], device)),
     };
@@ -341,8 +375,9 @@ fn row(
         Err("skipped".into())
     };
     let ratio = |t: Duration| t.as_secs_f64() / copy.as_secs_f64();
+    let passes = mask_passes(dtype);
     format!(
-        "| {name} | {n} | {:.2} | {:.2} | {} | {MASK_PASSES} | {:.2} | {} | {:.1} | {exact} |",
+        "| {name} | {n} | {:.2} | {:.2} | {} | {passes} | {:.2} | {} | {:.1} | {exact} |",
         ms(copy),
         ms(masked),
         sort.as_ref()
@@ -350,6 +385,6 @@ fn row(
         ratio(masked),
         sort.as_ref()
             .map_or_else(|_| "-".into(), |s| format!("{:.1}", ratio(*s))),
-        (MASK_PASSES * 4 * n) as f64 / masked.as_secs_f64() / 1e9,
+        (passes * dtype.size() * n) as f64 / masked.as_secs_f64() / 1e9,
     )
 }

@@ -1,6 +1,8 @@
-//! The bracket scan of `f32` keys ([`crate::host::scan_bracket`]) in vector code, where the
-//! CPU has it: AVX-512 (16 keys a step, the kept ones packed by one compress instruction) or
-//! AVX2 (8 keys a step, packed by a permutation looked up from the lane mask).
+//! The bracket scan ([`crate::host::scan_bracket`]) in vector code, where the CPU has it:
+//! AVX-512 (16 keys a step, the kept ones packed by one compress instruction) or AVX2 (8 keys
+//! a step, packed by a permutation looked up from the lane mask). `f32` keys are read as they
+//! are; `f16` and `bf16` keys are widened to 32-bit lanes on load and narrowed back on store,
+//! so one body serves both widths.
 //!
 //! The portable loop keeps a key by writing every key at the end of the kept ones, a store
 //! whose address depends on the previous element: it runs at about 2 ns an entry, four times
@@ -13,14 +15,48 @@
 /// keys inside the bracket written to `keys` in order.
 pub(crate) type Found = (u32, u32, usize);
 
-/// The bracket of a scan in `f32` key bits: `lo..=last` inside, `inf` and up non-finite,
-/// every key clamped to `nan` first (every NaN the one NaN key).
+/// The bracket of a scan in key bits: `lo..=last` inside, `inf` and up non-finite, every key
+/// clamped to `nan` first (every NaN the one NaN key).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct F32Bounds {
+pub(crate) struct KeyBounds {
     pub lo: u32,
     pub last: u32,
     pub inf: u32,
     pub nan: u32,
+}
+
+/// The bits of a float the vector scan reads: `u32` for `f32`, `u16` for `f16` and `bf16`.
+pub(crate) trait KeyLane: bytemuck::Pod + Default {
+    /// Whether a lane is read as it is (32 bits) rather than widened from 16.
+    const WIDE: bool;
+    /// The bits below the sign.
+    const MAGNITUDE: u32;
+    /// The lane's bits, widened.
+    fn widen(self) -> u32;
+    /// A key (below 2^16 for a 16-bit lane), narrowed to the lane.
+    fn narrow(key: u32) -> Self;
+}
+
+impl KeyLane for u32 {
+    const WIDE: bool = true;
+    const MAGNITUDE: u32 = 0x7FFF_FFFF;
+    fn widen(self) -> u32 {
+        self
+    }
+    fn narrow(key: u32) -> Self {
+        key
+    }
+}
+
+impl KeyLane for u16 {
+    const WIDE: bool = false;
+    const MAGNITUDE: u32 = 0x7FFF;
+    fn widen(self) -> u32 {
+        self.into()
+    }
+    fn narrow(key: u32) -> Self {
+        key as u16
+    }
 }
 
 /// The vector code this CPU runs the scan with, if any.
@@ -44,14 +80,14 @@ pub(crate) fn best() -> Option<Isa> {
     None
 }
 
-/// The scan of `chunk` (fewer than 2^32 entries) against `bounds` (keys of at most the NaN
-/// key, so below 2^31) with the vector code `isa` ([`best`] for this CPU), or `None` when this
-/// CPU does not have it. `keys` must hold `cap + 16` entries.
-pub(crate) fn scan_f32(
+/// The scan of `chunk` (float bits, fewer than 2^32 entries) against `bounds` (keys of at most
+/// the NaN key, so below the lane's sign bit) with the vector code `isa` ([`best`] for this
+/// CPU), or `None` when this CPU does not have it. `keys` must hold `cap + 16` entries.
+pub(crate) fn scan_keys<L: KeyLane>(
     isa: Isa,
-    chunk: &[f32],
-    bounds: F32Bounds,
-    keys: &mut [u32],
+    chunk: &[L],
+    bounds: KeyBounds,
+    keys: &mut [L],
     cap: usize,
 ) -> Option<Found> {
     assert!(
@@ -59,19 +95,19 @@ pub(crate) fn scan_f32(
         "bracket scan: room for 16 keys past the cap"
     );
     assert!(
-        bounds.nan < 1 << 31,
-        "bracket scan: f32 keys are below 2^31"
+        bounds.nan <= L::MAGNITUDE,
+        "bracket scan: keys are below the sign bit"
     );
     #[cfg(target_arch = "x86_64")]
     match isa {
         Isa::Avx512 if std::is_x86_feature_detected!("avx512f") => {
             // SAFETY: AVX-512F is present; the function reads `chunk` and writes at most 16
             // keys from an offset below `cap`, within `keys` (checked above).
-            return Some(unsafe { x86::scan_f32_avx512(chunk, bounds, keys, cap) });
+            return Some(unsafe { x86::scan_avx512(chunk, bounds, keys, cap) });
         }
         Isa::Avx2 if std::is_x86_feature_detected!("avx2") => {
             // SAFETY: AVX2 is present; as above, with 8 keys per store.
-            return Some(unsafe { x86::scan_f32_avx2(chunk, bounds, keys, cap) });
+            return Some(unsafe { x86::scan_avx2(chunk, bounds, keys, cap) });
         }
         _ => {}
     }
@@ -81,29 +117,34 @@ pub(crate) fn scan_f32(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{F32Bounds, Found};
+    use super::{Found, KeyBounds, KeyLane};
     use std::arch::x86_64::*;
 
-    /// See [`super::scan_f32`].
+    /// See [`super::scan_keys`].
     ///
     /// # Safety
     /// The CPU has AVX-512F, and `keys.len() >= cap + 16`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn scan_f32_avx512(
-        chunk: &[f32],
-        bounds: F32Bounds,
-        keys: &mut [u32],
+    pub(super) unsafe fn scan_avx512<L: KeyLane>(
+        chunk: &[L],
+        bounds: KeyBounds,
+        keys: &mut [L],
         cap: usize,
     ) -> Found {
         let splat = |v: u32| _mm512_set1_epi32(v as i32);
-        let (sign_off, lo, last) = (splat(0x7FFF_FFFF), splat(bounds.lo), splat(bounds.last));
+        let (magnitude, lo, last) = (splat(L::MAGNITUDE), splat(bounds.lo), splat(bounds.last));
         let (inf, nan) = (splat(bounds.inf), splat(bounds.nan));
         let (mut below, mut non_finite, mut kept) = (0u32, 0u32, 0usize);
         let mut blocks = chunk.chunks_exact(16);
         for block in &mut blocks {
-            // SAFETY: `block` holds 16 f32, read unaligned.
-            let bits = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
-            let key = _mm512_min_epu32(_mm512_and_si512(bits, sign_off), nan);
+            // SAFETY: `block` holds 16 lanes, read unaligned (16-bit lanes widened).
+            let bits = unsafe {
+                match L::WIDE {
+                    true => _mm512_loadu_si512(block.as_ptr().cast()),
+                    false => _mm512_cvtepu16_epi32(_mm256_loadu_si256(block.as_ptr().cast())),
+                }
+            };
+            let key = _mm512_min_epu32(_mm512_and_si512(bits, magnitude), nan);
             let is_below = _mm512_cmplt_epu32_mask(key, lo);
             let is_inside = !is_below & _mm512_cmple_epu32_mask(key, last);
             below = below.wrapping_add(is_below.count_ones());
@@ -111,7 +152,13 @@ mod x86 {
             if kept < cap {
                 let packed = _mm512_maskz_compress_epi32(is_inside, key);
                 // SAFETY: `kept < cap` and `keys` has 16 slots past `cap`.
-                unsafe { _mm512_storeu_si512(keys.as_mut_ptr().add(kept).cast(), packed) };
+                unsafe {
+                    let out = keys.as_mut_ptr().add(kept);
+                    match L::WIDE {
+                        true => _mm512_storeu_si512(out.cast(), packed),
+                        false => _mm256_storeu_si256(out.cast(), _mm512_cvtepi32_epi16(packed)),
+                    }
+                }
             }
             kept += is_inside.count_ones() as usize;
         }
@@ -143,28 +190,33 @@ mod x86 {
         table
     };
 
-    /// See [`super::scan_f32`]. Keys below 2^31 compare alike as signed integers, which is
+    /// See [`super::scan_keys`]. Keys below 2^31 compare alike as signed integers, which is
     /// all AVX2 compares.
     ///
     /// # Safety
     /// The CPU has AVX2, and `keys.len() >= cap + 16`.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn scan_f32_avx2(
-        chunk: &[f32],
-        bounds: F32Bounds,
-        keys: &mut [u32],
+    pub(super) unsafe fn scan_avx2<L: KeyLane>(
+        chunk: &[L],
+        bounds: KeyBounds,
+        keys: &mut [L],
         cap: usize,
     ) -> Found {
         let splat = |v: u32| _mm256_set1_epi32(v as i32);
-        let (sign_off, lo, last) = (splat(0x7FFF_FFFF), splat(bounds.lo), splat(bounds.last));
+        let (magnitude, lo, last) = (splat(L::MAGNITUDE), splat(bounds.lo), splat(bounds.last));
         let (inf, nan) = (splat(bounds.inf), splat(bounds.nan));
         let lanes = |m: __m256i| _mm256_movemask_ps(_mm256_castsi256_ps(m)) as u32;
         let (mut below, mut non_finite, mut kept) = (0u32, 0u32, 0usize);
         let mut blocks = chunk.chunks_exact(8);
         for block in &mut blocks {
-            // SAFETY: `block` holds 8 f32, read unaligned.
-            let bits = unsafe { _mm256_loadu_si256(block.as_ptr().cast()) };
-            let key = _mm256_min_epi32(_mm256_and_si256(bits, sign_off), nan);
+            // SAFETY: `block` holds 8 lanes, read unaligned (16-bit lanes widened).
+            let bits = unsafe {
+                match L::WIDE {
+                    true => _mm256_loadu_si256(block.as_ptr().cast()),
+                    false => _mm256_cvtepu16_epi32(_mm_loadu_si128(block.as_ptr().cast())),
+                }
+            };
+            let key = _mm256_min_epi32(_mm256_and_si256(bits, magnitude), nan);
             let is_below = lanes(_mm256_cmpgt_epi32(lo, key));
             let is_above = lanes(_mm256_cmpgt_epi32(key, last));
             let is_finite = lanes(_mm256_cmpgt_epi32(inf, key));
@@ -177,7 +229,18 @@ mod x86 {
                 unsafe {
                     let order = _mm256_loadu_si256(PACK[is_inside as usize].as_ptr().cast());
                     let packed = _mm256_permutevar8x32_epi32(key, order);
-                    _mm256_storeu_si256(keys.as_mut_ptr().add(kept).cast(), packed);
+                    let out = keys.as_mut_ptr().add(kept);
+                    match L::WIDE {
+                        true => _mm256_storeu_si256(out.cast(), packed),
+                        // 16-bit keys fit the unsigned saturation of the pack exactly.
+                        false => _mm_storeu_si128(
+                            out.cast(),
+                            _mm_packus_epi32(
+                                _mm256_castsi256_si128(packed),
+                                _mm256_extracti128_si256::<1>(packed),
+                            ),
+                        ),
+                    }
                 }
             }
             kept += is_inside.count_ones() as usize;
@@ -192,21 +255,21 @@ mod x86 {
     }
 
     /// The last entries of a chunk, one at a time, added to what the vector loop found.
-    fn scan_tail(
-        tail: &[f32],
-        bounds: F32Bounds,
-        keys: &mut [u32],
+    fn scan_tail<L: KeyLane>(
+        tail: &[L],
+        bounds: KeyBounds,
+        keys: &mut [L],
         cap: usize,
         found: Found,
     ) -> Found {
         let (mut below, mut non_finite, mut kept) = found;
         for &x in tail {
-            let key = (x.to_bits() & 0x7FFF_FFFF).min(bounds.nan);
+            let key = (x.widen() & L::MAGNITUDE).min(bounds.nan);
             below = below.wrapping_add(u32::from(key < bounds.lo));
             non_finite = non_finite.wrapping_add(u32::from(key >= bounds.inf));
             if (bounds.lo..=bounds.last).contains(&key) {
                 if kept < cap {
-                    keys[kept] = key;
+                    keys[kept] = L::narrow(key);
                 }
                 kept += 1;
             }
@@ -218,12 +281,13 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::random::mix64;
 
     /// The scan one entry at a time: the reference.
-    fn plain(values: &[f32], b: F32Bounds, cap: usize) -> (u32, u32, usize, Vec<u32>) {
+    fn plain<L: KeyLane>(values: &[L], b: KeyBounds, cap: usize) -> (u32, u32, usize, Vec<u32>) {
         let keys: Vec<u32> = values
             .iter()
-            .map(|x| (x.to_bits() & 0x7FFF_FFFF).min(b.nan))
+            .map(|x| (x.widen() & L::MAGNITUDE).min(b.nan))
             .collect();
         let inside: Vec<u32> = keys
             .iter()
@@ -241,44 +305,91 @@ mod tests {
         )
     }
 
-    /// Every vector code this CPU has against the reference, at lengths around both vector
-    /// widths, with NaN payloads, infinities and subnormals, for brackets of every width and
-    /// caps that hold every key or overflow.
-    #[test]
-    fn every_vector_code_here_matches_a_plain_scan() {
+    /// `n` 16-bit float bits with +inf at `inf` and 1.0 at `one`: about a fifth awkward (NaN of
+    /// several payloads and signs, infinities, the smallest subnormal, signed zeros, ±1), the
+    /// rest any finite value of either sign.
+    fn awkward_bits16(n: usize, seed: u64, inf: u16, one: u16) -> Vec<u16> {
+        // The quiet bit is the top bit of the mantissa, just below the exponent's lowest bit.
+        let quiet = inf | (inf & inf.wrapping_neg()) >> 1;
+        let special = [
+            quiet,
+            0x8000 | quiet,
+            inf + 1,
+            inf | 0x15,
+            0xFFFF,
+            inf,
+            0x8000 | inf,
+            1,
+            0x8000,
+            0,
+            one,
+            0x8000 | one,
+        ];
+        (0..n as u64)
+            .map(|i| {
+                let draw = mix64(seed ^ mix64(i));
+                match draw % 10 {
+                    0 | 1 => special[((draw >> 8) % special.len() as u64) as usize],
+                    _ => ((draw >> 16) % u64::from(inf)) as u16 | ((draw >> 40) as u16 & 0x8000),
+                }
+            })
+            .collect()
+    }
+
+    /// Every vector code this CPU has against the reference for `values`, at brackets of
+    /// every width (everything, one interval, the non-finite keys, one key) and caps that
+    /// hold every key or overflow.
+    fn check_every_isa<L: KeyLane>(values: &[L], inf: u32, one: u32, context: &str) {
+        let n = values.len();
+        let nan = inf + 1;
         for isa in [Isa::Avx512, Isa::Avx2] {
-            for n in [0usize, 1, 7, 8, 9, 15, 16, 17, 31, 100, 5_000] {
-                let values = crate::test_values::awkward_f32(n, 0x51);
-                let (inf, nan) = (0x7F80_0000, 0x7F80_0001);
-                for (lo, last) in [
-                    (0, nan),
-                    (1.0f32.to_bits(), 2.0f32.to_bits()),
-                    (inf, nan),
-                    (0, 0),
-                ] {
-                    let bounds = F32Bounds { lo, last, inf, nan };
-                    for cap in [n, n / 3, 0] {
-                        let mut keys = vec![0u32; cap + 16];
-                        let Some((below, non_finite, kept)) =
-                            scan_f32(isa, &values, bounds, &mut keys, cap)
-                        else {
-                            continue;
-                        };
-                        let context = format!("{isa:?} n={n} lo={lo:#x} last={last:#x} cap={cap}");
-                        let expected = plain(&values, bounds, cap);
-                        assert_eq!(
-                            (below, non_finite, kept),
-                            (expected.0, expected.1, expected.2),
-                            "{context}"
-                        );
-                        assert_eq!(
-                            &keys[..kept.min(cap)],
-                            &expected.3[..],
-                            "{context}: kept keys"
-                        );
-                    }
+            for (lo, last) in [(0, nan), (one, one + one / 64), (inf, nan), (0, 0)] {
+                let bounds = KeyBounds { lo, last, inf, nan };
+                for cap in [n, n / 3, 0] {
+                    let mut keys = vec![L::default(); cap + 16];
+                    let Some((below, non_finite, kept)) =
+                        scan_keys(isa, values, bounds, &mut keys, cap)
+                    else {
+                        continue;
+                    };
+                    let context = format!("{context} {isa:?} n={n} {bounds:?} cap={cap}");
+                    let expected = plain(values, bounds, cap);
+                    assert_eq!(
+                        (below, non_finite, kept),
+                        (expected.0, expected.1, expected.2),
+                        "{context}"
+                    );
+                    let kept_keys: Vec<u32> =
+                        keys[..kept.min(cap)].iter().map(|k| k.widen()).collect();
+                    assert_eq!(kept_keys, expected.3, "{context}: kept keys");
                 }
             }
+        }
+    }
+
+    /// Lengths around both vector widths (8 and 16 lanes) and one well past them.
+    const LENGTHS: [usize; 11] = [0, 1, 7, 8, 9, 15, 16, 17, 31, 100, 5_000];
+
+    #[test]
+    fn every_vector_code_here_matches_a_plain_scan_of_f32() {
+        for n in LENGTHS {
+            let bits: Vec<u32> = crate::test_values::awkward_f32(n, 0x51)
+                .into_iter()
+                .map(f32::to_bits)
+                .collect();
+            check_every_isa(&bits, 0x7F80_0000, 1.0f32.to_bits(), "f32");
+        }
+    }
+
+    #[test]
+    fn every_vector_code_here_matches_a_plain_scan_of_f16_and_bf16() {
+        for n in LENGTHS {
+            let (f16_inf, f16_one) = (0x7C00, 0x3C00);
+            let f16 = awkward_bits16(n, 0x52, f16_inf, f16_one);
+            check_every_isa(&f16, f16_inf.into(), f16_one.into(), "f16");
+            let (bf16_inf, bf16_one) = (0x7F80, 0x3F80);
+            let bf16 = awkward_bits16(n, 0x53, bf16_inf, bf16_one);
+            check_every_isa(&bf16, bf16_inf.into(), bf16_one.into(), "bf16");
         }
     }
 }

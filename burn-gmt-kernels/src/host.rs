@@ -10,7 +10,6 @@ use crate::element::{
     SELECTION_LEN, SELECTION_STATE_LEN, SelectionState,
 };
 use crate::random::{draw, is_drawn};
-use burn::tensor::DType;
 use rayon::prelude::*;
 
 /// Key bits above the digit of a pass that starts at bit `shift` (0 when none are left).
@@ -477,34 +476,40 @@ struct Bounds<E: MaskElement> {
 impl<E: MaskElement> Bounds<E> {
     /// Counts `chunk` (fewer than 2^32 entries, as [`task_len`] makes them) against the
     /// bracket and, with `keep`, collects the keys inside it, up to `cap` of them (then only
-    /// counts): `f32` keys 16 or 8 at a time where the CPU has AVX-512 or AVX2
-    /// ([`bracket_simd`]), the portable loop otherwise.
+    /// counts): 16 or 8 keys at a time where the CPU has AVX-512 or AVX2 ([`bracket_simd`],
+    /// for `f32`, `f16` and `bf16`), the portable loop otherwise.
     fn scan(&self, chunk: &[E], keep: bool, cap: usize) -> BracketScan<E::AbsBits> {
-        match keep.then(|| self.scan_f32_simd(chunk, cap)).flatten() {
-            Some(scan) => scan,
-            None => self.scan_portable(chunk, keep, cap),
-        }
+        // Before the keys are allocated: most CPUs have the code, the others pay nothing.
+        let simd =
+            keep.then(bracket_simd::best).flatten().and_then(|isa| {
+                match std::mem::size_of::<E::AbsBits>() {
+                    4 => self.scan_simd::<u32>(isa, chunk, cap),
+                    2 => self.scan_simd::<u16>(isa, chunk, cap),
+                    _ => None,
+                }
+            });
+        simd.unwrap_or_else(|| self.scan_portable(chunk, keep, cap))
     }
 
-    /// [`scan`](Self::scan) of `f32` keys in vector code ([`bracket_simd`]), or `None` when
-    /// the element is not `f32` or the CPU has no such code.
-    fn scan_f32_simd(&self, chunk: &[E], cap: usize) -> Option<BracketScan<E::AbsBits>> {
-        if E::DTYPE != DType::F32 {
-            return None;
-        }
-        // Before the keys are allocated: most CPUs have the code, the others pay nothing.
-        let isa = bracket_simd::best()?;
-        let values: &[f32] = bytemuck::try_cast_slice(chunk).ok()?;
+    /// [`scan`](Self::scan) in the vector code `isa`, reading the elements as lanes `L` of
+    /// their own width, or `None` when they are not.
+    fn scan_simd<L: bracket_simd::KeyLane>(
+        &self,
+        isa: bracket_simd::Isa,
+        chunk: &[E],
+        cap: usize,
+    ) -> Option<BracketScan<E::AbsBits>> {
+        let values: &[L] = bytemuck::try_cast_slice(chunk).ok()?;
         let word = |bits: E::AbsBits| u32::try_from(bits.into()).ok();
-        let bounds = bracket_simd::F32Bounds {
+        let bounds = bracket_simd::KeyBounds {
             lo: word(self.lo)?,
             last: word(self.last)?,
             inf: word(self.inf)?,
             nan: word(self.nan)?,
         };
         let mut keys = vec![E::AbsBits::default(); cap + 16];
-        let words: &mut [u32] = bytemuck::try_cast_slice_mut(&mut keys).ok()?;
-        let (below, non_finite, inside) = bracket_simd::scan_f32(isa, values, bounds, words, cap)?;
+        let lanes: &mut [L] = bytemuck::try_cast_slice_mut(&mut keys).ok()?;
+        let (below, non_finite, inside) = bracket_simd::scan_keys(isa, values, bounds, lanes, cap)?;
         keys.truncate(inside.min(cap));
         Some(BracketScan {
             below: below.into(),
@@ -716,9 +721,16 @@ mod tests {
             .map(|i| burn::tensor::f16::from_f64((uniform(7, i) - 0.5) * 100.0))
             .collect();
         let values64: Vec<f64> = (0..20_000u64).map(|i| uniform(8, i) - 0.5).collect();
+        // NaN of several payloads, infinities, subnormals and ties, through the bracket scan.
+        let awkward = crate::test_values::awkward_f32(20_000, 9);
+        let awkward16: Vec<burn::tensor::bf16> = awkward
+            .iter()
+            .map(|&x| burn::tensor::bf16::from_f32(x))
+            .collect();
         for rank in [0, 7_000, 19_999] {
             assert_eq!(select_abs_key(&values, rank), by_sort(&values, rank));
             assert_eq!(select_abs_key(&values64, rank), by_sort(&values64, rank));
+            assert_eq!(select_abs_key(&awkward16, rank), by_sort(&awkward16, rank));
         }
     }
 
