@@ -8,7 +8,7 @@
 # With --bundle PATH (the bundle of scripts/gpu-bundle.sh, its .tar.xz or the extracted
 # directory), nothing is built and no network or Rust toolchain is needed: it runs, from the
 # bundle, the GPU test binaries (BURN_DEVICE=cuda, GMT_REQUIRE_GPU=1), the mask benchmark
-# (cuda, wgpu), the per-step breakdown of one mask (cuda; where the per-tensor time goes), the
+# (cuda, wgpu; then cuda with f16 gradients, GMT_BENCH_F16_SIZES), the per-step breakdown of one mask (cuda; where the per-tensor time goes), the
 # step benchmark (wgpu then cuda, so its last line is cuda's), the PyTorch
 # anchor (scripts/torch_anchor.py, when python3 has torch) and a smoke run of the GMT study on
 # cuda, each under a time-out and all within GMT_CHECK_BUDGET_S (default 450 s), then prints
@@ -290,6 +290,14 @@ run_bundle() {
         status=1
         summary+=("mask benchmark: FAILED (cuda skipped, or a cuda mask not exact)")
     fi
+    # f16 keys are where CUDA first disagreed with the host (NaN payloads): time and check them.
+    run_step "mask benchmark (f16)" 40 "$log_dir/bench-mask-f16.log" "${rust_env[@]}" \
+        GMT_BENCH_BACKENDS=cuda GMT_BENCH_DTYPE=f16 GMT_BENCH_SORT=0 \
+        GMT_BENCH_SIZES="${GMT_BENCH_F16_SIZES:-4096,1048576,16777216}" "$root/bin/benches/mask"
+    if ! mask_bench_ok "$log_dir/bench-mask-f16.log"; then
+        status=1
+        summary+=("mask benchmark (f16): FAILED (cuda skipped, or a cuda mask not exact)")
+    fi
     run_step "breakdown benchmark" 40 "$log_dir/bench-breakdown.log" "${rust_env[@]}" \
         GMT_BENCH_BACKENDS="${GMT_BREAKDOWN_BACKENDS:-cuda}" GMT_BENCH_BREAKDOWN=1 \
         "$root/bin/benches/mask"
@@ -321,6 +329,7 @@ run_bundle() {
     test_totals "${test_logs[@]}"
     section "mask benchmark"
     bench_report "$log_dir/bench-mask.log" '^GMT per-tensor mask'
+    bench_report "$log_dir/bench-mask-f16.log" '^GMT per-tensor mask'
     section "breakdown benchmark"
     bench_report "$log_dir/bench-breakdown.log" '^Per-tensor GMT mask'
     section "step benchmark"
