@@ -411,7 +411,18 @@ pub fn select_abs(grads: &[DispatchTensor], rank: u64, collect: bool) -> Selecti
         "gradient mask: rank {rank} of {} entries",
         total_entries(grads)
     );
-    match route(grads, dtype) {
+    select_routed(grads, dtype, rank, collect, route(grads, dtype))
+}
+
+/// [`select_abs`] along `route`, the one [`route`] picked for `grads`.
+fn select_routed(
+    grads: &[DispatchTensor],
+    dtype: DType,
+    rank: u64,
+    collect: bool,
+    route: Route,
+) -> Selection {
+    match route {
         Route::OneStep => select_one(&grads[0], rank, collect),
         Route::DeviceSteps => select_on_device(grads, dtype, rank, collect),
         Route::HostBracket => select_host_bracket(grads, dtype, rank)
@@ -539,7 +550,8 @@ pub fn select_abs_each(grads: &[DispatchTensor], ranks: &[u64], collect: bool) -
             "gradient mask: rank {rank} of {} entries",
             total_entries(alone)
         );
-        if route(alone, dtype) == Route::DeviceSteps {
+        let route = route(alone, dtype);
+        if route == Route::DeviceSteps {
             let key = (Device::from(grad.device()), dtype);
             match batches.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, members)) => members.push(i),
@@ -547,7 +559,7 @@ pub fn select_abs_each(grads: &[DispatchTensor], ranks: &[u64], collect: bool) -
             }
             continue;
         }
-        let mut selection = select_abs(alone, rank, collect);
+        let mut selection = select_routed(alone, dtype, rank, collect, route);
         thresholds[i] = Some(selection.thresholds.remove(0));
         stats[i] = selection.stats.map(|mut s| s.remove(0));
     }
