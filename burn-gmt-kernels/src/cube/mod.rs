@@ -66,6 +66,16 @@
 //! tensor measured on an H200 is launches and Burn's fusion bookkeeping; it is not measured yet
 //! (no GPU was lent since): `scripts/gpu-check.sh --bundle` runs it.
 //!
+//! The H200's first table already suggests an answer. A tensor of at most 4,096 entries (3
+//! launches) cost 0.16 ms and one of 65,536 to 16M entries (7 launches) 0.47–0.49 ms, so the
+//! 4 extra launches cost about 78 µs each whatever the size. That is an order of magnitude
+//! above a bare CUDA launch, and flat in the size: a per-operation cost on the host (Fusion's
+//! handling of an opaque operation, CubeCL's launch path), not work on the device. If the
+//! breakdown confirms it, the next cuts for a lone tensor (the optimizer wrapper's case) are:
+//! - write the threshold in the last digit step (7 → 6 launches, 5 → 4 for f16/bf16; it needs
+//!   an extension operation with two outputs, the buffer and the threshold);
+//! - have the mask read the key from the selection buffer rather than from a threshold tensor.
+//!
 //! Selections over 2^32 entries or more in all (the device counts in `u32`) use the passes
 //! driven from the host: the histogram kernel with a host prefix, one 256 KiB histogram read
 //! back per tensor and pass. `f64` (no 32-bit key) uses the host fallback of [`MaskOps`]'s
