@@ -141,9 +141,7 @@ mod x86 {
         let splat = |v: u32| _mm512_set1_epi32(v as i32);
         let (magnitude, lo, last) = (splat(L::MAGNITUDE), splat(bounds.lo), splat(bounds.last));
         let (inf, nan) = (splat(bounds.inf), splat(bounds.nan));
-        let (mut below, mut non_finite, mut kept) = (0u32, 0u32, 0usize);
-        let mut blocks = chunk.chunks_exact(16);
-        for block in &mut blocks {
+        scan_blocks::<L, 16>(chunk, bounds, keys, cap, |block, out| {
             // SAFETY: `block` holds 16 lanes, read unaligned (16-bit lanes widened).
             let bits = unsafe {
                 match L::WIDE {
@@ -154,28 +152,23 @@ mod x86 {
             let key = _mm512_min_epu32(_mm512_and_si512(bits, magnitude), nan);
             let is_below = _mm512_cmplt_epu32_mask(key, lo);
             let is_inside = !is_below & _mm512_cmple_epu32_mask(key, last);
-            below = below.wrapping_add(is_below.count_ones());
-            non_finite = non_finite.wrapping_add(_mm512_cmpge_epu32_mask(key, inf).count_ones());
-            if kept < cap {
+            if let Some(out) = out {
                 let packed = _mm512_maskz_compress_epi32(is_inside, key);
-                // SAFETY: `kept < cap` and `keys` has 16 slots past `cap`.
+                // SAFETY: `out` has room for a block of keys (`scan_blocks`).
                 unsafe {
-                    let out = keys.as_mut_ptr().add(kept);
                     match L::WIDE {
                         true => _mm512_storeu_si512(out.cast(), packed),
                         false => _mm256_storeu_si256(out.cast(), _mm512_cvtepi32_epi16(packed)),
                     }
                 }
             }
-            kept += is_inside.count_ones() as usize;
-        }
-        scan_tail(
-            blocks.remainder(),
-            bounds,
-            keys,
-            cap,
-            (below, non_finite, kept),
-        )
+            let is_non_finite = _mm512_cmpge_epu32_mask(key, inf);
+            (
+                is_below.count_ones(),
+                is_non_finite.count_ones(),
+                is_inside.count_ones(),
+            )
+        })
     }
 
     /// For each 8-bit lane mask, the lanes it selects, packed to the front: the permutation
@@ -213,9 +206,7 @@ mod x86 {
         let (magnitude, lo, last) = (splat(L::MAGNITUDE), splat(bounds.lo), splat(bounds.last));
         let (inf, nan) = (splat(bounds.inf), splat(bounds.nan));
         let lanes = |m: __m256i| _mm256_movemask_ps(_mm256_castsi256_ps(m)) as u32;
-        let (mut below, mut non_finite, mut kept) = (0u32, 0u32, 0usize);
-        let mut blocks = chunk.chunks_exact(8);
-        for block in &mut blocks {
+        scan_blocks::<L, 8>(chunk, bounds, keys, cap, |block, out| {
             // SAFETY: `block` holds 8 lanes, read unaligned (16-bit lanes widened).
             let bits = unsafe {
                 match L::WIDE {
@@ -228,15 +219,12 @@ mod x86 {
             let is_above = lanes(_mm256_cmpgt_epi32(key, last));
             let is_finite = lanes(_mm256_cmpgt_epi32(inf, key));
             let is_inside = !(is_below | is_above) & 0xFF;
-            below = below.wrapping_add(is_below.count_ones());
-            non_finite = non_finite.wrapping_add(8 - is_finite.count_ones());
-            if kept < cap {
-                // SAFETY: `PACK` rows hold 8 lanes; `kept < cap` and `keys` has 16 slots past
-                // `cap`.
+            if let Some(out) = out {
+                // SAFETY: `PACK` rows hold 8 lanes; `out` has room for a block of keys
+                // (`scan_blocks`).
                 unsafe {
                     let order = _mm256_loadu_si256(PACK[is_inside as usize].as_ptr().cast());
                     let packed = _mm256_permutevar8x32_epi32(key, order);
-                    let out = keys.as_mut_ptr().add(kept);
                     match L::WIDE {
                         true => _mm256_storeu_si256(out.cast(), packed),
                         // 16-bit keys fit the unsigned saturation of the pack exactly.
@@ -250,7 +238,37 @@ mod x86 {
                     }
                 }
             }
-            kept += is_inside.count_ones() as usize;
+            (
+                is_below.count_ones(),
+                8 - is_finite.count_ones(),
+                is_inside.count_ones(),
+            )
+        })
+    }
+
+    /// The loop both vector codes share, `LANES` keys a block: `block` returns a block's
+    /// `(below, non_finite, inside)` counts and, given where the kept keys end, stores the
+    /// block's inside keys there, packed (a full block's width: `keys` has 16 slots past
+    /// `cap`, and `out` is given only while fewer than `cap` keys are kept). The last entries
+    /// go through [`scan_tail`]. Inlined into each vector function, whose features the
+    /// closure shares.
+    #[inline(always)]
+    fn scan_blocks<L: KeyLane, const LANES: usize>(
+        chunk: &[L],
+        bounds: KeyBounds,
+        keys: &mut [L],
+        cap: usize,
+        mut block: impl FnMut(&[L], Option<*mut L>) -> (u32, u32, u32),
+    ) -> Found {
+        let (mut below, mut non_finite, mut kept) = (0u32, 0u32, 0usize);
+        let mut blocks = chunk.chunks_exact(LANES);
+        for entries in &mut blocks {
+            // SAFETY: `kept < cap`, within `keys`.
+            let out = (kept < cap).then(|| unsafe { keys.as_mut_ptr().add(kept) });
+            let (block_below, block_non_finite, block_inside) = block(entries, out);
+            below = below.wrapping_add(block_below);
+            non_finite = non_finite.wrapping_add(block_non_finite);
+            kept += block_inside as usize;
         }
         scan_tail(
             blocks.remainder(),
@@ -288,7 +306,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::random::mix64;
+    use crate::test_values::awkward_bits16;
 
     /// The scan one entry at a time: the reference.
     fn plain<L: KeyLane>(values: &[L], b: KeyBounds, cap: usize) -> (u32, u32, usize, Vec<u32>) {
@@ -310,37 +328,6 @@ mod tests {
             kept,
             inside.into_iter().take(cap).collect(),
         )
-    }
-
-    /// `n` 16-bit float bits with +inf at `inf` and 1.0 at `one`: about a fifth awkward (NaN of
-    /// several payloads and signs, infinities, the smallest subnormal, signed zeros, ±1), the
-    /// rest any finite value of either sign.
-    fn awkward_bits16(n: usize, seed: u64, inf: u16, one: u16) -> Vec<u16> {
-        // The quiet bit is the top bit of the mantissa, just below the exponent's lowest bit.
-        let quiet = inf | (inf & inf.wrapping_neg()) >> 1;
-        let special = [
-            quiet,
-            0x8000 | quiet,
-            inf + 1,
-            inf | 0x15,
-            0xFFFF,
-            inf,
-            0x8000 | inf,
-            1,
-            0x8000,
-            0,
-            one,
-            0x8000 | one,
-        ];
-        (0..n as u64)
-            .map(|i| {
-                let draw = mix64(seed ^ mix64(i));
-                match draw % 10 {
-                    0 | 1 => special[((draw >> 8) % special.len() as u64) as usize],
-                    _ => ((draw >> 16) % u64::from(inf)) as u16 | ((draw >> 40) as u16 & 0x8000),
-                }
-            })
-            .collect()
     }
 
     /// Every vector code this CPU has against the reference for `values`, at brackets of
