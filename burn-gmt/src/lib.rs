@@ -3,19 +3,21 @@
 
 mod config;
 mod error;
+mod grad_mask;
 mod mask;
 #[cfg(feature = "train")]
 pub mod metric;
-mod module;
 mod optimizer;
+mod plan;
 mod select;
+mod shim;
 mod stats;
 
 pub use burn_gmt_kernels as kernels;
 pub use burn_gmt_kernels::select::{with_device_select, with_radix_select};
 pub use config::{GradMaskConfig, MaskGroup, MaskScope, MaskStrategy, MaskTarget, RatioSchedule};
 pub use error::GradMaskError;
-pub use module::GradMask;
+pub use grad_mask::GradMask;
 pub use optimizer::{GradMasked, GradMaskedState, WithGradMask};
 pub use select::{masked_count, select_kth_abs};
 pub use stats::{MaskStats, MaskStatsHandle, TensorMaskStats};

@@ -9,11 +9,9 @@ use burn_pack::Scalar;
 
 use crate::config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
 use crate::error::GradMaskError;
-use crate::mask::{
-    PendingTensorStats, TensorMask, check_dtype, hold_masked, mask_measured, plan_reused,
-    plan_tensor,
-};
-use crate::stats::MaskStatsHandle;
+use crate::mask::{TensorMask, check_dtype, hold_masked, mask_measured};
+use crate::plan::{PlanEntry, plan, plan_reused};
+use crate::stats::{MaskStatsHandle, PendingTensorStats};
 
 /// An optimizer whose gradients are masked, tensor by tensor, before the inner optimizer
 /// steps. It is itself an [`Optimizer`], so [`ModuleOptimizer::from`](burn::optim::ModuleOptimizer)
@@ -264,7 +262,7 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
         let config = &self.config;
         let ratio = config.ratio_at(step);
         let dispatch = grad.clone().into_dispatch();
-        let plan = match kept {
+        let planned = match kept {
             Some(threshold) if !config.selects_at(step) => plan_reused(
                 &dispatch,
                 TensorMask::Below {
@@ -273,16 +271,28 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
                 None,
                 config.collect_stats,
             ),
-            _ => plan_tensor(
-                config.strategy,
-                &dispatch,
-                ratio,
-                stream,
-                step,
-                config.collect_stats,
-            ),
+            _ => {
+                // The one-entry case of the module-level plan (the wrapper's constructor
+                // refused the strategies and scopes that need the module).
+                let entry = PlanEntry {
+                    grad: &dispatch,
+                    path: "",
+                    stream,
+                    group: None,
+                };
+                plan(
+                    config.strategy,
+                    config.scope,
+                    ratio,
+                    &[&entry],
+                    step,
+                    config.collect_stats,
+                )
+                .unwrap_or_else(|err| panic!("{err}"))
+                .remove(0)
+            }
         };
-        let threshold = match &plan.mask {
+        let threshold = match &planned.mask {
             TensorMask::Below { threshold } if config.reselect_every > 1 => {
                 Some(Tensor::from_dispatch(threshold.clone()))
             }
@@ -290,7 +300,7 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
         };
         // The gradient's only handle again, so the mask zeroes it in place.
         drop(dispatch);
-        let (masked, norms_sq) = mask_measured(grad, plan.mask.clone(), config.collect_norms);
+        let (masked, norms_sq) = mask_measured(grad, planned.mask.clone(), config.collect_norms);
 
         let (updated, inner_state) = match config.target {
             MaskTarget::Gradient => self.inner.step(lr, tensor, masked, inner_state),
@@ -299,13 +309,13 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
                 let (updated, inner_state) =
                     self.inner.step(lr, tensor, masked.clone(), inner_state);
                 (
-                    hold_masked(updated, previous, masked, plan.mask.clone()),
+                    hold_masked(updated, previous, masked, planned.mask.clone()),
                     inner_state,
                 )
             }
         };
 
-        if let Some(counts) = plan.stats {
+        if let Some(counts) = planned.stats {
             let param = self.param_name(stream, &shape);
             let stats = PendingTensorStats { counts, norms_sq };
             let tensors = self.paths.as_ref().map(|paths| paths.len());

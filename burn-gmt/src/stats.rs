@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
-use crate::mask::{PendingTensorStats, resolve_named};
+use burn::tensor::{Float, Tensor};
+use burn_gmt_kernels::select::{PendingStats, read_per_device, resolve_stats};
 
 /// Mask statistics of one parameter tensor.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -297,6 +298,52 @@ impl LatestStats {
         self.read = Some(read.clone());
         read
     }
+}
+
+/// A tensor's statistics at one step, possibly still on the device.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingTensorStats {
+    pub counts: PendingStats,
+    /// With `collect_norms`: `[‖g‖², ‖kept‖²]` over the finite entries, f32 on the
+    /// gradient's device.
+    pub norms_sq: Option<Tensor<1>>,
+}
+
+/// Pending statistics, each named by its parameter, with every device-side value of the
+/// step read back at once (counts in one read per device, norms in another).
+pub(crate) fn resolve_named(named: Vec<(String, PendingTensorStats)>) -> Vec<TensorMaskStats> {
+    let (params, pending): (Vec<_>, Vec<_>) = named.into_iter().unzip();
+    let (counts, norms): (Vec<_>, Vec<_>) =
+        pending.into_iter().map(|p| (p.counts, p.norms_sq)).unzip();
+    let norms = read_norms(norms);
+    resolve_stats(counts)
+        .into_iter()
+        .zip(norms)
+        .zip(params)
+        .map(|(((c, threshold), norms_sq), param)| TensorMaskStats {
+            param,
+            total: c.total,
+            masked: c.masked,
+            kept: c.total - c.masked,
+            non_finite: c.non_finite,
+            threshold,
+            norms_sq,
+        })
+        .collect()
+}
+
+/// The `[‖g‖², ‖kept‖²]` pairs, read with one read per device.
+fn read_norms(norms: Vec<Option<Tensor<1>>>) -> Vec<Option<(f64, f64)>> {
+    let measured = norms.iter().flatten().cloned().collect();
+    let mut values = read_per_device::<Float, f64>(measured).into_iter();
+    norms
+        .iter()
+        .map(|pair| {
+            pair.as_ref()?;
+            let pair = values.next().expect("values per measured tensor");
+            Some((pair[0], pair[1]))
+        })
+        .collect()
 }
 
 #[cfg(test)]
