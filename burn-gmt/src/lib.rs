@@ -6,6 +6,8 @@ mod error;
 mod grad_mask;
 mod mask;
 #[cfg(feature = "train")]
+mod masked_model;
+#[cfg(feature = "train")]
 pub mod metric;
 mod optimizer;
 mod plan;
@@ -18,6 +20,8 @@ pub use burn_gmt_kernels::select::{with_device_select, with_radix_select};
 pub use config::{GradMaskConfig, MaskGroup, MaskScope, MaskStrategy, MaskTarget, RatioSchedule};
 pub use error::GradMaskError;
 pub use grad_mask::GradMask;
+#[cfg(feature = "train")]
+pub use masked_model::MaskedModel;
 pub use optimizer::{GradMasked, GradMaskedState, WithGradMask};
 pub use select::{masked_count, select_kth_abs};
 pub use stats::{MaskStats, MaskStatsHandle, TensorMaskStats};

@@ -251,6 +251,66 @@ impl GradMask {
         restore_held(updated, held)
     }
 
+    /// [`step`](Self::step) for a model that holds its mask as a field: the body of a
+    /// hand-written `TrainStep::optimize`. The mask is taken out of the model for the step
+    /// (a placeholder that shares only its configuration and statistics handle stands in) and
+    /// put back after it, so it is never cloned and cannot be left behind.
+    /// [`MaskedModel`](crate::MaskedModel) (feature `train`) does this for any model.
+    ///
+    /// ```
+    /// use burn::module::Module;
+    /// use burn::nn::{Linear, LinearConfig};
+    /// use burn::optim::{AdamWConfig, GradientsParams};
+    /// use burn::tensor::{Device, Distribution, Tensor};
+    /// use burn_gmt::{GradMask, GradMaskConfig};
+    ///
+    /// #[derive(Module, Debug)]
+    /// struct Model {
+    ///     layer: Linear,
+    ///     mask: GradMask,
+    /// }
+    ///
+    /// let device = Device::default().autodiff();
+    /// let mask = GradMaskConfig::new(0.3).init().unwrap();
+    /// let model = Model { layer: LinearConfig::new(8, 4).init(&device), mask };
+    /// let mut optim = AdamWConfig::new().init();
+    ///
+    /// let x = Tensor::<2>::random([16, 8], Distribution::Default, &device);
+    /// let loss = model.layer.forward(x).powi_scalar(2).mean();
+    /// let grads = GradientsParams::from_grads(loss.backward(), &model);
+    /// // In `TrainStep::optimize(self, optim, lr, grads)`:
+    /// let model = GradMask::step_field(model, |m| &mut m.mask, &mut optim, 1e-3, grads);
+    /// assert_eq!(model.mask.steps(), 1);
+    /// assert_eq!(model.mask.last_stats().masked(), 9 + 1);
+    /// ```
+    pub fn step_field<M: Module>(
+        mut model: M,
+        field: impl Fn(&mut M) -> &mut GradMask,
+        optim: &mut ModuleOptimizer,
+        lr: impl Into<ModuleLearningRate>,
+        grads: GradientsParams,
+    ) -> M {
+        let stand_in = field(&mut model).stand_in();
+        let mut mask = std::mem::replace(field(&mut model), stand_in);
+        let mut model = mask.step(optim, lr, model, grads);
+        *field(&mut model) = mask;
+        model
+    }
+
+    /// A mask of the same configuration and statistics handle, at step 0 with nothing kept:
+    /// what stands in a model's field while the real mask steps it.
+    fn stand_in(&self) -> Self {
+        let step = step_param(0, self.step.lazy_device());
+        Self {
+            known_step: (step.id, 0),
+            step,
+            config: self.config.clone(),
+            last_stats: MaskStats::default(),
+            stats: self.stats.clone(),
+            kept: HashMap::new(),
+        }
+    }
+
     /// [`step`](Self::step) for a multi-device step (`TrainStep::optimize_multi`):
     /// [`apply_multi`](Self::apply_multi), then `optim.step_multi`, holding the masked
     /// parameters still with [`MaskTarget::Update`].
