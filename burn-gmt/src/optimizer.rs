@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource, join_path};
+use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource};
 use burn::tensor::{Device, Shape, Tensor};
 use burn_pack::Scalar;
 
@@ -44,14 +44,22 @@ struct ParamPath {
 }
 
 /// State of a [`GradMasked`] optimizer for one parameter.
+///
+/// Its record is a superset of the inner optimizer's: the inner state is written where the
+/// inner optimizer alone writes it, and the mask's entries (`mask_step`, `mask_stream`,
+/// `mask_threshold`) beside it, all optional. So a checkpoint of the plain optimizer resumes
+/// under [`WithGradMask::with_grad_mask`] with its moments (the mask starts at step 0, as when
+/// it is first added), and a checkpoint of the wrapper resumes under the plain optimizer,
+/// which ignores the mask's entries.
 #[derive(Clone)]
 pub struct GradMaskedState<S> {
     /// The inner optimizer's state.
     pub inner: Option<S>,
-    /// Optimizer steps taken for this parameter.
+    /// Optimizer steps the mask has taken for this parameter.
     pub step: u64,
-    /// The parameter's stream of random draws.
-    pub stream: u64,
+    /// The parameter's stream of random draws; `None` until the wrapper first steps it (a
+    /// state resumed from the plain optimizer's record).
+    pub stream: Option<u64>,
     /// With `reselect_every > 1`: the threshold selected last, masked against until the next
     /// selection (a one-entry tensor of the gradient's dtype).
     pub threshold: Option<Tensor<1>>,
@@ -60,11 +68,12 @@ pub struct GradMaskedState<S> {
 impl<S: RecordState> RecordState for GradMaskedState<S> {
     fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
         if let Some(inner) = &self.inner {
-            inner.state_flatten(&join_path(prefix, "inner"), out);
-            out.push_scalar(prefix, "has_inner", Scalar::from(true));
+            inner.state_flatten(prefix, out);
         }
         out.push_scalar(prefix, "mask_step", Scalar::from(self.step));
-        out.push_scalar(prefix, "mask_stream", Scalar::from(self.stream));
+        if let Some(stream) = self.stream {
+            out.push_scalar(prefix, "mask_stream", Scalar::from(stream));
+        }
         if let Some(threshold) = &self.threshold {
             out.push_tensor(prefix, "mask_threshold", threshold.to_data());
         }
@@ -75,27 +84,20 @@ impl<S: RecordState> RecordState for GradMaskedState<S> {
             src.take_scalar(prefix, leaf)
                 .and_then(|s| u64::try_from(s).ok())
         };
-        let step = scalar(src, "mask_step")?;
-        let stream = scalar(src, "mask_stream")?;
-        let has_inner = matches!(
-            src.take_scalar(prefix, "has_inner"),
-            Some(Scalar::Bool(true))
-        );
-        let inner = match has_inner {
-            true => Some(S::state_unflatten(
-                &join_path(prefix, "inner"),
-                src,
-                device,
-            )?),
-            false => None,
-        };
+        let step = scalar(src, "mask_step");
+        let stream = scalar(src, "mask_stream");
         let threshold = src.take_tensor(prefix, "mask_threshold").map(|data| {
             let dtype = data.dtype();
             Tensor::from_data(data, (device, dtype))
         });
+        let inner = S::state_unflatten(prefix, src, device);
+        if inner.is_none() && step.is_none() {
+            // Nothing was recorded for this parameter.
+            return None;
+        }
         Some(Self {
             inner,
-            step,
+            step: step.unwrap_or(0),
             stream,
             threshold,
         })
@@ -246,13 +248,16 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let (inner_state, step, stream, kept) = match state {
             Some(state) => (state.inner, state.step, state.stream, state.threshold),
-            None => {
-                let mut replicas = self.stats.lock();
-                let replica = replicas.this_thread();
-                replica.next_stream += 1;
-                (None, 0, replica.next_stream - 1, None)
-            }
+            None => (None, 0, None, None),
         };
+        // A parameter stepped for the first time (or resumed from the plain optimizer's
+        // record) takes the next stream of this thread's replica.
+        let stream = stream.unwrap_or_else(|| {
+            let mut replicas = self.stats.lock();
+            let replica = replicas.this_thread();
+            replica.next_stream += 1;
+            replica.next_stream - 1
+        });
         let shape = grad.shape();
         if let Err(err) = check_dtype(grad.dtype(), &grad.device(), || {
             self.param_name(stream, &shape)
@@ -328,7 +333,7 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
             Some(GradMaskedState {
                 inner: inner_state,
                 step: step + 1,
-                stream,
+                stream: Some(stream),
                 threshold,
             }),
         )
