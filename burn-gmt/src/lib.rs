@@ -25,3 +25,9 @@ pub use masked_model::MaskedModel;
 pub use optimizer::{GradMasked, GradMaskedState, WithGradMask};
 pub use select::{masked_count, select_kth_abs};
 pub use stats::{MaskStats, MaskStatsHandle, TensorMaskStats};
+
+/// The repository README's Rust examples (its Quickstart), compiled and run with the crate's
+/// doc tests. Only under `cfg(doctest)`: the packaged crate does not carry that file.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct RepositoryReadme;
