@@ -13,7 +13,8 @@
 //!   `TrainStep::optimize_multi` with `MultiGradientsParams`: `GradMask::apply_multi` masks
 //!   exactly as `apply` does on the summed gradients, on two devices of two CPU backends.
 //! - **Checkpoints**: a `GradMask` field is saved with the model, so a run resumed from a
-//!   burn-train checkpoint masks exactly as an uninterrupted one.
+//!   burn-train checkpoint masks exactly as an uninterrupted one; `MaskedModel` trains (and
+//!   resumes) bit for bit as a model stepping its own mask field.
 
 mod common;
 
@@ -29,9 +30,12 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use burn::train::logger::InMemoryMetricLogger;
 use burn::train::{
-    InferenceStep, Learner, RegressionOutput, SupervisedTraining, TrainOutput, TrainStep,
+    InferenceStep, Learner, LearnerModel, RegressionOutput, SupervisedTraining, TrainOutput,
+    TrainStep,
 };
-use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, WithGradMask};
+use burn_gmt::{
+    GradMask, GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, MaskedModel, WithGradMask,
+};
 use common::learner::{Quiet, tempdir};
 use common::{param_values, seeded_linear, uniform};
 
@@ -574,12 +578,16 @@ impl TrainStep for Replica {
         lr: ModuleLearningRate,
         grads: GradientsParams,
     ) -> Self {
-        let Some(mut mask) = self.mask.clone() else {
-            return optim.step(lr, self, grads);
-        };
-        let mut model = mask.step(optim, lr, self, grads);
-        model.mask = Some(mask);
-        model
+        match self.mask {
+            Some(_) => GradMask::step_field(
+                self,
+                |model| model.mask.as_mut().expect("a module-level mask"),
+                optim,
+                lr,
+                grads,
+            ),
+            None => optim.step(lr, self, grads),
+        }
     }
 }
 
@@ -604,13 +612,18 @@ impl Batcher<usize, (Tensor<2>, Tensor<2>)> for Rows {
 
 /// burn-train, 16 items in micro-batches of 4 accumulated 2 at a time (2 steps an epoch),
 /// from `checkpoint` (an epoch saved by an earlier run in `dir`) to `epochs`.
-fn fit(
-    model: Replica,
+fn fit<M>(
+    model: M,
     optim: ModuleOptimizer,
     dir: &std::path::Path,
     epochs: usize,
     checkpoint: Option<usize>,
-) -> Replica {
+) -> M
+where
+    M: LearnerModel
+        + TrainStep<Input = (Tensor<2>, Tensor<2>), Output = RegressionOutput>
+        + InferenceStep<Input = (Tensor<2>, Tensor<2>), Output = RegressionOutput>,
+{
     let device = Device::flex().autodiff();
     let loader = || {
         DataLoaderBuilder::new(Rows)
@@ -688,6 +701,47 @@ fn resumed_checkpoint_masks_like_an_uninterrupted_run() {
                 assert_eq!(a.steps(), 6, "{context}");
                 assert_eq!(b.steps(), 6, "{context}");
             }
+            if matches!(path, Path::Module) {
+                masked_model_runs_as_the_module_path(&config, &uninterrupted, &device);
+            }
         }
+    }
+}
+
+/// `MaskedModel` around the replica without a mask field trains, uninterrupted and resumed
+/// from its own checkpoint, to the parameters of the replica that steps its own mask field
+/// (same parameter paths, so the same random and HFT draws): bit for bit.
+fn masked_model_runs_as_the_module_path(
+    config: &GradMaskConfig,
+    expected: &Replica,
+    device: &Device,
+) {
+    let context = format!("{:?} through MaskedModel", config.strategy);
+    let setup = || {
+        let (replica, optim) = setup(config, Path::Module, device);
+        let mask = replica.mask.expect("the module path has a mask");
+        let bare = Replica {
+            net: replica.net,
+            mask: None,
+        };
+        (MaskedModel::new(bare, mask), optim)
+    };
+    let dir = tempdir();
+    let (model, optim) = setup();
+    let uninterrupted = fit(model, optim, &dir, 3, None);
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir = tempdir();
+    let (model, optim) = setup();
+    fit(model, optim, &dir, 1, None);
+    let (model, optim) = setup();
+    let resumed = fit(model, optim, &dir, 3, Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+    for run in [&uninterrupted, &resumed] {
+        assert_eq!(
+            param_values(&run.model().net),
+            param_values(&expected.net),
+            "{context}"
+        );
+        assert_eq!(run.mask().steps(), 6, "{context}");
     }
 }
