@@ -207,8 +207,8 @@ fn count_below(grad: &DispatchTensor, threshold: &DispatchTensor) -> Tensor<1, I
 pub fn resolve_stats(pending: Vec<PendingStats>) -> Vec<TensorStats> {
     let mut reads = DeviceReads::default();
     let mut distinct: Vec<(Arc<Tensor<1, Int>>, usize)> = Vec::new();
-    // Per gradient, where each of its words lie: (read, start, len), and its norms' read.
-    let places: Vec<(Vec<(usize, usize, usize)>, Option<usize>)> = pending
+    // Per gradient, where each of its words lie, and its norms' read.
+    let places: Vec<(Vec<WordsPlace>, Option<usize>)> = pending
         .iter()
         .map(|p| {
             let words = p
@@ -250,6 +250,9 @@ pub fn resolve_stats(pending: Vec<PendingStats>) -> Vec<TensorStats> {
         })
         .collect()
 }
+
+/// Where a gradient's words lie in what [`DeviceReads`] reads: `(read, start, len)`.
+type WordsPlace = (usize, usize, usize);
 
 /// Tensors to read back, one [`Transaction`] per device they live on: a device is read once
 /// for all of them, whatever their kind.
