@@ -12,7 +12,8 @@ use burn::tensor::{DType, bf16, f16};
 
 /// A float element whose `|x|` can be ranked through an integer key.
 pub trait MaskElement: burn::tensor::Element + bytemuck::Pod {
-    /// Width of the key in bits (the element's width); a multiple of [`DIGIT_BITS`].
+    /// Width of the key in bits (the element's width); a multiple of
+    /// [`DIGIT_BITS`](crate::buffer::DIGIT_BITS).
     const KEY_BITS: u32;
     /// Key of `+inf`: keys at or above it belong to non-finite entries.
     const INF_KEY: u64;
@@ -44,133 +45,6 @@ pub trait MaskElement: burn::tensor::Element + bytemuck::Pod {
     /// Widening conversion, exact for every supported type.
     fn to_f64(self) -> f64;
 }
-
-/// Bits of the radix digit one histogram pass resolves.
-pub const DIGIT_BITS: u32 = 16;
-/// Number of radix digits, hence digit bins of a histogram.
-pub const DIGITS: usize = 1 << DIGIT_BITS;
-/// Length of a histogram: the digit bins, then the count of entries whose key prefix is below
-/// the requested prefix (what lets a caller count masked entries without an extra pass).
-pub const HISTOGRAM_LEN: usize = DIGITS + 1;
-/// Index of the "below the prefix" bin of a histogram.
-pub const BELOW_PREFIX_BIN: usize = DIGITS;
-/// Words of a selection's state ([`SelectionState`]): what a one-step selection returns and
-/// what a selection buffer begins with.
-pub const SELECTION_STATE_LEN: usize = 4;
-/// Length of one segment of a selection buffer (an on-device radix selection in progress,
-/// see [`MaskOps::radix_select_start`](crate::MaskOps::radix_select_start)): the state words,
-/// then a histogram. A buffer holds one segment per selection made together. Read a segment
-/// with [`SelectionState::from_words`] and [`selection_histogram`].
-pub const SELECTION_LEN: usize = SELECTION_STATE_LEN + HISTOGRAM_LEN;
-/// Most selections one selection buffer holds: 256 segments are 64 MiB of counters (a model
-/// with more tensors is selected in several buffers, one after the other).
-pub const SELECTION_MAX_SEGMENTS: usize = 256;
-
-/// The selections held by `len` counters: a selection buffer's segments, or 1 for the state
-/// words alone (what a one-step selection returns).
-///
-/// # Panics
-/// If `len` is neither [`SELECTION_STATE_LEN`] nor a positive multiple of [`SELECTION_LEN`].
-pub fn selection_segments(len: usize) -> usize {
-    match len {
-        SELECTION_STATE_LEN => 1,
-        _ if len > 0 && len.is_multiple_of(SELECTION_LEN) => len / SELECTION_LEN,
-        _ => panic!("gradient mask: {len} counters are not a selection buffer"),
-    }
-}
-
-/// Where the words of selection `segment` begin in a buffer of `len` counters
-/// ([`selection_segments`]): `segment` segments in.
-pub fn selection_segment_start(len: usize, segment: usize) -> usize {
-    match len {
-        SELECTION_STATE_LEN => segment * SELECTION_STATE_LEN,
-        _ => segment * SELECTION_LEN,
-    }
-}
-// Where the state words and the histogram sit in a selection buffer; the kernels and the host
-// bodies use these, everything else reads a `SelectionState`.
-pub(crate) const STATE_KEY: usize = 0;
-pub(crate) const STATE_REMAINING: usize = 1;
-pub(crate) const STATE_BELOW: usize = 2;
-pub(crate) const STATE_NON_FINITE: usize = 3;
-pub(crate) const SELECTION_HISTOGRAM: usize = SELECTION_STATE_LEN;
-
-/// Where an exact selection stands: during a radix selection, the key prefix chosen so far;
-/// at its end, the selected key and the counts that give a gradient's statistics with no
-/// counting pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SelectionState {
-    /// The key prefix chosen so far; at the end, the selected key (NaN ranks above `+inf`,
-    /// every NaN as [`MaskElement::NAN_KEY`]).
-    pub key: u64,
-    /// The rank still sought among the entries that share the prefix; at the end, the place
-    /// of the sought rank among the ties of `key`.
-    pub remaining: u64,
-    /// Entries whose key is below the prefix; at the end, below `key`.
-    pub below: u64,
-    /// NaN and infinite entries (counted by the first digit step).
-    pub non_finite: u64,
-}
-
-impl SelectionState {
-    /// The state at the start of a selection of the `(rank + 1)`-th smallest key.
-    pub fn start(rank: u64) -> Self {
-        Self {
-            remaining: rank,
-            ..Self::default()
-        }
-    }
-
-    /// The state held by the first [`SELECTION_STATE_LEN`] words of `words`: a selection
-    /// buffer or the state words of a one-step selection, both of which begin with it.
-    ///
-    /// # Panics
-    /// If `words` is shorter than [`SELECTION_STATE_LEN`].
-    pub fn from_words(words: &[u64]) -> Self {
-        assert!(
-            words.len() >= SELECTION_STATE_LEN,
-            "gradient mask: a selection state has {SELECTION_STATE_LEN} words, got {}",
-            words.len()
-        );
-        Self {
-            key: words[STATE_KEY],
-            remaining: words[STATE_REMAINING],
-            below: words[STATE_BELOW],
-            non_finite: words[STATE_NON_FINITE],
-        }
-    }
-
-    /// The state as its words, in the order [`from_words`](Self::from_words) reads them.
-    pub fn to_words(self) -> [u64; SELECTION_STATE_LEN] {
-        let mut words = [0; SELECTION_STATE_LEN];
-        words[STATE_KEY] = self.key;
-        words[STATE_REMAINING] = self.remaining;
-        words[STATE_BELOW] = self.below;
-        words[STATE_NON_FINITE] = self.non_finite;
-        words
-    }
-
-    /// Entries below the selected threshold of a finished selection of a tensor of `total`
-    /// entries, `key` taken at most `inf_key` (a threshold of `+inf` masks every finite entry,
-    /// which "below" does not count when the sought rank fell among the non-finite keys).
-    pub fn masked(&self, total: u64, inf_key: u64) -> u64 {
-        if self.key >= inf_key {
-            total - self.non_finite
-        } else {
-            self.below
-        }
-    }
-}
-
-/// The histogram of a selection buffer (its words after the state).
-pub fn selection_histogram(words: &[u64]) -> &[u64] {
-    &words[SELECTION_HISTOGRAM..]
-}
-
-/// Largest tensor selected in one step by
-/// [`MaskOps::abs_key_select`](crate::MaskOps::abs_key_select): on a GPU its keys fill
-/// 16 KiB of one cube's shared memory.
-pub const SMALL_SELECT_MAX_ENTRIES: usize = 4096;
 
 macro_rules! impl_mask_element {
     ($ty:ty, $bits:ty, $key_bits:expr, $inf:expr, $dtype:expr,
@@ -416,36 +290,5 @@ mod tests {
         assert_eq!(inf_key(DType::F64), Some(f64::INF_KEY));
         assert_eq!(key_bits(DType::I32), None);
         assert_eq!(bf16::from_f64(-3.0).scale(0.5).to_f64(), -1.5);
-    }
-
-    #[test]
-    fn a_selection_state_reads_from_a_buffer_or_its_state_words() {
-        let state = SelectionState {
-            key: 0x3F80,
-            remaining: 2,
-            below: 7,
-            non_finite: 1,
-        };
-        let mut buffer = vec![0u64; SELECTION_LEN];
-        buffer[..SELECTION_STATE_LEN].copy_from_slice(&state.to_words());
-        buffer[SELECTION_HISTOGRAM + 5] = 9;
-        assert_eq!(SelectionState::from_words(&buffer), state);
-        assert_eq!(SelectionState::from_words(&state.to_words()), state);
-        assert_eq!(selection_histogram(&buffer).len(), HISTOGRAM_LEN);
-        assert_eq!(selection_histogram(&buffer)[5], 9);
-        assert_eq!(SelectionState::start(11).to_words(), [0, 11, 0, 0]);
-        // Below `+inf` the masked entries are those below the key; at `+inf`, every finite one.
-        assert_eq!(state.masked(10, f32::INF_KEY), 7);
-        let at_inf = SelectionState {
-            key: f32::NAN_KEY,
-            ..state
-        };
-        assert_eq!(at_inf.masked(10, f32::INF_KEY), 9);
-    }
-
-    #[test]
-    #[should_panic(expected = "a selection state has 4 words")]
-    fn a_short_state_is_refused() {
-        SelectionState::from_words(&[1, 2, 3]);
     }
 }

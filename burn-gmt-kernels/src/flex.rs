@@ -6,7 +6,8 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn_flex::FlexTensor;
 
 use crate::element::MaskElement;
-use crate::host_ops::{HostAccess, InPlace, host_mask_ops};
+use crate::host_ops::{HostAccess, InPlace};
+use crate::ops::host_mask_ops;
 
 impl HostAccess<Flex> for InPlace {
     fn with_values<E: MaskElement, R>(tensor: &FlexTensor, f: impl FnOnce(&[E]) -> R) -> R {

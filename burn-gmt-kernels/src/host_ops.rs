@@ -9,9 +9,9 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, TensorMetadata};
 use burn::tensor::{TensorData, try_read_sync};
 
-use crate::element::{HISTOGRAM_LEN, MaskElement};
+use crate::buffer::HISTOGRAM_LEN;
+use crate::element::MaskElement;
 use crate::host::MaskCounts;
-use crate::ops::{count_data, counter_data};
 use crate::{host, with_mask_element};
 
 /// How the host passes reach the float values of backend `B`.
@@ -210,86 +210,16 @@ pub(crate) fn random_mask<B: Backend, A: HostAccess<B>>(
     })
 }
 
-/// The `MaskOps` methods of a CPU backend, on its own storage ([`InPlace`]); the radix
-/// selection steps keep the trait's host bodies.
-macro_rules! host_mask_ops {
-    ($backend:ty) => {
-        impl $crate::ops::MaskOps for $backend {
-            fn selection_capabilities(
-                _like: &FloatTensor<Self>,
-            ) -> $crate::select::SelectionCapabilities {
-                $crate::select::SelectionCapabilities::HOST
-            }
-
-            fn abs_key_select(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
-                $crate::host_ops::abs_key_select::<Self, InPlace>(grad, rank)
-            }
-
-            fn abs_key_sample(grad: &FloatTensor<Self>, count: u64) -> IntTensor<Self> {
-                $crate::host_ops::abs_key_sample::<Self, InPlace>(grad, count)
-            }
-
-            fn abs_key_bracket(
-                grad: &FloatTensor<Self>,
-                lo: u64,
-                last: u64,
-                cap: u64,
-            ) -> IntTensor<Self> {
-                let bracket = $crate::host::KeyBracket { lo, last };
-                $crate::host_ops::abs_key_bracket::<Self, InPlace>(grad, bracket, cap)
-            }
-
-            fn abs_key_histogram(
-                grad: &FloatTensor<Self>,
-                shift: u32,
-                prefix: u64,
-            ) -> IntTensor<Self> {
-                $crate::host_ops::abs_key_histogram::<Self, InPlace>(grad, shift, prefix)
-            }
-
-            fn abs_threshold_mask(
-                grad: FloatTensor<Self>,
-                threshold: FloatTensor<Self>,
-            ) -> FloatTensor<Self> {
-                $crate::host_ops::abs_threshold_mask::<Self, InPlace>(grad, threshold)
-            }
-
-            fn abs_threshold_select(
-                grad: FloatTensor<Self>,
-                threshold: FloatTensor<Self>,
-                updated: FloatTensor<Self>,
-                previous: FloatTensor<Self>,
-            ) -> FloatTensor<Self> {
-                $crate::host_ops::abs_threshold_select::<Self, InPlace>(
-                    grad, threshold, updated, previous,
-                )
-            }
-
-            fn abs_threshold_count(
-                grad: &FloatTensor<Self>,
-                threshold: &FloatTensor<Self>,
-            ) -> IntTensor<Self> {
-                $crate::host_ops::abs_threshold_count::<Self, InPlace>(grad, threshold)
-            }
-
-            fn random_mask(
-                grad: FloatTensor<Self>,
-                key: u64,
-                bound: u64,
-                scale: f64,
-            ) -> FloatTensor<Self> {
-                $crate::host_ops::random_mask::<Self, InPlace>(grad, key, bound, scale)
-            }
-
-            fn random_mask_count(
-                grad: &FloatTensor<Self>,
-                key: u64,
-                bound: u64,
-            ) -> IntTensor<Self> {
-                $crate::host_ops::random_mask_count::<Self, InPlace>(grad, key, bound)
-            }
-        }
-    };
+/// Counters (a histogram, a selection buffer) as the `i64` tensor data the host bodies return.
+pub(crate) fn counter_data(hist: Vec<u64>) -> TensorData {
+    let len = hist.len();
+    TensorData::new(
+        hist.into_iter().map(|c| c as i64).collect::<Vec<_>>(),
+        [len],
+    )
 }
-#[cfg_attr(not(any(feature = "flex", feature = "ndarray")), allow(unused_imports))]
-pub(crate) use host_mask_ops;
+
+/// `[masked, non_finite]` as the `i64` tensor data the host bodies return.
+pub(crate) fn count_data(counts: MaskCounts) -> TensorData {
+    TensorData::new(vec![counts.masked as i64, counts.non_finite as i64], [2])
+}

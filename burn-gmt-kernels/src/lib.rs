@@ -1,21 +1,27 @@
 //! Selection and masking kernels for [burn-gmt](https://docs.rs/burn-gmt), wired into Burn
 //! through one backend extension, [`MaskOps`].
 //!
-//! - [`element`]: the order-preserving integer key of `|x|` that makes selection exact.
-//! - [`host`]: the one-pass host implementations (the CPU backends and the reference).
-//! - [`random`]: counter-based draws for the random-mask baseline.
-//! - [`select`]: the exact selection of a threshold over one or several gradients on any
-//!   backend, and its statistics, read for a whole step at once.
-//! - [`MaskOps`]: the backend extension the library calls. The CPU backends (Flex, NdArray)
-//!   implement it on their own storage; CubeCL (CUDA, ROCm, wgpu/Vulkan/Metal/WebGPU, with
-//!   the `cube` features) implements it with kernels that keep a whole mask, the exact radix
-//!   selection included, on the device; any other backend falls back to the host through its
-//!   default bodies.
+//! - [`mask`]: the one tensor-level interface callers use: select thresholds, mask, hold,
+//!   count, and read a step's statistics at once.
+//! - [`random`]: counter-based draws for the random-mask baseline (pure host math the kernels
+//!   share).
+//! - [`MaskOps`]: the backend extension [`mask`] calls, what a backend implementor touches.
+//!   The CPU backends (Flex, NdArray) implement it on their own storage; CubeCL (CUDA, ROCm,
+//!   wgpu/Vulkan/Metal/WebGPU, with the `cube` features) implements it with kernels that keep
+//!   a whole mask, the exact radix selection included, on the device; any other backend falls
+//!   back to the host through its default bodies.
+//!
+//! Inside, for backends and tests: [`element`] (the order-preserving integer key of `|x|`
+//! that makes selection exact), [`buffer`] (the radix selection's digits, histograms and
+//! selection buffer), [`host`] (the one-pass host implementations: the CPU backends and the
+//! reference), [`select`] (routing and driving a selection on any backend), [`stats`] (pending
+//! and resolved statistics).
 //!
 //! The host passes on a slice, as the CPU backends run them:
 //!
 //! ```
-//! use burn_gmt_kernels::element::{HISTOGRAM_LEN, MaskElement};
+//! use burn_gmt_kernels::buffer::HISTOGRAM_LEN;
+//! use burn_gmt_kernels::element::MaskElement;
 //! use burn_gmt_kernels::host;
 //!
 //! let mut grad = [0.5f32, -3.0, 0.0, 2.0, -1.0, f32::NAN];
@@ -34,14 +40,25 @@
 //! assert!(grad[5].is_nan());
 //! ```
 
-pub mod element;
-pub mod host;
+pub mod mask;
 pub mod random;
+
+#[doc(hidden)]
+pub mod buffer;
+#[doc(hidden)]
+pub mod element;
+#[doc(hidden)]
+pub mod host;
+#[doc(hidden)]
 pub mod select;
+#[doc(hidden)]
+pub mod stats;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 mod bracket_simd;
 mod ops;
-pub use ops::MaskOps;
+pub use ops::{MaskOps, SelectionCapabilities};
 
 #[cfg(feature = "cube")]
 mod cube;

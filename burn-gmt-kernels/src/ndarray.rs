@@ -10,7 +10,8 @@ use burn::tensor::DType;
 use burn_ndarray::NdArrayTensor;
 
 use crate::element::MaskElement;
-use crate::host_ops::{HostAccess, InPlace, host_mask_ops};
+use crate::host_ops::{HostAccess, InPlace};
+use crate::ops::host_mask_ops;
 
 /// `values` seen as `E`, which has their dtype (checked by the caller's dispatch).
 fn cast<F: bytemuck::Pod, E: MaskElement>(values: &[F]) -> &[E] {

@@ -7,16 +7,54 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, TensorMetadata, backend_extension};
 use burn::tensor::{TensorData, try_read_sync};
 
-use crate::element::{
-    HISTOGRAM_LEN, MaskElement, SELECTION_HISTOGRAM, SELECTION_LEN, SELECTION_MAX_SEGMENTS,
-    SelectionState, inf_key, selection_segment_start, selection_segments,
+use crate::buffer::{
+    HISTOGRAM_LEN, SELECTION_HISTOGRAM, SELECTION_LEN, SELECTION_MAX_SEGMENTS, SelectionState,
+    select_digit, selection_buffer, selection_segment_start, selection_segments,
 };
+use crate::element::{MaskElement, inf_key};
 use crate::host;
-use crate::host_ops::{self, ViaData};
-use crate::select::SelectionCapabilities;
+use crate::host_ops::{self, ViaData, counter_data};
 use crate::with_mask_element;
 
-/// Gradient-mask operations, implemented per backend.
+/// What a backend's [`MaskOps`] selection does well, which decides the way a selection goes
+/// (see [`select`](crate::select)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelectionCapabilities {
+    /// Tensors live in host memory, where reading keys or a histogram costs no transfer.
+    pub host_memory: bool,
+    /// The largest tensor [`MaskOps::abs_key_select`] takes, in entries.
+    pub one_step_max_entries: u64,
+    /// The widest key, in bits, the device steps ([`MaskOps::radix_select_start`] and the
+    /// rest) take in the backend's own memory; 0 when they are not the backend's way.
+    pub device_key_bits: u32,
+    /// The device steps select among fewer entries than this, in all (their counters' range).
+    pub device_max_entries: u64,
+}
+
+impl SelectionCapabilities {
+    /// A CPU backend: everything is read in place on the host, and a lone gradient of any
+    /// size is selected in one call.
+    pub const HOST: Self = Self {
+        host_memory: true,
+        one_step_max_entries: u64::MAX,
+        device_key_bits: 0,
+        device_max_entries: 0,
+    };
+
+    /// A device that keeps the whole selection in its memory: `u32` counters and 32-bit keys,
+    /// one launch for a tensor of at most [`SMALL_SELECT_MAX_ENTRIES`] entries.
+    ///
+    /// [`SMALL_SELECT_MAX_ENTRIES`]: crate::buffer::SMALL_SELECT_MAX_ENTRIES
+    pub const DEVICE: Self = Self {
+        host_memory: false,
+        one_step_max_entries: crate::buffer::SMALL_SELECT_MAX_ENTRIES as u64,
+        device_key_bits: 32,
+        device_max_entries: u32::MAX as u64,
+    };
+}
+
+/// Gradient-mask operations, implemented per backend: what a backend implementor touches.
+/// Callers use the tensor-level interface of [`mask`](crate::mask), which calls these.
 ///
 /// The default bodies run on the host through [`host`] and serve any backend, at the price of
 /// a device round trip; the CPU backends override them to work on their storage directly, in
@@ -36,7 +74,7 @@ use crate::with_mask_element;
 )]
 pub trait MaskOps: Backend {
     /// What this backend's selection does well, which picks the way
-    /// [`select_abs`](crate::select::select_abs) goes. The default is a device's that keeps the
+    /// [`select_abs`](crate::mask::select_abs) goes. The default is a device's that keeps the
     /// whole selection in its own memory (CubeCL); the CPU backends answer
     /// [`SelectionCapabilities::HOST`]. `like` names the device.
     #[fusion(default)]
@@ -91,17 +129,17 @@ pub trait MaskOps: Backend {
     #[fusion(dtype = burn::tensor::DType::U32, shape = selection_shape(ranks.len()))]
     fn radix_select_start(like: &FloatTensor<Self>, ranks: Vec<u64>) -> IntTensor<Self> {
         check_segments(ranks.len());
-        let words = ranks.iter().flat_map(|&rank| host::selection_buffer(rank));
+        let words = ranks.iter().flat_map(|&rank| selection_buffer(rank));
         Self::int_from_data(counter_data(words.collect()), &like.device())
     }
 
     /// The exact selection of the `(rank + 1)`-th smallest `|grad|` key in one step: the
-    /// [`SELECTION_STATE_LEN`](crate::element::SELECTION_STATE_LEN) words of its final [`SelectionState`] (what a selection buffer
+    /// [`SELECTION_STATE_LEN`](crate::buffer::SELECTION_STATE_LEN) words of its final [`SelectionState`] (what a selection buffer
     /// begins with); `rank` is below the entry count. The host bodies take any size
     /// ([`host::select_abs_key`]: one read of the tensor in the common case); CubeCL takes
-    /// tensors of at most [`SMALL_SELECT_MAX_ENTRIES`](crate::element::SMALL_SELECT_MAX_ENTRIES)
+    /// tensors of at most [`SMALL_SELECT_MAX_ENTRIES`](crate::buffer::SMALL_SELECT_MAX_ENTRIES)
     /// entries (one launch instead of five).
-    #[fusion(dtype = burn::tensor::DType::U32, shape = burn::tensor::Shape::new([crate::element::SELECTION_STATE_LEN]))]
+    #[fusion(dtype = burn::tensor::DType::U32, shape = burn::tensor::Shape::new([crate::buffer::SELECTION_STATE_LEN]))]
     fn abs_key_select(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
         host_ops::abs_key_select::<Self, ViaData>(grad, rank)
     }
@@ -131,7 +169,7 @@ pub trait MaskOps: Backend {
     /// In every segment of `selection`: picks the digit of the sought rank from the counted
     /// histogram, appends it to the prefix, records the counts below it (and, on the first
     /// pass, where `inf_digit` is the digit of the `+inf` key rather than `DIGITS`, the
-    /// non-finite entries) and clears the histogram ([`host::select_digit`]). After the last
+    /// non-finite entries) and clears the histogram ([`select_digit`]). After the last
     /// digit the state words hold what a one-gradient selection's statistics need: no
     /// counting pass.
     #[fusion(dtype = selection, shape = selection)]
@@ -140,7 +178,7 @@ pub trait MaskOps: Backend {
         let mut words = read_words::<Self>(selection);
         words
             .chunks_mut(SELECTION_LEN)
-            .for_each(|segment| host::select_digit(segment, inf_digit));
+            .for_each(|segment| select_digit(segment, inf_digit));
         Self::int_from_data(counter_data(words), &device)
     }
 
@@ -263,16 +301,86 @@ pub(crate) fn histogram_shape() -> burn::tensor::Shape {
     burn::tensor::Shape::new([HISTOGRAM_LEN])
 }
 
-/// Counters (a histogram, a selection buffer) as the `i64` tensor data the host bodies return.
-pub(crate) fn counter_data(hist: Vec<u64>) -> TensorData {
-    let len = hist.len();
-    TensorData::new(
-        hist.into_iter().map(|c| c as i64).collect::<Vec<_>>(),
-        [len],
-    )
-}
+/// The `MaskOps` methods of a CPU backend, on its own storage ([`InPlace`]); the radix
+/// selection steps keep the trait's host bodies.
+macro_rules! host_mask_ops {
+    ($backend:ty) => {
+        impl $crate::ops::MaskOps for $backend {
+            fn selection_capabilities(
+                _like: &FloatTensor<Self>,
+            ) -> $crate::ops::SelectionCapabilities {
+                $crate::ops::SelectionCapabilities::HOST
+            }
 
-/// `[masked, non_finite]` as the `i64` tensor data the host bodies return.
-pub(crate) fn count_data(counts: host::MaskCounts) -> TensorData {
-    TensorData::new(vec![counts.masked as i64, counts.non_finite as i64], [2])
+            fn abs_key_select(grad: &FloatTensor<Self>, rank: u64) -> IntTensor<Self> {
+                $crate::host_ops::abs_key_select::<Self, InPlace>(grad, rank)
+            }
+
+            fn abs_key_sample(grad: &FloatTensor<Self>, count: u64) -> IntTensor<Self> {
+                $crate::host_ops::abs_key_sample::<Self, InPlace>(grad, count)
+            }
+
+            fn abs_key_bracket(
+                grad: &FloatTensor<Self>,
+                lo: u64,
+                last: u64,
+                cap: u64,
+            ) -> IntTensor<Self> {
+                let bracket = $crate::host::KeyBracket { lo, last };
+                $crate::host_ops::abs_key_bracket::<Self, InPlace>(grad, bracket, cap)
+            }
+
+            fn abs_key_histogram(
+                grad: &FloatTensor<Self>,
+                shift: u32,
+                prefix: u64,
+            ) -> IntTensor<Self> {
+                $crate::host_ops::abs_key_histogram::<Self, InPlace>(grad, shift, prefix)
+            }
+
+            fn abs_threshold_mask(
+                grad: FloatTensor<Self>,
+                threshold: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                $crate::host_ops::abs_threshold_mask::<Self, InPlace>(grad, threshold)
+            }
+
+            fn abs_threshold_select(
+                grad: FloatTensor<Self>,
+                threshold: FloatTensor<Self>,
+                updated: FloatTensor<Self>,
+                previous: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                $crate::host_ops::abs_threshold_select::<Self, InPlace>(
+                    grad, threshold, updated, previous,
+                )
+            }
+
+            fn abs_threshold_count(
+                grad: &FloatTensor<Self>,
+                threshold: &FloatTensor<Self>,
+            ) -> IntTensor<Self> {
+                $crate::host_ops::abs_threshold_count::<Self, InPlace>(grad, threshold)
+            }
+
+            fn random_mask(
+                grad: FloatTensor<Self>,
+                key: u64,
+                bound: u64,
+                scale: f64,
+            ) -> FloatTensor<Self> {
+                $crate::host_ops::random_mask::<Self, InPlace>(grad, key, bound, scale)
+            }
+
+            fn random_mask_count(
+                grad: &FloatTensor<Self>,
+                key: u64,
+                bound: u64,
+            ) -> IntTensor<Self> {
+                $crate::host_ops::random_mask_count::<Self, InPlace>(grad, key, bound)
+            }
+        }
+    };
 }
+#[cfg_attr(not(any(feature = "flex", feature = "ndarray")), allow(unused_imports))]
+pub(crate) use host_mask_ops;

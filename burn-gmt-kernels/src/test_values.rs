@@ -1,5 +1,12 @@
 //! Inputs the unit tests share.
 
+#[cfg(feature = "flex")]
+use burn::backend::DispatchTensor;
+#[cfg(feature = "flex")]
+use burn::tensor::{DType, Device, Tensor, TensorData};
+
+use crate::buffer::SelectionState;
+use crate::element::MaskElement;
 use crate::random::mix64;
 
 /// `n` values, about a fifth drawn from `special` and the rest made by `spread` from a draw;
@@ -61,4 +68,85 @@ pub(crate) fn awkward_bits16(n: usize, seed: u64, inf: u16, one: u16) -> Vec<u16
     awkward(n, seed, &special, |draw| {
         ((draw >> 16) % u64::from(inf)) as u16 | ((draw >> 40) as u16 & 0x8000)
     })
+}
+
+/// The reference: sort the keys.
+pub(crate) fn by_sort<E: MaskElement>(values: &[E], rank: u64) -> SelectionState {
+    let mut keys: Vec<u64> = values.iter().map(|x| x.abs_key()).collect();
+    keys.sort_unstable();
+    let key = keys[rank as usize];
+    let below = keys.iter().filter(|&&k| k < key).count() as u64;
+    SelectionState {
+        key,
+        remaining: rank - below,
+        below,
+        non_finite: keys.iter().filter(|&&k| k >= E::INF_KEY).count() as u64,
+    }
+}
+
+pub(crate) fn uniform(seed: u64, i: u64) -> f64 {
+    (mix64(seed ^ mix64(i)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Inputs that exercise every branch: spread values, heavy ties (zeros, two values),
+/// sorted and periodic data (a strided sample would alias with it), non-finite entries.
+pub(crate) fn inputs(n: usize) -> Vec<(&'static str, Vec<f32>)> {
+    let spread = (0..n as u64)
+        .map(|i| ((uniform(1, i) - 0.5) * 1e-3 * (uniform(2, i) * 20.0).exp()) as f32)
+        .collect();
+    let zeros = (0..n as u64)
+        .map(|i| {
+            if uniform(3, i) < 0.8 {
+                0.0
+            } else {
+                uniform(4, i) as f32
+            }
+        })
+        .collect();
+    let two = (0..n as u64)
+        .map(|i| if uniform(5, i) < 0.5 { 0.25 } else { -0.5 })
+        .collect();
+    let sorted = (0..n).map(|i| i as f32).collect();
+    let periodic = (0..n).map(|i| (i % 1024) as f32 - 512.0).collect();
+    let mut special: Vec<f32> = (0..n as u64).map(|i| uniform(6, i) as f32).collect();
+    for (i, v) in special.iter_mut().enumerate().step_by(97) {
+        *v = [f32::NAN, f32::INFINITY, -f32::INFINITY, -f32::NAN][i % 4];
+    }
+    vec![
+        ("spread", spread),
+        ("zeros", zeros),
+        ("two values", two),
+        ("sorted", sorted),
+        ("periodic", periodic),
+        ("non-finite", special),
+    ]
+}
+
+/// `n` values with ties, zeros and non-finite entries, from a seed.
+#[cfg(feature = "flex")]
+pub(crate) fn mixed_values(n: usize, seed: u64) -> Vec<f64> {
+    (0..n as u64)
+        .map(|i| {
+            let r = mix64(seed ^ mix64(i));
+            match r % 23 {
+                0 => 0.0,
+                1 => -0.5,
+                2 if i % 5 == 0 => [f64::NAN, f64::INFINITY, -f64::INFINITY][(r % 3) as usize],
+                _ => ((r >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 4.0,
+            }
+        })
+        .collect()
+}
+
+/// A gradient of `values` in `dtype` on the Flex device.
+#[cfg(feature = "flex")]
+pub(crate) fn gradient(values: &[f64], dtype: DType) -> DispatchTensor {
+    gradient_on(values, dtype, &Device::flex())
+}
+
+/// A gradient of `values` in `dtype` on `device`.
+#[cfg(feature = "flex")]
+pub(crate) fn gradient_on(values: &[f64], dtype: DType, device: &Device) -> DispatchTensor {
+    let data = TensorData::new(values.to_vec(), [values.len()]);
+    Tensor::<1>::from_data(data, (device, dtype)).into_dispatch()
 }

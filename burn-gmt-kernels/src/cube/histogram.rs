@@ -17,7 +17,7 @@ use cubecl::prelude::*;
 
 use super::key::{narrow_key, wide_key};
 use super::{Launch, LaunchPlan};
-use crate::element::{BELOW_PREFIX_BIN, DIGITS, SELECTION_HISTOGRAM, SELECTION_LEN, STATE_KEY};
+use crate::buffer::{BELOW_PREFIX_BIN, DIGITS, SELECTION_HISTOGRAM, SELECTION_LEN, STATE_KEY};
 use burn_cubecl::tensor::CubeTensor;
 
 /// Entries sampled per cube to place its shared window.
@@ -31,7 +31,7 @@ const NO_SAMPLE: u32 = 0xFFFF_FFFF;
 /// buffer (`prefix_in_buffer`) the prefix is the key of the state at `segment_start` and the
 /// bins follow that state.
 ///
-/// [`HISTOGRAM_LEN`]: crate::element::HISTOGRAM_LEN
+/// [`HISTOGRAM_LEN`]: crate::buffer::HISTOGRAM_LEN
 #[cube(launch_unchecked, address_type = "dynamic")]
 #[allow(clippy::too_many_arguments)]
 fn abs_key_histogram_kernel<F: Float, N: Size>(
@@ -181,7 +181,7 @@ pub enum Prefix {
 }
 
 /// Adds the histogram of `grad` (contiguous, `plan.len` entries) to `hist` (a `u32` buffer
-/// of [`HISTOGRAM_LEN`](crate::element::HISTOGRAM_LEN) counters, or a selection buffer).
+/// of [`HISTOGRAM_LEN`](crate::buffer::HISTOGRAM_LEN) counters, or a selection buffer).
 pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u32, prefix: Prefix) {
     let client = &grad.client;
     let key_bits = if plan.kind == super::key::KIND_F32 {
@@ -189,13 +189,13 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u3
     } else {
         16
     };
-    let first_pass = shift + crate::element::DIGIT_BITS >= key_bits;
+    let first_pass = shift + crate::buffer::DIGIT_BITS >= key_bits;
     let window = window_bins(
         client.properties().hardware.max_shared_memory_size,
         first_pass,
     );
     // Bits above the digit: none left past bit 31 of the sign-free key.
-    let high_shift = (shift + crate::element::DIGIT_BITS).min(31);
+    let high_shift = (shift + crate::buffer::DIGIT_BITS).min(31);
     // High bits fit in 16 bits, so a prefix past u32 is above every entry, as on the host.
     let (prefix, segment_start, prefix_in_buffer) = match prefix {
         Prefix::Value(prefix) => (u32::try_from(prefix).unwrap_or(u32::MAX), 0, false),

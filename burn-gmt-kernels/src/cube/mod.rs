@@ -103,10 +103,10 @@ use cubecl::calculate_cube_count_elemwise;
 use cubecl::client::Client;
 use cubecl::prelude::{AddressType, CubeCount, CubeDim, ElemType};
 
-use crate::element::{
-    HISTOGRAM_LEN, SELECTION_LEN, SELECTION_STATE_LEN, SMALL_SELECT_MAX_ENTRIES, inf_key,
-    selection_segments,
+use crate::buffer::{
+    HISTOGRAM_LEN, SELECTION_LEN, SELECTION_STATE_LEN, SMALL_SELECT_MAX_ENTRIES, selection_segments,
 };
+use crate::element::inf_key;
 use crate::host_ops::{self, ViaData};
 use crate::ops::MaskOps;
 use histogram::Prefix;

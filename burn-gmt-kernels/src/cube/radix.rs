@@ -6,7 +6,7 @@
 //! of a step share these launches: the thresholds stay on the device for the mask kernels.
 //!
 //! Buffer layout (`u32` words): one segment of [`SELECTION_LEN`] words per selection, each
-//! the state words of a [`SelectionState`](crate::element::SelectionState) (the key prefix
+//! the state words of a [`SelectionState`](crate::buffer::SelectionState) (the key prefix
 //! chosen so far, the rank still sought within it, the entries below the prefix and the
 //! non-finite entries), then the histogram bins and the "below the prefix" bin.
 
@@ -19,7 +19,7 @@ use burn::tensor::TensorData;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 
-use crate::element::{
+use crate::buffer::{
     BELOW_PREFIX_BIN, DIGIT_BITS, DIGITS, SELECTION_HISTOGRAM, SELECTION_LEN, STATE_BELOW,
     STATE_KEY, STATE_NON_FINITE, STATE_REMAINING, selection_segment_start, selection_segments,
 };
@@ -185,7 +185,7 @@ pub fn launch_start(selection: &CubeTensor, ranks: &[u32]) {
 }
 
 /// Launches [`radix_select_digit_kernel`] on every segment of `selection` (one cube each);
-/// `inf_digit` as in [`crate::host::select_digit`].
+/// `inf_digit` as in [`crate::buffer::select_digit`].
 pub fn launch_digit(selection: &CubeTensor, inf_digit: u32) {
     let client = &selection.client;
     let segments = selection.meta.num_elements() / SELECTION_LEN;

@@ -9,7 +9,7 @@ use cubecl::prelude::*;
 
 use super::LaunchPlan;
 use super::key::{KIND_F32, narrow_key, wide_key};
-use crate::element::{
+use crate::buffer::{
     SMALL_SELECT_MAX_ENTRIES, STATE_BELOW, STATE_KEY, STATE_NON_FINITE, STATE_REMAINING,
 };
 use burn_cubecl::tensor::CubeTensor;
@@ -19,7 +19,7 @@ const UNITS: u32 = 256;
 /// Bins of an 8-bit digit.
 const BINS: u32 = 256;
 
-/// Writes the [`SelectionState`](crate::element::SelectionState) words of the `(rank + 1)`-th smallest key of
+/// Writes the [`SelectionState`](crate::buffer::SelectionState) words of the `(rank + 1)`-th smallest key of
 /// `values[..len]` into `state`: the selected key, the rank left within its ties, the keys
 /// below it and the keys of NaN and ±inf (at or above `inf_key`).
 #[cube(launch_unchecked)]
