@@ -12,11 +12,9 @@ pub mod metric;
 mod optimizer;
 mod plan;
 mod select;
-mod shim;
 mod stats;
 
 pub use burn_gmt_kernels as kernels;
-pub use burn_gmt_kernels::select::{with_device_select, with_radix_select};
 pub use config::{GradMaskConfig, MaskGroup, MaskScope, MaskStrategy, MaskTarget, RatioSchedule};
 pub use error::GradMaskError;
 pub use grad_mask::GradMask;

@@ -6,7 +6,7 @@ use burn::backend::DispatchTensor;
 use burn::tensor::{DType, Device, Tensor};
 
 use crate::error::GradMaskError;
-use crate::shim::{self as kernels, key_bits, threshold_tensor};
+use burn_gmt_kernels::mask::{self as kernels, key_bits, threshold_tensor};
 
 /// What the mask does to one parameter tensor at one step.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use crate::config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
 use crate::error::GradMaskError;
 use crate::mask::{TensorMask, check_dtype, hold_masked, mask_measured};
 use crate::plan::{PlanEntry, plan, plan_reused};
-use crate::stats::{MaskStatsHandle, PendingTensorStats};
+use crate::stats::MaskStatsHandle;
 
 /// An optimizer whose gradients are masked, tensor by tensor, before the inner optimizer
 /// steps. It is itself an [`Optimizer`], so [`ModuleOptimizer::from`](burn::optim::ModuleOptimizer)
@@ -322,7 +322,10 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
 
         if let Some(counts) = planned.stats {
             let param = self.param_name(stream, &shape);
-            let stats = PendingTensorStats { counts, norms_sq };
+            let stats = match norms_sq {
+                Some(norms_sq) => counts.with_norms(norms_sq),
+                None => counts,
+            };
             let tensors = self.paths.as_ref().map(|paths| paths.len());
             self.stats
                 .lock()

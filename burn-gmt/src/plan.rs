@@ -10,7 +10,7 @@ use crate::config::{GradMaskConfig, MaskScope, MaskStrategy};
 use crate::error::GradMaskError;
 use crate::mask::TensorMask;
 use crate::select::masked_count;
-use crate::shim::{self as kernels, PendingStats};
+use burn_gmt_kernels::mask::{self as kernels, PendingStats};
 
 /// A decided mask with the statistics that came with deciding it.
 pub(crate) struct Plan {

@@ -3,8 +3,7 @@
 //! [`burn_gmt_kernels::select`].
 
 use burn::tensor::Tensor;
-use burn_gmt_kernels::element::key_bits;
-use burn_gmt_kernels::select::select_abs;
+use burn_gmt_kernels::mask::{key_bits, select_abs};
 
 /// How many entries of `n` a ratio masks: `floor(ratio · n)`, computed in f64.
 pub fn masked_count(ratio: f64, n: u64) -> u64 {

@@ -4,8 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
-use burn::tensor::{Float, Tensor};
-use burn_gmt_kernels::select::{PendingStats, read_per_device, resolve_stats};
+use burn_gmt_kernels::mask::{PendingStats, resolve_stats};
 
 /// Mask statistics of one parameter tensor.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -221,7 +220,7 @@ impl Replicas {
         step: u64,
         ratio: f64,
         param: String,
-        stats: PendingTensorStats,
+        stats: PendingStats,
         tensors: Option<usize>,
     ) {
         let latest = &mut self.stepping().latest;
@@ -253,7 +252,7 @@ impl Replicas {
 struct StepRecord {
     step: u64,
     ratio: f64,
-    tensors: Vec<(String, PendingTensorStats)>,
+    tensors: Vec<(String, PendingStats)>,
 }
 
 /// The statistics of the latest step, read when asked for: stepping never waits on a
@@ -300,48 +299,21 @@ impl LatestStats {
     }
 }
 
-/// A tensor's statistics at one step, possibly still on the device.
-#[derive(Debug, Clone)]
-pub(crate) struct PendingTensorStats {
-    pub counts: PendingStats,
-    /// With `collect_norms`: `[‖g‖², ‖kept‖²]` over the finite entries, f32 on the
-    /// gradient's device.
-    pub norms_sq: Option<Tensor<1>>,
-}
-
 /// Pending statistics, each named by its parameter, with every device-side value of the
-/// step read back at once (counts in one read per device, norms in another).
-pub(crate) fn resolve_named(named: Vec<(String, PendingTensorStats)>) -> Vec<TensorMaskStats> {
+/// step read back at once ([`resolve_stats`]: one read per device).
+pub(crate) fn resolve_named(named: Vec<(String, PendingStats)>) -> Vec<TensorMaskStats> {
     let (params, pending): (Vec<_>, Vec<_>) = named.into_iter().unzip();
-    let (counts, norms): (Vec<_>, Vec<_>) =
-        pending.into_iter().map(|p| (p.counts, p.norms_sq)).unzip();
-    let norms = read_norms(norms);
-    resolve_stats(counts)
+    resolve_stats(pending)
         .into_iter()
-        .zip(norms)
         .zip(params)
-        .map(|(((c, threshold), norms_sq), param)| TensorMaskStats {
+        .map(|(stats, param)| TensorMaskStats {
             param,
-            total: c.total,
-            masked: c.masked,
-            kept: c.total - c.masked,
-            non_finite: c.non_finite,
-            threshold,
-            norms_sq,
-        })
-        .collect()
-}
-
-/// The `[‖g‖², ‖kept‖²]` pairs, read with one read per device.
-fn read_norms(norms: Vec<Option<Tensor<1>>>) -> Vec<Option<(f64, f64)>> {
-    let measured = norms.iter().flatten().cloned().collect();
-    let mut values = read_per_device::<Float, f64>(measured).into_iter();
-    norms
-        .iter()
-        .map(|pair| {
-            pair.as_ref()?;
-            let pair = values.next().expect("values per measured tensor");
-            Some((pair[0], pair[1]))
+            total: stats.total,
+            masked: stats.masked,
+            kept: stats.total - stats.masked,
+            non_finite: stats.non_finite,
+            threshold: stats.threshold,
+            norms_sq: stats.norms_sq,
         })
         .collect()
 }
@@ -401,17 +373,13 @@ mod tests {
     /// A read while the wrapper records a step shows the last complete one.
     #[test]
     fn reads_show_complete_steps() {
-        use burn_gmt_kernels::select::{Counts, PendingStats};
-        let tensor = |masked| PendingTensorStats {
-            counts: PendingStats::known(
-                Counts {
-                    total: 4,
-                    masked,
-                    non_finite: 0,
-                },
-                None,
-            ),
-            norms_sq: None,
+        use burn_gmt_kernels::mask::TensorStats;
+        let tensor = |masked| {
+            PendingStats::known(TensorStats {
+                total: 4,
+                masked,
+                ..TensorStats::default()
+            })
         };
         let handle = MaskStatsHandle::new(false);
         let record = |step, param: &str, masked, tensors| {

@@ -17,7 +17,7 @@ use crate::config::{GradMaskConfig, MaskTarget};
 use crate::error::GradMaskError;
 use crate::mask::{TensorMask, check_dtype, mask_measured};
 use crate::plan::{PlanEntry, path_key, plan_reused, plan_step};
-use crate::stats::{MaskStats, MaskStatsHandle, PendingTensorStats, resolve_named};
+use crate::stats::{MaskStats, MaskStatsHandle, resolve_named};
 use hold::{collect_held, restore_held};
 use shard::Sharded;
 
@@ -417,8 +417,11 @@ impl GradMask {
         let named = pending
             .into_iter()
             .map(|(id, path, counts)| {
-                let norms_sq = norms.remove(&id);
-                (path, PendingTensorStats { counts, norms_sq })
+                let counts = match norms.remove(&id) {
+                    Some(norms_sq) => counts.with_norms(norms_sq),
+                    None => counts,
+                };
+                (path, counts)
             })
             .collect();
         let stats = MaskStats {
