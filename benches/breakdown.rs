@@ -32,8 +32,10 @@ use burn_gmt::kernels::MaskOps;
 use burn_gmt::kernels::element::{DIGITS, SMALL_SELECT_MAX_ENTRIES, inf_key};
 use burn_gmt::kernels::select::select_abs;
 
+use burn_gmt_lab::device::{catch_quietly, describe, failure_cause, open_backends};
+use burn_gmt_lab::timing::{fresh, ms, time};
+
 use super::{One, RATIO, dtype, gradient_values, upload};
-use crate::common::{catch_quietly, describe, failure_cause, fresh, ms, open_backends, time};
 
 const DEFAULT_SIZES: [usize; 4] = [4096, 1 << 16, 1 << 20, 1 << 24];
 

@@ -1,4 +1,4 @@
-//! Procedurally generated sequence tasks, answered by exact match (as GSM8K is): every
+//! The GMT study's data: procedurally generated sequence tasks, answered by exact match (as GSM8K is): every
 //! answer digit must be right. No download: every split is a pure function of a seed.
 //!
 //! - Pre-training skills: reverse a sequence of digits; add one to every digit, mod 10; rotate
@@ -13,6 +13,9 @@
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::InMemDataset;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::hash::stable_hash;
+use crate::random::{Rng, stream};
 
 /// Tokens: the ten digits, then the symbols.
 pub const EQUALS: usize = 10;
@@ -128,12 +131,6 @@ fn problem(task: Task, digits: [usize; DIGITS], answer: [usize; DIGITS]) -> Prob
     Problem { tokens }
 }
 
-/// SplitMix64 step: a tiny seeded generator, so splits never depend on a library's RNG.
-pub fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    burn_gmt::kernels::random::mix64(*state)
-}
-
 /// Which held-out part a digit sequence belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -150,7 +147,7 @@ impl Split {
     /// sizes drawn: 70% train, 10% dev, 20% test.
     pub fn of(digits: &[usize; DIGITS]) -> Split {
         let id = digits.iter().fold(0u64, |acc, &d| acc * 10 + d as u64);
-        match burn_gmt::kernels::random::mix64(id ^ 0xC0FF_EE00) % 10 {
+        match stable_hash(id ^ 0xC0FF_EE00) % 10 {
             0 | 1 => Split::Test,
             2 => Split::Dev,
             _ => Split::Train,
@@ -197,12 +194,12 @@ impl Draw {
             Split::Dev => 1,
             Split::Test => 2,
         };
-        let mut state = self.seed ^ (self.tasks[0] as u64) << 32 ^ split_tag << 40;
+        let mut rng = stream(self.seed ^ (self.tasks[0] as u64) << 32 ^ split_tag << 40);
         let noisy = (self.noise * self.count as f64).round() as usize;
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::with_capacity(self.count);
         while out.len() < self.count {
-            let r = next(&mut state);
+            let r = rng.next_u64();
             let digits: [usize; DIGITS] = std::array::from_fn(|i| {
                 let limit = if i < self.restricted {
                     self.digit_limit
@@ -219,7 +216,7 @@ impl Draw {
             // The first `noisy` items drawn get a wrong answer; the order is shuffled anyway.
             let answer = if out.len() < noisy {
                 loop {
-                    let r = next(&mut state);
+                    let r = rng.next_u64();
                     let wrong: [usize; DIGITS] =
                         std::array::from_fn(|i| (r >> (8 * i)) as usize % 10);
                     if wrong != correct {

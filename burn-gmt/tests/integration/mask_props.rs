@@ -2,12 +2,10 @@
 //! exact and negative zeros, subnormals, NaN and infinities, f32, f16 and bf16, every CPU
 //! backend.
 
-mod common;
-
-use burn_gmt::{GradMaskConfig, MaskScope, select_kth_abs};
-use common::{
+use crate::common::{
     Float, Params, Single, assert_same, devices, devices_for, grads_for, reference_mask, values,
 };
+use burn_gmt::{GradMaskConfig, MaskScope, select_kth_abs};
 use proptest::prelude::*;
 
 /// Entries drawn from a mix that makes ties, zeros and special values common.

@@ -1,4 +1,5 @@
-//! A small decoder-only transformer language model, trained through burn-train.
+//! The GMT study's model: a small decoder-only transformer language model, trained through
+//! burn-train.
 
 use burn::module::Module;
 use burn::nn::attention::generate_autoregressive_mask;
