@@ -17,17 +17,24 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::hash::stable_hash;
 use crate::random::{Rng, stream};
 
-/// Tokens: the ten digits, then the symbols.
+// Tokens: the ten digits (0 to 9), then the symbols.
+/// Between the problem and its answer.
 pub const EQUALS: usize = 10;
+/// The start of every sequence.
 pub const BOS: usize = 11;
+/// Padding: the target of every position outside the answer, ignored by the loss.
 pub const PAD: usize = 12;
-/// Task markers, the words of the instructions: the model is told which task it is asked, so
-/// all can coexist and the base skills' accuracy after fine-tuning measures what is retained.
+// Task markers, the words of the instructions: the model is told which task it is asked, so
+// all can coexist and the base skills' accuracy after fine-tuning measures what is retained.
+/// The instruction word "reverse the digits".
 pub const REVERSE: usize = 13;
+/// The instruction word "add one to every digit, mod 10".
 pub const INCREMENT: usize = 14;
+/// The instruction word "rotate the digits left by one place".
 pub const ROTATE: usize = 15;
 /// The empty second word of a one-word instruction.
 pub const NONE: usize = 16;
+/// Tokens in all.
 pub const VOCAB: usize = 17;
 /// Digits in a problem and in its answer.
 pub const DIGITS: usize = 6;
@@ -160,12 +167,19 @@ impl Split {
 /// replaced by a wrong random answer, all from `seed`.
 #[derive(Debug, Clone, Copy)]
 pub struct Draw {
+    /// The tasks, asked in turn.
     pub tasks: &'static [Task],
+    /// Where the inputs come from.
     pub split: Split,
+    /// How many distinct problems.
     pub count: usize,
+    /// The first `restricted` input digits are below this.
     pub digit_limit: usize,
+    /// How many leading input digits `digit_limit` restricts.
     pub restricted: usize,
+    /// Fraction of wrong answers.
     pub noise: f64,
+    /// The seed of the random stream.
     pub seed: u64,
 }
 
@@ -232,6 +246,7 @@ impl Draw {
     }
 }
 
+/// The problems as a burn dataset.
 pub fn dataset(problems: Vec<Problem>) -> InMemDataset<Problem> {
     InMemDataset::new(problems)
 }
@@ -240,10 +255,13 @@ pub fn dataset(problems: Vec<Problem>) -> InMemDataset<Problem> {
 /// loss), so the model is trained and scored on the answer only.
 #[derive(Debug, Clone)]
 pub struct LmBatch {
+    /// Tokens `[batch, SEQ_LEN - 1]`: each sequence less its last token.
     pub inputs: Tensor<2, Int>,
+    /// The next token at each input position, `PAD` outside the answer.
     pub targets: Tensor<2, Int>,
 }
 
+/// Batches problems into [`LmBatch`]es.
 #[derive(Clone, Default)]
 pub struct LmBatcher;
 

@@ -22,8 +22,9 @@ pub struct Paired {
     pub n: usize,
     /// Mean of the differences.
     pub mean: f64,
-    /// The 95% confidence interval of the mean difference.
+    /// The 95% confidence interval of the mean difference: its lower end...
     pub low: f64,
+    /// ...and its upper end.
     pub high: f64,
     /// Two-sided p-value of "the mean difference is 0" (paired t-test); 1 when every
     /// difference is 0.
