@@ -18,7 +18,7 @@
 //! that cost alone. On a device, steps whose time stays near `sync` + `plain op` whatever the
 //! size cost their launches and bookkeeping, not their bandwidth; the sum of the steps against
 //! the whole mask shows what running them back to back saves. The selection steps are the ones
-//! [`burn_gmt::kernels::select`] takes on a device (start, a histogram pass and a digit step per
+//! [`burn_gmt::kernels::mask`] takes on a device (start, a histogram pass and a digit step per
 //! 16 bits, the threshold), here forced on every backend.
 
 use std::io::Write;
@@ -29,11 +29,14 @@ use burn::module::Param;
 use burn::tensor::{Device, Tensor};
 use burn_gmt::GradMaskConfig;
 use burn_gmt::kernels::MaskOps;
-use burn_gmt::kernels::element::{DIGITS, SMALL_SELECT_MAX_ENTRIES, inf_key};
-use burn_gmt::kernels::select::select_abs;
+use burn_gmt::kernels::buffer::{DIGITS, SMALL_SELECT_MAX_ENTRIES};
+use burn_gmt::kernels::element::inf_key;
+use burn_gmt::kernels::mask::select_abs;
+
+use burn_gmt_lab::device::{catch_quietly, describe, failure_cause, open_backends};
+use burn_gmt_lab::timing::{fresh, ms, time};
 
 use super::{One, RATIO, dtype, gradient_values, upload};
-use crate::common::{catch_quietly, describe, failure_cause, fresh, ms, open_backends, time};
 
 const DEFAULT_SIZES: [usize; 4] = [4096, 1 << 16, 1 << 20, 1 << 24];
 

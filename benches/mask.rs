@@ -28,9 +28,7 @@
 //! run once untimed first, so kernel compilation is not timed. The gradient is generated on the
 //! host from a fixed hash, so the parent and the sort child see the same values.
 
-#[path = "breakdown.rs"]
 mod breakdown;
-mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
@@ -41,11 +39,9 @@ use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use burn_gmt::GradMaskConfig;
-use burn_gmt::kernels::random::mix64;
-use common::{
-    catch_quietly, describe, env_flag_off, failure_cause, fresh, median, ms, open_backends, probe,
-    time, time_once,
-};
+use burn_gmt_lab::device::{catch_quietly, describe, failure_cause, open_backends, probe};
+use burn_gmt_lab::hash::stable_hash;
+use burn_gmt_lab::timing::{fresh, median, ms, time, time_once};
 
 /// Memory passes over the gradient that our mask makes on a GPU: one histogram read pass per
 /// 16 bits of key (2 for f32, 1 for f16/bf16) + 1 read/write masking pass. The "mask GB/s"
@@ -82,7 +78,7 @@ impl One {
 /// index), identical in every process.
 fn gradient_values(n: usize) -> Vec<f32> {
     fn value(i: usize) -> f32 {
-        let h = mix64(SEED ^ mix64(i as u64));
+        let h = stable_hash(SEED ^ stable_hash(i as u64));
         let u1 = ((h >> 40) as f64 + 0.5) / (1u64 << 24) as f64; // (0, 1)
         let u2 = (h & 0xFF_FFFF) as f64 / (1u64 << 24) as f64; // [0, 1)
         ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
@@ -387,4 +383,9 @@ fn row(
             .map_or_else(|_| "-".into(), |s| format!("{:.1}", ratio(*s))),
         (passes * dtype.size() * n) as f64 / masked.as_secs_f64() / 1e9,
     )
+}
+
+/// Whether the environment variable `name` is set to `0` (a part of the run turned off).
+fn env_flag_off(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "0")
 }

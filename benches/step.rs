@@ -24,8 +24,6 @@
 //! methods take turns step by step on one model (each with its own AdamW state), so a slow
 //! phase of a shared machine hits them alike. Every timed region ends with `Device::sync`.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
@@ -33,9 +31,8 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Distribution, Tensor};
 use burn_gmt::{GradMask, GradMaskConfig, MaskStatsHandle, WithGradMask};
-use common::{
-    Timing, catch_quietly, describe, failure_cause, fresh, median, ms, open_backends, time_once,
-};
+use burn_gmt_lab::device::{catch_quietly, describe, failure_cause, open_backends};
+use burn_gmt_lab::timing::{Timing, fresh, median, ms, time_once};
 
 /// Fraction of each gradient tensor masked.
 const RATIO: f64 = 0.3;

@@ -22,27 +22,15 @@
 //! and on wgpu, and the two agree with each other; GMT r=0.3 1.2e-7; the loss agrees to 7
 //! digits.
 
-#[path = "../examples/gmt_study/data.rs"]
-#[allow(dead_code)]
-mod data;
-#[path = "../examples/gmt_study/methods.rs"]
-#[allow(dead_code)]
-mod methods;
-#[path = "../examples/gmt_study/model.rs"]
-#[allow(dead_code)]
-mod model;
-
-mod common;
-
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::optim::AdamWConfig;
 use burn::tensor::Device;
 use burn::train::TrainStep;
-
-use data::{BASE, Draw, LmBatcher, Split, TARGET};
-use methods::{MaskedModel, Method, method_parts};
-use model::LmConfig;
+use burn_gmt_lab::data::{BASE, Draw, LmBatcher, Split, TARGET};
+use burn_gmt_lab::methods::{MaskedModel, Method, method_parts};
+use burn_gmt_lab::model::LmConfig;
+use burn_gmt_lab::testing;
 
 const LOSS_TOLERANCE: f64 = 1e-5;
 const LR: f64 = 1e-3;
@@ -65,10 +53,10 @@ fn max_difference(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
 /// The devices under test, flex first (the reference).
 fn backends() -> Vec<(String, Device)> {
     #[cfg(any(feature = "wgpu", feature = "cuda", feature = "rocm"))]
-    let gpu = common::gpu_device("one_training_step_agrees_across_backends");
+    let gpu = testing::gpu_device("one_training_step_agrees_across_backends");
     #[cfg(not(any(feature = "wgpu", feature = "cuda", feature = "rocm")))]
     let gpu: Option<Device> = None;
-    common::devices()
+    testing::devices()
         .into_iter()
         .chain(gpu)
         .map(|d| (format!("{d:?}"), d))
@@ -93,7 +81,7 @@ fn one_step(
     let output = TrainStep::step(&model, LmBatcher.batch(items, &device));
     let loss = output.item.loss.clone().into_scalar::<f64>();
     let model = model.optimize(&mut optim, LR.into(), output.grads);
-    (loss, common::param_values(&model.lm))
+    (loss, testing::param_values(&model.lm))
 }
 
 #[test]

@@ -16,8 +16,6 @@
 //!   burn-train checkpoint masks exactly as an uninterrupted one; `MaskedModel` trains (and
 //!   resumes) bit for bit as a model stepping its own mask field.
 
-mod common;
-
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::InMemDataset;
@@ -36,8 +34,7 @@ use burn::train::{
 use burn_gmt::{
     GradMask, GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, MaskedModel, WithGradMask,
 };
-use common::learner::{Quiet, tempdir};
-use common::{param_values, seeded_linear, uniform};
+use burn_gmt_lab::testing::{self, Quiet, param_values, seeded_linear, tempdir, uniform};
 
 const D_IN: usize = 6;
 const D_HIDDEN: usize = 12;
@@ -190,7 +187,7 @@ fn replicas_and_single(config: &GradMaskConfig, path: Path) -> (Vec<Replica>, Re
 
 fn configs() -> Vec<(String, GradMaskConfig, Vec<Path>)> {
     let mut out = Vec::new();
-    for strategy in common::strategies(7, 2) {
+    for strategy in testing::strategies(7, 2) {
         // HFT freezes (Update only) by block, which only the module-level mask sees.
         let (targets, paths) = match strategy {
             MaskStrategy::Hft { .. } => (vec![MaskTarget::Update], vec![Path::Module]),
@@ -310,7 +307,7 @@ impl ModuleVisitor for AllDistributed {
 #[cfg(any(feature = "wgpu", feature = "cuda", feature = "rocm"))]
 #[test]
 fn update_target_keeps_parameters_distributed() {
-    let Some(device) = common::gpu_device("update_target_keeps_parameters_distributed") else {
+    let Some(device) = testing::gpu_device("update_target_keeps_parameters_distributed") else {
         return;
     };
     let device = device.autodiff();
@@ -404,7 +401,7 @@ fn read_grads(model: &Net, grads: &[&GradientsParams]) -> Vec<(Vec<f64>, Vec<usi
                 .enumerate()
                 .filter_map(|(i, g)| g.get::<D>(param.id).map(|t| (i, t)))
                 .collect();
-            let values = common::values(held[0].1.clone().reshape([-1]));
+            let values = testing::values(held[0].1.clone().reshape([-1]));
             self.out
                 .push((values, held.iter().map(|(i, _)| *i).collect()));
         }
@@ -469,7 +466,7 @@ fn sharded_multi_device_masks_like_one_device() {
         let got = read_grads(&model, &homes);
         for (p, ((want, _), (values, held))) in expected.iter().zip(&got).enumerate() {
             assert_eq!(held.len(), 1, "{context}: parameter {p} on one device only");
-            common::assert_same(values, want, &format!("{context}: parameter {p}"));
+            testing::assert_same(values, want, &format!("{context}: parameter {p}"));
         }
         assert_eq!(
             single_mask.last_stats(),
@@ -483,9 +480,9 @@ fn sharded_multi_device_masks_like_one_device() {
         if config.scope == MaskScope::Global {
             // Independent reference: a host sort over every summed entry.
             let all: Vec<f64> = raw.iter().flat_map(|(v, _)| v.clone()).collect();
-            let (reference, masked, _) = common::reference_mask(&all, 0.3);
+            let (reference, masked, _) = testing::reference_mask(&all, 0.3);
             let flat: Vec<f64> = got.iter().flat_map(|(v, _)| v.clone()).collect();
-            common::assert_same(&flat, &reference, "global threshold over two devices");
+            testing::assert_same(&flat, &reference, "global threshold over two devices");
             assert_eq!(multi_mask.last_stats().masked(), masked);
         }
 

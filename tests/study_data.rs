@@ -2,13 +2,11 @@
 //! splits share no item, and the fine-tuning draw has exactly the asked label noise and
 //! digit restriction (in the restricted places only).
 
-#[path = "../examples/gmt_study/data.rs"]
-#[allow(dead_code)]
-mod data;
-
 use std::collections::HashSet;
 
-use data::{ANSWER_START, BASE, DIGITS, Draw, EQUALS, NONE, SEQ_LEN, Split, TARGET, Task};
+use burn_gmt_lab::data::{
+    self, ANSWER_START, BASE, DIGITS, Draw, EQUALS, NONE, SEQ_LEN, Split, TARGET, Task,
+};
 
 /// The task a problem asks, from its instruction words.
 fn task_of(tokens: &[usize]) -> Task {

@@ -1,15 +1,7 @@
 //! The study's statistics against closed forms and tabulated values: Student's t tail
 //! probabilities and quantiles, the paired comparison and Welch's test.
 
-#[path = "../examples/gmt_study/report.rs"]
-#[allow(dead_code)]
-mod report;
-
-#[path = "../examples/gmt_study/paired.rs"]
-#[allow(dead_code)]
-mod paired;
-
-use paired::{incomplete_beta, paired, t_quantile_two_sided, t_two_sided_p, welch};
+use burn_gmt_lab::stats::{incomplete_beta, paired, t_quantile_two_sided, t_two_sided_p, welch};
 
 fn close(a: f64, b: f64, tol: f64, what: &str) {
     assert!((a - b).abs() <= tol, "{what}: {a} vs {b}");

@@ -6,7 +6,8 @@
 //! Every run is compared bitwise with two references: a manual loop built from the same Burn
 //! pieces (`GradientsAccumulator`, the same optimizer type, `GradMask::apply`), and for SGD an
 //! independent host computation (f32 sums in burn-train's order, the sort-based
-//! `common::reference_mask`, `θ − lr·g` in f32) that uses neither burn-gmt nor Burn's optimizer.
+//! `burn_gmt_lab::testing::reference_mask`, `θ − lr·g` in f32) that uses neither burn-gmt nor
+//! Burn's optimizer.
 //!
 //! Facts about burn-train 0.22.1 these tests rely on (and would catch a change of):
 //! - `SingleDeviceTrainEpoch::run` (`learner/supervised/strategies/single/epoch.rs`) *sums* the
@@ -19,8 +20,6 @@
 //!   to stdout, reads nothing); the tests pass a renderer that does nothing, an in-memory metric
 //!   logger and no application logger, so nothing is printed and only the artifact directory is
 //!   touched.
-
-mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,8 +40,7 @@ use burn::train::{
 };
 use burn_gmt::metric::MaskMetric;
 use burn_gmt::{GradMask, GradMaskConfig, MaskScope, MaskStats, WithGradMask};
-use common::learner::{Quiet, tempdir};
-use common::{assert_same, reference_mask, seeded_linear, uniform};
+use burn_gmt_lab::testing::{Quiet, assert_same, reference_mask, seeded_linear, tempdir, uniform};
 
 /// Items per micro-batch.
 const BATCH: usize = 4;

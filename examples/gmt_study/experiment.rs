@@ -13,11 +13,13 @@ use burn::tensor::{Device, Int, Tensor};
 use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining, TrainStep};
 
-use crate::bench_common::{Timing, median, time_once};
-use crate::data::{self, BASE, DATA_VERSION, Draw, LmBatcher, PAD, Problem, Split, TARGET};
-use crate::methods::{MaskedModel, Method, launch_timed, method_parts};
-use crate::model::{LmConfig, TinyLm, answer_loss};
-use crate::progress;
+use burn_gmt_lab::data::{self, BASE, DATA_VERSION, Draw, LmBatcher, PAD, Problem, Split, TARGET};
+use burn_gmt_lab::hash::stable_hash_bytes;
+use burn_gmt_lab::methods::{MaskedModel, Method, launch_timed, method_parts};
+use burn_gmt_lab::model::{LmConfig, TinyLm, answer_loss};
+use burn_gmt_lab::progress;
+use burn_gmt_lab::random::{Rng, SplitMix64, stream};
+use burn_gmt_lab::timing::{Timing, median, ms, time_once};
 
 /// Optimizer steps of each fine-tuning run left out of the step time: the first builds the
 /// AdamW moments and, on a GPU, compiles kernels (as in the step benchmark).
@@ -151,9 +153,7 @@ pub fn checkpoint(
     sets: &EvalSets,
 ) -> Checkpoint {
     let description = pretrain_description(preset, index, device_name);
-    let hash = description.bytes().fold(0u64, |h, b| {
-        burn_gmt::kernels::random::mix64(h ^ u64::from(b))
-    });
+    let hash = stable_hash_bytes(description.as_bytes());
     let path = cache.join(format!("pretrained-{hash:016x}.bpk"));
     let described = path.with_extension("txt");
     let cached =
@@ -282,10 +282,10 @@ impl RunResult {
     }
 }
 
-/// Fisher–Yates from a SplitMix64 state.
-fn shuffle(order: &mut [usize], state: &mut u64) {
+/// Fisher–Yates, drawing from `rng`.
+fn shuffle(order: &mut [usize], rng: &mut SplitMix64) {
     for i in (1..order.len()).rev() {
-        let j = (data::next(state) % (i as u64 + 1)) as usize;
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         order.swap(i, j);
     }
 }
@@ -311,12 +311,12 @@ pub fn finetune(
         lm: load(preset, &checkpoint.path, &train_device),
         mask,
     });
-    let mut state = 0x5EED_0000 ^ spec.seed;
+    let mut rng = stream(0x5EED_0000 ^ spec.seed);
     let mut order: Vec<usize> = (0..train_set.len()).collect();
     let mut timings: Vec<Timing> = Vec::new();
     let mut dev_curve = Vec::new();
     for _ in 0..preset.finetune_epochs {
-        shuffle(&mut order, &mut state);
+        shuffle(&mut order, &mut rng);
         for chunk in order.chunks(preset.batch) {
             let items: Vec<Problem> = chunk.iter().map(|&i| train_set[i].clone()).collect();
             let timing = time_once(
@@ -338,7 +338,6 @@ pub fn finetune(
     let (target_shifted, _) = evaluate(&lm, &sets.test_shifted, device);
     let (base, _) = evaluate(&lm, &sets.base, device);
     let steady = &timings[WARM_UP_STEPS.min(timings.len() - 1)..];
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     RunResult {
         dev_curve,
         target,

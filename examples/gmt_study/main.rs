@@ -16,15 +16,7 @@
 //! `--compare DIR` (test the per-method scores against another run's `runs.csv`, e.g. the
 //! same preset on another backend).
 
-#[path = "../../benches/common/mod.rs"]
-mod bench_common;
-mod data;
 mod experiment;
-mod methods;
-mod model;
-mod paired;
-mod progress;
-mod report;
 mod summary;
 
 use std::collections::HashMap;
@@ -33,9 +25,10 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 
+use burn_gmt_lab::device::device_by_name;
+use burn_gmt_lab::methods::Method;
+use burn_gmt_lab::model::LmConfig;
 use experiment::{Checkpoint, EvalSets, Preset, RunResult, RunSpec};
-use methods::{Method, device_by_name};
-use model::LmConfig;
 
 /// The methods the presets compare: SFT, GMT, the random mask without and with rescale, HFT;
 /// the `full` preset adds a second GMT ratio.
@@ -212,7 +205,7 @@ fn parse_args() -> Result<Args, String> {
     preset.grid_seeds = preset.grid_seeds.min(preset.seeds);
     preset.grid_checkpoints = preset.grid_checkpoints.min(preset.checkpoints);
     Ok(Args {
-        device: device_by_name(&device_name, "gmt_study")?,
+        device: device_by_name(&device_name).map_err(|e| e.for_example("gmt_study"))?,
         device_name,
         preset,
         out,

@@ -4,11 +4,12 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use burn_gmt_lab::charts::{Points, line_chart, scatter_chart};
+use burn_gmt_lab::methods::Method;
+use burn_gmt_lab::stats::{self, Paired, mean_std};
+
 use crate::Runs;
 use crate::experiment::{self, Checkpoint, Preset, RunResult, RunSpec, WARM_UP_STEPS};
-use crate::methods::Method;
-use crate::paired::{self, Paired};
-use crate::report::{Points, line_chart, mean_std, scatter_chart};
 
 /// The first epoch (1-based) at which `curve` reaches its maximum, and that maximum.
 pub fn peak(curve: &[f64]) -> (usize, f64) {
@@ -446,7 +447,7 @@ fn compare_with(
     against: Method,
     score: fn(&RunResult) -> f64,
 ) -> Paired {
-    paired::paired(&study.scores(against, score), &study.scores(method, score))
+    stats::paired(&study.scores(against, score), &study.scores(method, score))
 }
 
 fn differences(study: &Study, md: &mut String) {
@@ -656,8 +657,8 @@ fn comparison(study: &Study, out: &Path, other: &Path) -> String {
             writeln!(md, "| {name} | too few runs to compare | | | | | |").unwrap();
             continue;
         }
-        let target = paired::welch(&b_t, &a_t);
-        let retention = paired::welch(&b_r, &a_r);
+        let target = stats::welch(&b_t, &a_t);
+        let retention = stats::welch(&b_r, &a_r);
         writeln!(
             md,
             "| {name} | {} | {} | {} | {} | {} | {} |",

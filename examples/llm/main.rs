@@ -13,12 +13,12 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
+use burn_gmt_lab::device::device_by_name;
 use burn_gmt_llm::LlmError;
 use burn_gmt_llm::experiment::{FinetuneArgs, run};
 use burn_gmt_llm::generate::greedy;
 use burn_gmt_llm::gguf::Gguf;
 use burn_gmt_llm::model::{Llama, LlamaConfig};
-use burn_gmt_llm::study::methods::device_by_name;
 use burn_gmt_llm::tokenizer::Tokenizer;
 use burn_gmt_llm::train::{Schedule, parse_methods};
 
@@ -86,7 +86,7 @@ impl Flags {
 
     fn device(&self) -> Result<(Device, String), LlmError> {
         let name = self.get("--device").unwrap_or("flex").to_string();
-        let device = device_by_name(&name, "llm").map_err(LlmError::Usage)?;
+        let device = device_by_name(&name).map_err(|e| LlmError::Usage(e.for_example("llm")))?;
         Ok((device, name))
     }
 }

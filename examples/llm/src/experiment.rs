@@ -9,13 +9,14 @@ use burn::tensor::Device;
 use crate::LlmError;
 use crate::gguf::Gguf;
 use crate::model::{Llama, LlamaConfig};
-use crate::study::methods::Method;
-use crate::study::report::{Points, line_chart, mean_std};
 use crate::task::{
     Example, PROBE_PROMPTS, Scores, addition_examples, additions, record_probe, score,
 };
 use crate::tokenizer::Tokenizer;
 use crate::train::{Schedule, finetune, folder_name};
+use burn_gmt_lab::charts::{Points, line_chart};
+use burn_gmt_lab::methods::Method;
+use burn_gmt_lab::stats::mean_std;
 
 /// Everything the `finetune` command was asked for.
 #[derive(Debug, Clone)]

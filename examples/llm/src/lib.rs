@@ -24,16 +24,6 @@ pub mod train;
 #[cfg(test)]
 mod testing;
 
-/// The GMT study's methods and their set-up (with burn-gmt's mask-statistics metrics), device
-/// names, one-line progress display, SVG charts and mean ± std: the same files as
-/// `examples/gmt_study`.
-#[path = "../../gmt_study"]
-pub mod study {
-    pub mod methods;
-    pub mod progress;
-    pub mod report;
-}
-
 /// What can go wrong, with a message for the command line.
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {

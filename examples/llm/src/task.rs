@@ -9,6 +9,8 @@
 use burn::data::dataloader::batcher::Batcher;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_gmt_lab::hash::stable_hash;
+use burn_gmt_lab::random::{Rng, stream};
 
 use crate::LlmError;
 use crate::generate::greedy;
@@ -36,15 +38,9 @@ pub const PROBE_PROMPTS: &[&str] = &[
     "Why is the sky blue?",
 ];
 
-/// SplitMix64 step: splits depend on the seed alone, not on a library's generator.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    burn_gmt::kernels::random::mix64(*state)
-}
-
 /// Whether `a + b` belongs to the held-out split (a fifth of all questions).
 fn is_held_out(a: u32, b: u32) -> bool {
-    burn_gmt::kernels::random::mix64(u64::from(a * 100 + b) ^ 0xADD).is_multiple_of(5)
+    stable_hash(u64::from(a * 100 + b) ^ 0xADD).is_multiple_of(5)
 }
 
 /// `count` distinct additions `(a, b)` of two-digit numbers from the train or held-out split.
@@ -57,11 +53,11 @@ pub fn additions(held_out: bool, count: usize, seed: u64) -> Vec<(u32, u32)> {
         count <= available,
         "only {available} distinct questions in this split"
     );
-    let mut state = seed ^ u64::from(held_out) << 40;
+    let mut rng = stream(seed ^ u64::from(held_out) << 40);
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
-        let r = next(&mut state);
+        let r = rng.next_u64();
         let (a, b) = (10 + (r % 90) as u32, 10 + ((r >> 32) % 90) as u32);
         if is_held_out(a, b) == held_out && seen.insert((a, b)) {
             out.push((a, b));

@@ -2,7 +2,7 @@
 //! then cosine decay, gradient accumulation, and one of the masking methods: plain SFT, GMT
 //! per tensor (the optimizer wrapper), GMT with one global threshold and HFT (a [`GradMask`](burn_gmt::GradMask)
 //! in [`TrainStep::optimize`](burn::train::TrainStep::optimize)), or a random mask of the same ratio. The methods and their
-//! set-up are the GMT study's ([`crate::study::methods`]).
+//! set-up are the GMT study's ([`burn_gmt_lab::methods`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,9 +21,9 @@ use burn::train::{ClassificationOutput, Learner, SupervisedTraining};
 
 use crate::LlmError;
 use crate::model::Llama;
-use crate::study::methods::{LossModel, MaskedModel, Method, launch_timed, method_parts};
-use crate::study::progress::LineRenderer;
 use crate::task::{Example, LlmBatch, LlmBatcher, answer_logits, answer_loss};
+use burn_gmt_lab::methods::{LossModel, MaskedModel, Method, launch_timed, method_parts};
+use burn_gmt_lab::progress::LineRenderer;
 
 /// The methods `--method NAME` selects, with mask ratio `ratio`.
 pub fn parse_methods(name: &str, ratio: f64) -> Result<Vec<Method>, LlmError> {

@@ -1,14 +1,14 @@
 //! GMT on a LoRA-adapted model (`Module::apply_lora`, burn 0.22): only the adapter factors
 //! have gradients, so only they are masked and counted; the frozen bases never move.
 
-mod common;
+use crate::common;
 
+use crate::common::{reference_mask, seeded_linear, uniform, values};
 use burn::module::{Lora, Module, ModuleVisitor, Param};
 use burn::nn::Linear;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_gmt::{GradMaskConfig, MaskTarget, WithGradMask};
-use common::{reference_mask, seeded_linear, uniform, values};
 
 #[derive(Module, Debug)]
 struct Net {

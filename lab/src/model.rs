@@ -1,4 +1,5 @@
-//! A small decoder-only transformer language model, trained through burn-train.
+//! The GMT study's model: a small decoder-only transformer language model, trained through
+//! burn-train.
 
 use burn::module::Module;
 use burn::nn::attention::generate_autoregressive_mask;
@@ -13,11 +14,16 @@ use burn::train::ClassificationOutput;
 use crate::data::{LmBatch, PAD, SEQ_LEN, VOCAB};
 use crate::methods::LossModel;
 
+/// The model's sizes.
 #[derive(burn::config::Config, Debug)]
 pub struct LmConfig {
+    /// Width of the embeddings and the residual stream.
     pub d_model: usize,
+    /// Transformer layers.
     pub layers: usize,
+    /// Attention heads.
     pub heads: usize,
+    /// Width of the feed-forward layers.
     pub d_ff: usize,
 }
 
@@ -32,6 +38,7 @@ pub struct TinyLm {
 }
 
 impl LmConfig {
+    /// A model of these sizes, initialised from `device`'s random state.
     pub fn init(&self, device: &Device) -> TinyLm {
         TinyLm {
             tokens: EmbeddingConfig::new(VOCAB, self.d_model).init(device),

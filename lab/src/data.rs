@@ -1,4 +1,4 @@
-//! Procedurally generated sequence tasks, answered by exact match (as GSM8K is): every
+//! The GMT study's data: procedurally generated sequence tasks, answered by exact match (as GSM8K is): every
 //! answer digit must be right. No download: every split is a pure function of a seed.
 //!
 //! - Pre-training skills: reverse a sequence of digits; add one to every digit, mod 10; rotate
@@ -14,17 +14,27 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::InMemDataset;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-/// Tokens: the ten digits, then the symbols.
+use crate::hash::stable_hash;
+use crate::random::{Rng, stream};
+
+// Tokens: the ten digits (0 to 9), then the symbols.
+/// Between the problem and its answer.
 pub const EQUALS: usize = 10;
+/// The start of every sequence.
 pub const BOS: usize = 11;
+/// Padding: the target of every position outside the answer, ignored by the loss.
 pub const PAD: usize = 12;
-/// Task markers, the words of the instructions: the model is told which task it is asked, so
-/// all can coexist and the base skills' accuracy after fine-tuning measures what is retained.
+// Task markers, the words of the instructions: the model is told which task it is asked, so
+// all can coexist and the base skills' accuracy after fine-tuning measures what is retained.
+/// The instruction word "reverse the digits".
 pub const REVERSE: usize = 13;
+/// The instruction word "add one to every digit, mod 10".
 pub const INCREMENT: usize = 14;
+/// The instruction word "rotate the digits left by one place".
 pub const ROTATE: usize = 15;
 /// The empty second word of a one-word instruction.
 pub const NONE: usize = 16;
+/// Tokens in all.
 pub const VOCAB: usize = 17;
 /// Digits in a problem and in its answer.
 pub const DIGITS: usize = 6;
@@ -128,12 +138,6 @@ fn problem(task: Task, digits: [usize; DIGITS], answer: [usize; DIGITS]) -> Prob
     Problem { tokens }
 }
 
-/// SplitMix64 step: a tiny seeded generator, so splits never depend on a library's RNG.
-pub fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    burn_gmt::kernels::random::mix64(*state)
-}
-
 /// Which held-out part a digit sequence belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -150,7 +154,7 @@ impl Split {
     /// sizes drawn: 70% train, 10% dev, 20% test.
     pub fn of(digits: &[usize; DIGITS]) -> Split {
         let id = digits.iter().fold(0u64, |acc, &d| acc * 10 + d as u64);
-        match burn_gmt::kernels::random::mix64(id ^ 0xC0FF_EE00) % 10 {
+        match stable_hash(id ^ 0xC0FF_EE00) % 10 {
             0 | 1 => Split::Test,
             2 => Split::Dev,
             _ => Split::Train,
@@ -163,12 +167,19 @@ impl Split {
 /// replaced by a wrong random answer, all from `seed`.
 #[derive(Debug, Clone, Copy)]
 pub struct Draw {
+    /// The tasks, asked in turn.
     pub tasks: &'static [Task],
+    /// Where the inputs come from.
     pub split: Split,
+    /// How many distinct problems.
     pub count: usize,
+    /// The first `restricted` input digits are below this.
     pub digit_limit: usize,
+    /// How many leading input digits `digit_limit` restricts.
     pub restricted: usize,
+    /// Fraction of wrong answers.
     pub noise: f64,
+    /// The seed of the random stream.
     pub seed: u64,
 }
 
@@ -197,12 +208,12 @@ impl Draw {
             Split::Dev => 1,
             Split::Test => 2,
         };
-        let mut state = self.seed ^ (self.tasks[0] as u64) << 32 ^ split_tag << 40;
+        let mut rng = stream(self.seed ^ (self.tasks[0] as u64) << 32 ^ split_tag << 40);
         let noisy = (self.noise * self.count as f64).round() as usize;
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::with_capacity(self.count);
         while out.len() < self.count {
-            let r = next(&mut state);
+            let r = rng.next_u64();
             let digits: [usize; DIGITS] = std::array::from_fn(|i| {
                 let limit = if i < self.restricted {
                     self.digit_limit
@@ -219,7 +230,7 @@ impl Draw {
             // The first `noisy` items drawn get a wrong answer; the order is shuffled anyway.
             let answer = if out.len() < noisy {
                 loop {
-                    let r = next(&mut state);
+                    let r = rng.next_u64();
                     let wrong: [usize; DIGITS] =
                         std::array::from_fn(|i| (r >> (8 * i)) as usize % 10);
                     if wrong != correct {
@@ -235,6 +246,7 @@ impl Draw {
     }
 }
 
+/// The problems as a burn dataset.
 pub fn dataset(problems: Vec<Problem>) -> InMemDataset<Problem> {
     InMemDataset::new(problems)
 }
@@ -243,10 +255,13 @@ pub fn dataset(problems: Vec<Problem>) -> InMemDataset<Problem> {
 /// loss), so the model is trained and scored on the answer only.
 #[derive(Debug, Clone)]
 pub struct LmBatch {
+    /// Tokens `[batch, SEQ_LEN - 1]`: each sequence less its last token.
     pub inputs: Tensor<2, Int>,
+    /// The next token at each input position, `PAD` outside the answer.
     pub targets: Tensor<2, Int>,
 }
 
+/// Batches problems into [`LmBatch`]es.
 #[derive(Clone, Default)]
 pub struct LmBatcher;
 

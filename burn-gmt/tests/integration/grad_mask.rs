@@ -1,8 +1,9 @@
 //! The module-level mask: partial gradients, unmasked groups, the random and HFT baselines,
 //! warm-up, non-finite gradients and the Update target through `GradMask::step`.
 
-mod common;
+use crate::common;
 
+use crate::common::{Float, Params, assert_same, reference_mask, values};
 use burn::module::{Module, Param, ParamGroup};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -10,7 +11,6 @@ use burn::tensor::{Device, Tensor};
 use burn_gmt::{
     GradMaskConfig, MaskGroup, MaskScope, MaskStrategy, MaskTarget, RatioSchedule, WithGradMask,
 };
-use common::{Float, Params, assert_same, reference_mask, values};
 
 fn sample(n: usize, seed: u64) -> Vec<f64> {
     (0..n as u64)

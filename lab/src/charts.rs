@@ -1,18 +1,6 @@
-//! The plots (hand-written SVG: no plotting dependency) and the statistics they need.
+//! The plots: hand-written SVG, no plotting dependency.
 
 use std::fmt::Write;
-
-/// Mean and sample standard deviation (0 for fewer than two values).
-pub fn mean_std(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = if values.len() > 1 {
-        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (mean, var.sqrt())
-}
 
 /// A scatter plot: each series' points small, its mean large.
 pub fn scatter_chart(

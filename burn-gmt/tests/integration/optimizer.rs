@@ -1,8 +1,9 @@
 //! The optimizer wrapper: SFT at ratio 0, the two targets against their definitions, records,
 //! and configuration errors.
 
-mod common;
+use crate::common;
 
+use crate::common::{assert_same, reference_mask};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::decay::WeightDecayConfig;
@@ -10,7 +11,6 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use burn_gmt::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, RatioSchedule, WithGradMask};
-use common::{assert_same, reference_mask};
 
 #[derive(Module, Debug)]
 struct Net {

@@ -1,9 +1,7 @@
-//! Shared test helpers: the devices under test and an independent host reference of the mask.
-#![allow(dead_code)]
+//! What burn-gmt's integration tests share: the devices and float types under test, a sampler
+//! of awkward values, and an independent host reference of the mask.
 
-pub mod learner;
-
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData, bf16, f16};
@@ -338,6 +336,7 @@ pub fn gpu_device(test: &str) -> Option<Device> {
 }
 
 /// Whether `device` computes in `dtype`; when it does not, says that `test` skips those cases.
+#[cfg(any(feature = "wgpu", feature = "cuda", feature = "rocm"))]
 pub fn has_dtype(device: &Device, dtype: DType, test: &str) -> bool {
     let has = device.supports_dtype(dtype);
     if !has {
@@ -365,19 +364,6 @@ pub fn seeded_linear(d_in: usize, d_out: usize, seed: u64, device: &Device) -> L
         weight: Param::from_data(TensorData::new(weight, [d_in, d_out]), device),
         bias: Some(Param::from_data(TensorData::new(bias, [d_out]), device)),
     }
-}
-
-/// Every float parameter of `module`, in module order, as f64 (exact).
-pub fn param_values<M: Module>(module: &M) -> Vec<Vec<f64>> {
-    struct Read(Vec<Vec<f64>>);
-    impl ModuleVisitor for Read {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.push(values(param.val()));
-        }
-    }
-    let mut read = Read(Vec::new());
-    module.visit(&mut read);
-    read.0
 }
 
 /// The three strategies: GMT, the random mask (rescaled) and HFT, seeded with `seed`.

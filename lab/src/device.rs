@@ -1,13 +1,12 @@
-//! What the benchmarks share: the backends compiled in, opening them quietly, and timing with
-//! the device synchronised.
-// Each benchmark is its own crate and uses only part of this module.
-#![allow(dead_code)]
+//! Device selection: a backend by name (the examples' `--device`, the benchmarks'
+//! `GMT_BENCH_BACKENDS`), the backends compiled into this build, and opening a device without
+//! a panic when it is missing.
 
-use std::time::{Duration, Instant};
+use std::fmt;
 
 use burn::tensor::{Device, Tensor};
 
-/// The backends compiled into this build, in table order.
+/// The backends compiled into this build, in table order (those the benchmarks time).
 pub const COMPILED: &[&str] = &[
     #[cfg(feature = "flex")]
     "flex",
@@ -21,23 +20,68 @@ pub const COMPILED: &[&str] = &[
     "rocm",
 ];
 
-/// The device of a backend compiled in (`None` for a name not compiled in). Opening a GPU
-/// device may panic when there is none: see [`probe`].
-fn device_of(name: &str) -> Option<Device> {
+/// Every backend name [`device_by_name`] knows; each needs the cargo feature of its name.
+pub const KNOWN: &[&str] = &["flex", "ndarray", "wgpu", "vulkan", "metal", "cuda", "rocm"];
+
+/// Why a name gives no device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceNameError {
+    /// A backend this build leaves out: it needs the cargo feature of the same name.
+    NotCompiled(String),
+    /// Not a backend name.
+    Unknown(String),
+}
+
+impl DeviceNameError {
+    /// The message for the command line of `example`, with the command that builds the
+    /// missing backend in.
+    pub fn for_example(&self, example: &str) -> String {
+        match self {
+            DeviceNameError::NotCompiled(name) => format!(
+                "device `{name}` needs the `{name}` feature: cargo run --example {example} --features {name} -- ... --device {name}"
+            ),
+            DeviceNameError::Unknown(_) => self.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for DeviceNameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceNameError::NotCompiled(name) => {
+                write!(f, "not compiled in: build with --features {name}")
+            }
+            DeviceNameError::Unknown(name) => {
+                write!(f, "unknown device `{name}` ({})", KNOWN.join(", "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for DeviceNameError {}
+
+/// The device of backend `name` (one of [`KNOWN`]), when its feature is compiled in. Opening
+/// a GPU device may panic when there is none: see [`probe`].
+pub fn device_by_name(name: &str) -> Result<Device, DeviceNameError> {
     match name {
         #[cfg(feature = "flex")]
-        "flex" => Some(Device::flex()),
+        "flex" => Ok(Device::flex()),
+        // burn-ndarray is deprecated upstream, but our users still run it.
         #[cfg(feature = "ndarray")]
         #[allow(deprecated)]
-        // burn-ndarray is deprecated upstream, but our users still run it.
-        "ndarray" => Some(Device::ndarray()),
+        "ndarray" => Ok(Device::ndarray()),
         #[cfg(feature = "wgpu")]
-        "wgpu" => Some(Device::wgpu(Default::default())),
+        "wgpu" => Ok(Device::wgpu(Default::default())),
+        #[cfg(feature = "vulkan")]
+        "vulkan" => Ok(Device::vulkan(Default::default())),
+        #[cfg(feature = "metal")]
+        "metal" => Ok(Device::metal(Default::default())),
         #[cfg(feature = "cuda")]
-        "cuda" => Some(Device::cuda(0)),
+        "cuda" => Ok(Device::cuda(0)),
         #[cfg(feature = "rocm")]
-        "rocm" => Some(Device::rocm(0)),
-        _ => None,
+        "rocm" => Ok(Device::rocm(0)),
+        name if KNOWN.contains(&name) => Err(DeviceNameError::NotCompiled(name.to_string())),
+        other => Err(DeviceNameError::Unknown(other.to_string())),
     }
 }
 
@@ -96,14 +140,14 @@ pub fn failure_cause(message: &str) -> &str {
         .unwrap_or("")
 }
 
-/// The device of `name` after a small round trip on it, or why not. Panics while opening a
-/// device (no adapter, no libcuda) are caught and kept quiet.
+/// The device of `name` (one of [`COMPILED`]) after a small round trip on it, or why not.
+/// Panics while opening a device (no adapter, no libcuda) are caught and kept quiet.
 pub fn probe(name: &str) -> Result<Device, String> {
     if !COMPILED.contains(&name) {
-        return Err(format!("not compiled in: build with --features {name}"));
+        return Err(DeviceNameError::NotCompiled(name.to_string()).to_string());
     }
     catch_quietly(|| {
-        let device = device_of(name).expect("compiled in");
+        let device = device_by_name(name).expect("compiled in");
         let t = Tensor::<1>::from_floats([1.0, 2.0], &device);
         let _ = t.sum().into_scalar::<f32>();
         device.sync().expect("device sync");
@@ -141,78 +185,31 @@ pub fn describe(name: &str, _device: &Device) -> String {
     }
 }
 
-pub fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The time one run took: wall clock, and CPU time of the whole process (all threads).
-#[derive(Debug, Clone, Copy)]
-pub struct Timing {
-    pub wall: Duration,
-    /// Unlike the wall clock, not inflated when other processes share the cores: on a busy
-    /// shared machine this is the steadier measure of CPU backends' work.
-    pub cpu: Duration,
-}
+    #[test]
+    fn errors_name_the_missing_feature_or_the_known_backends() {
+        assert_eq!(
+            DeviceNameError::NotCompiled("cuda".into()).for_example("gmt_study"),
+            "device `cuda` needs the `cuda` feature: cargo run --example gmt_study --features cuda -- ... --device cuda"
+        );
+        assert_eq!(
+            DeviceNameError::NotCompiled("rocm".into()).to_string(),
+            "not compiled in: build with --features rocm"
+        );
+        let unknown = device_by_name("tpu").unwrap_err();
+        assert_eq!(unknown, DeviceNameError::Unknown("tpu".into()));
+        assert_eq!(
+            unknown.for_example("llm"),
+            "unknown device `tpu` (flex, ndarray, wgpu, vulkan, metal, cuda, rocm)"
+        );
+    }
 
-/// CPU time used so far by this process, all threads together.
-fn process_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux and the
-    // BSDs define.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// One run of `run` on input from `setup`; only `run` and the sync after it are timed.
-pub fn time_once<I, O>(
-    device: &Device,
-    setup: &mut impl FnMut() -> I,
-    run: &mut impl FnMut(I) -> O,
-) -> Timing {
-    let input = setup();
-    device.sync().expect("device sync");
-    let (start, start_cpu) = (Instant::now(), process_cpu_time());
-    let out = run(input);
-    device.sync().expect("device sync");
-    let timing = Timing {
-        wall: start.elapsed(),
-        cpu: process_cpu_time() - start_cpu,
-    };
-    drop(out);
-    timing
-}
-
-/// Median wall time of `run` over `reps` repetitions after one warm-up, each on fresh input
-/// from `setup`.
-pub fn time<I, O>(
-    device: &Device,
-    reps: usize,
-    mut setup: impl FnMut() -> I,
-    mut run: impl FnMut(I) -> O,
-) -> Duration {
-    time_once(device, &mut setup, &mut run);
-    median(
-        (0..reps)
-            .map(|_| time_once(device, &mut setup, &mut run).wall)
-            .collect(),
-    )
-}
-
-/// A uniquely owned copy of `g` (what a backward pass hands the optimizer): one read and one
-/// write of the gradient, so an in-place mask does not copy a shared buffer first.
-pub fn fresh<const D: usize>(g: &Tensor<D>) -> Tensor<D> {
-    g.clone().mul_scalar(1.0)
-}
-
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-pub fn env_flag_off(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v == "0")
+    #[cfg(feature = "flex")]
+    #[test]
+    fn flex_opens_by_name() {
+        assert_eq!(probe("flex").map(|_| ()), Ok(()));
+    }
 }

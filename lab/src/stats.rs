@@ -1,8 +1,19 @@
-//! Paired comparisons: the mean difference of paired scores, its 95% Student-t interval and
-//! the two-sided p-value of a paired t-test (no statistics dependency: the t distribution
-//! through the regularized incomplete beta function).
+//! Mean ± standard deviation, and comparisons: the mean difference of paired scores (or of two
+//! independent samples), its 95% Student-t interval and the two-sided p-value of a t-test (no
+//! statistics dependency: the t distribution through the regularized incomplete beta
+//! function).
 
-use crate::report::mean_std;
+/// Mean and sample standard deviation (0 for fewer than two values).
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
 
 /// The comparison of paired scores `b - a`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -11,8 +22,9 @@ pub struct Paired {
     pub n: usize,
     /// Mean of the differences.
     pub mean: f64,
-    /// The 95% confidence interval of the mean difference.
+    /// The 95% confidence interval of the mean difference: its lower end...
     pub low: f64,
+    /// ...and its upper end.
     pub high: f64,
     /// Two-sided p-value of "the mean difference is 0" (paired t-test); 1 when every
     /// difference is 0.

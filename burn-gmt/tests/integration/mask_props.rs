@@ -2,12 +2,10 @@
 //! exact and negative zeros, subnormals, NaN and infinities, f32, f16 and bf16, every CPU
 //! backend.
 
-mod common;
-
-use burn_gmt::{GradMaskConfig, MaskScope, select_kth_abs};
-use common::{
+use crate::common::{
     Float, Params, Single, assert_same, devices, devices_for, grads_for, reference_mask, values,
 };
+use burn_gmt::{GradMaskConfig, MaskScope, select_kth_abs};
 use proptest::prelude::*;
 
 /// Entries drawn from a mix that makes ties, zeros and special values common.
@@ -37,8 +35,8 @@ fn sized_values() -> impl Strategy<Value = Vec<f64>> {
 /// by the host, and the on-device steps (run here through the host bodies of `MaskOps`).
 fn check_per_tensor(raw: &[f64], float: Float, ratio: f64) {
     check_per_tensor_once(raw, float, ratio);
-    burn_gmt::with_radix_select(|| check_per_tensor_once(raw, float, ratio));
-    burn_gmt::with_device_select(|| check_per_tensor_once(raw, float, ratio));
+    burn_gmt_kernels::testing::with_radix_select(|| check_per_tensor_once(raw, float, ratio));
+    burn_gmt_kernels::testing::with_device_select(|| check_per_tensor_once(raw, float, ratio));
 }
 
 fn check_per_tensor_once(raw: &[f64], float: Float, ratio: f64) {
@@ -124,8 +122,8 @@ fn check_module(
         let mut mask = GradMaskConfig::new(ratio).with_scope(scope).init().unwrap();
         let mut grads = match path {
             0 => mask.apply(&module, grads),
-            1 => burn_gmt::with_radix_select(|| mask.apply(&module, grads)),
-            _ => burn_gmt::with_device_select(|| mask.apply(&module, grads)),
+            1 => burn_gmt_kernels::testing::with_radix_select(|| mask.apply(&module, grads)),
+            _ => burn_gmt_kernels::testing::with_device_select(|| mask.apply(&module, grads)),
         };
         let got: Vec<f64> = values(grads.remove::<1>(module.vector.id).unwrap())
             .into_iter()
@@ -202,8 +200,8 @@ proptest! {
         for device in devices() {
             let t = burn::tensor::Tensor::<1>::from_floats(vals.as_slice(), &device);
             prop_assert_eq!(select_kth_abs(&t, k as u64), Some(expected));
-            prop_assert_eq!(burn_gmt::with_radix_select(|| select_kth_abs(&t, k as u64)), Some(expected));
-            prop_assert_eq!(burn_gmt::with_device_select(|| select_kth_abs(&t, k as u64)), Some(expected));
+            prop_assert_eq!(burn_gmt_kernels::testing::with_radix_select(|| select_kth_abs(&t, k as u64)), Some(expected));
+            prop_assert_eq!(burn_gmt_kernels::testing::with_device_select(|| select_kth_abs(&t, k as u64)), Some(expected));
             prop_assert_eq!(select_kth_abs(&t, vals.len() as u64), None);
         }
     }
@@ -306,8 +304,8 @@ fn nan_payloads_rank_as_one_nan() {
                     }
                 };
                 check();
-                burn_gmt::with_radix_select(check);
-                burn_gmt::with_device_select(check);
+                burn_gmt_kernels::testing::with_radix_select(check);
+                burn_gmt_kernels::testing::with_device_select(check);
             }
         }
     }
@@ -368,8 +366,8 @@ fn strided_and_shared_gradients() {
     type Run = fn(&mut dyn FnMut());
     let paths: [(&str, Run); 3] = [
         ("default", |f| f()),
-        ("radix", |f| burn_gmt::with_radix_select(f)),
-        ("device", |f| burn_gmt::with_device_select(f)),
+        ("radix", |f| burn_gmt_kernels::testing::with_radix_select(f)),
+        ("device", |f| burn_gmt_kernels::testing::with_device_select(f)),
     ];
     for device in devices() {
         for (path, run) in paths {

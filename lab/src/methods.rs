@@ -1,6 +1,5 @@
 //! The fine-tuning methods compared (SFT, GMT per tensor and with a global threshold, random
-//! masks, HFT) and how each is set up with burn-gmt. Shared with the LLM example
-//! (`examples/llm`), which includes this file.
+//! masks, HFT) and how each is set up with burn-gmt, for the study and the LLM example alike.
 
 use burn::module::Module;
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
@@ -178,38 +177,5 @@ pub fn method_parts(
                 })
                 .with_target(MaskTarget::Update),
         ),
-    }
-}
-
-/// The device named on the command line; `example` names the example in the hint to build
-/// with the right feature.
-pub fn device_by_name(name: &str, example: &str) -> Result<burn::tensor::Device, String> {
-    use burn::tensor::Device;
-    let missing = |feature: &str| {
-        Err(format!(
-            "device `{name}` needs the `{feature}` feature: cargo run --example {example} --features {feature} -- ... --device {name}"
-        ))
-    };
-    match name {
-        #[cfg(feature = "flex")]
-        "flex" => Ok(Device::flex()),
-        #[cfg(feature = "ndarray")]
-        #[allow(deprecated)]
-        "ndarray" => Ok(Device::ndarray()),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(Default::default())),
-        #[cfg(feature = "vulkan")]
-        "vulkan" => Ok(Device::vulkan(Default::default())),
-        #[cfg(feature = "metal")]
-        "metal" => Ok(Device::metal(Default::default())),
-        #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(0)),
-        #[cfg(feature = "rocm")]
-        "rocm" => Ok(Device::rocm(0)),
-        #[allow(unreachable_patterns)] // each name is matched above when its feature is on
-        "flex" | "ndarray" | "wgpu" | "vulkan" | "metal" | "cuda" | "rocm" => missing(name),
-        other => Err(format!(
-            "unknown device `{other}` (flex, ndarray, wgpu, vulkan, metal, cuda, rocm)"
-        )),
     }
 }

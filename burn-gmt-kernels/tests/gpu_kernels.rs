@@ -10,17 +10,15 @@
 mod common;
 
 use burn::backend::Dispatch;
-use burn::module::{Module, Param};
-use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData, bf16, f16};
-use burn_gmt::kernels::MaskOps;
-use burn_gmt::kernels::element::{
-    DIGIT_BITS, DIGITS, HISTOGRAM_LEN, MaskElement, SELECTION_LEN, SMALL_SELECT_MAX_ENTRIES,
-    SelectionState, selection_histogram,
+use burn_gmt_kernels::MaskOps;
+use burn_gmt_kernels::buffer::{
+    DIGIT_BITS, DIGITS, HISTOGRAM_LEN, SELECTION_LEN, SMALL_SELECT_MAX_ENTRIES, SelectionState,
+    selection_histogram,
 };
-use burn_gmt::kernels::host;
-use burn_gmt::kernels::random::{draw_key, ratio_bound};
-use burn_gmt::{GradMaskConfig, select_kth_abs, with_radix_select};
+use burn_gmt_kernels::element::MaskElement;
+use burn_gmt_kernels::host;
+use burn_gmt_kernels::random::{draw_key, ratio_bound};
 use common::{TestFloat, gpu_device, has_dtype, sample};
 
 const SIZES: [usize; 9] = [1, 2, 3, 255, 256, 257, 4095, 1 << 20, (1 << 20) + 7];
@@ -347,115 +345,6 @@ fn shared_inputs_are_not_overwritten_on_gpu() {
     let before = read::<f32, 1>(updated.clone());
     let _ = device_select(grad, threshold, updated.clone(), previous, &device);
     assert_bits(&read::<f32, 1>(updated), &before, "the held update");
-}
-
-/// The (k+1)-th smallest |x| by a host sort, NaN above +inf, at most +inf.
-fn kth_by_sort<E: TestFloat>(values: &[E], k: usize) -> f64 {
-    let mut keys: Vec<u64> = values.iter().map(|x| x.abs_key()).collect();
-    keys.sort_unstable();
-    E::from_key(keys[k].min(E::INF_KEY)).to_f64()
-}
-
-#[test]
-fn select_kth_abs_matches_host_sort_on_gpu() {
-    let Some(device) = gpu_device("select_kth_abs_matches_host_sort_on_gpu") else {
-        return;
-    };
-    fn check<E: TestFloat>(device: &Device) {
-        for (case, n) in SIZES.into_iter().enumerate() {
-            let values = sample::<E>(n, case as u64 + 51);
-            let grad = tensor(&values, [n], device);
-            for k in [0, n / 10, n * 3 / 10, n / 2, n - 1] {
-                let expected = kth_by_sort(&values, k);
-                // Large inputs take the histogram passes anyway; force them for small ones.
-                let got = with_radix_select(|| select_kth_abs(&grad, k as u64)).unwrap();
-                assert_eq!(
-                    got.to_bits(),
-                    expected.to_bits(),
-                    "select_kth_abs {:?} n={n} k={k}",
-                    E::DTYPE
-                );
-            }
-        }
-    }
-    check::<f32>(&device);
-    if has_dtype(
-        &device,
-        DType::F16,
-        "select_kth_abs_matches_host_sort_on_gpu",
-    ) {
-        check::<f16>(&device);
-    }
-    if has_dtype(
-        &device,
-        DType::BF16,
-        "select_kth_abs_matches_host_sort_on_gpu",
-    ) {
-        check::<bf16>(&device);
-    }
-}
-
-#[derive(Module, Debug)]
-struct Weight {
-    weight: Param<Tensor<1>>,
-}
-
-#[test]
-fn grad_mask_matches_host_sort_on_gpu() {
-    let Some(device) = gpu_device("grad_mask_matches_host_sort_on_gpu") else {
-        return;
-    };
-    fn check<E: TestFloat>(device: &Device) {
-        for (case, n) in SIZES.into_iter().enumerate() {
-            let values = sample::<E>(n, case as u64 + 61);
-            let module = Weight {
-                weight: Param::from_tensor(tensor(&vec![E::zero(); n], [n], device)),
-            };
-            for ratio in [0.3, 0.7] {
-                let k = (ratio * n as f64).floor() as usize;
-                let expected = if k == 0 {
-                    values.clone()
-                } else {
-                    let threshold = E::from_key(E::from_f64(kth_by_sort(&values, k)).abs_key());
-                    host_mask(&values, threshold)
-                };
-                let mut grads = GradientsParams::new();
-                grads.register(module.weight.id, tensor(&values, [n], device));
-                let mut mask = GradMaskConfig::new(ratio).init().unwrap();
-                let mut out = mask.apply(&module, grads);
-                let got = read::<E, 1>(out.remove::<1>(module.weight.id).unwrap());
-                let context = format!("GradMask {:?} n={n} ratio={ratio}", E::DTYPE);
-                assert_bits(&got, &expected, &context);
-                // The statistics, counted on the device and read once, exactly.
-                let stats = mask.last_stats();
-                let t = &stats.tensors[0];
-                let threshold_key = if k == 0 {
-                    0
-                } else {
-                    E::from_f64(kth_by_sort(&values, k)).abs_key()
-                };
-                let masked = values
-                    .iter()
-                    .filter(|v| v.abs_key() < threshold_key)
-                    .count() as u64;
-                let non_finite = values.iter().filter(|v| v.abs_key() >= E::INF_KEY).count() as u64;
-                assert_eq!(
-                    (t.total, t.masked, t.non_finite),
-                    (n as u64, masked, non_finite),
-                    "{context}: statistics"
-                );
-                let threshold = (k > 0).then(|| E::from_key(threshold_key).to_f64());
-                assert_eq!(t.threshold, threshold, "{context}: threshold");
-            }
-        }
-    }
-    check::<f32>(&device);
-    if has_dtype(&device, DType::F16, "grad_mask_matches_host_sort_on_gpu") {
-        check::<f16>(&device);
-    }
-    if has_dtype(&device, DType::BF16, "grad_mask_matches_host_sort_on_gpu") {
-        check::<bf16>(&device);
-    }
 }
 
 /// The counting kernel of the statistics against the host count, every size and threshold,

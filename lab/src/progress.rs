@@ -11,6 +11,7 @@ use burn::train::renderer::{
     MetricsRendererTraining,
 };
 
+/// Redraws burn-train's progress in place on one line, labelled (e.g. `pretrain-0`).
 #[derive(Default)]
 pub struct LineRenderer {
     label: String,
@@ -26,6 +27,7 @@ pub struct LineRenderer {
 }
 
 impl LineRenderer {
+    /// A renderer whose line starts with `label`.
     pub fn new(label: impl Into<String>) -> Self {
         Self {
             label: label.into(),
