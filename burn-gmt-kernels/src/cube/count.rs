@@ -5,42 +5,60 @@
 
 use cubecl::prelude::*;
 
-use super::key::{WIDE_INF_KEY, wide_key};
-use super::{Launch, LaunchPlan};
+use super::key::{KeyKind, WIDE_INF_KEY, wide_key};
+use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel, assert_threshold};
 use burn_cubecl::tensor::CubeTensor;
 
-/// Adds to `counts[0]` the entries of `values[start..end]` below the threshold key and to
-/// `counts[1]` the non-finite ones.
-#[cube(launch_unchecked, address_type = "dynamic")]
-fn abs_threshold_count_kernel<F: Float, N: Size>(
-    values: &[Vector<F, N>],
-    threshold: &[F],
-    counts: &mut [Atomic<u32>],
-    start: usize,
-    end: usize,
-    #[comptime] kind: u32,
-    #[define(F)] _dtype: ElemType,
-) {
-    let limit = wide_key::<F, N>(Vector::new(threshold[0]), kind).extract(0usize);
-    let mut masked = 0u32;
-    let mut non_finite = 0u32;
-    let stride = CUBE_COUNT * (CUBE_DIM as usize);
-    let mut pos = start + ABSOLUTE_POS;
-    while pos < end {
-        let keys = wide_key::<F, N>(values[pos], kind);
-        #[unroll]
-        for lane in 0..N::value() {
-            let key = keys.extract(lane);
-            if key < limit {
-                masked += 1u32;
+/// The buffers of the threshold count kernel.
+#[derive(CubeLaunch, CubeType)]
+pub struct CountArgs<F: Float, N: Size> {
+    /// The gradient.
+    values: Box<[Vector<F, N>]>,
+    /// The threshold, one entry.
+    threshold: Box<[F]>,
+    /// `[masked, non-finite]`, added to.
+    counts: Box<[Atomic<u32>]>,
+}
+
+/// The threshold count kernel family.
+pub struct ThresholdCount;
+
+#[cube]
+impl<F: Float, N: Size> PartKernel<F, N> for ThresholdCount {
+    type Args = CountArgs<F, N>;
+
+    /// Adds to `counts[0]` the entries of this unit's positions below the threshold key and
+    /// to `counts[1]` the non-finite ones.
+    fn run(args: &mut CountArgs<F, N>, start: usize, end: usize, #[comptime] kind: KeyKind) {
+        let limit = wide_key::<F, N>(Vector::new(args.threshold[0]), kind).extract(0usize);
+        let mut masked = 0u32;
+        let mut non_finite = 0u32;
+        let stride = CUBE_COUNT * (CUBE_DIM as usize);
+        let mut pos = start + ABSOLUTE_POS;
+        while pos < end {
+            let keys = wide_key::<F, N>(args.values[pos], kind);
+            #[unroll]
+            for lane in 0..N::value() {
+                let key = keys.extract(lane);
+                if key < limit {
+                    masked += 1u32;
+                }
+                if key >= WIDE_INF_KEY {
+                    non_finite += 1u32;
+                }
             }
-            if key >= WIDE_INF_KEY {
-                non_finite += 1u32;
-            }
+            pos += stride;
         }
-        pos += stride;
+        add_cube_counts(&mut args.counts, masked, non_finite);
     }
-    add_cube_counts(counts, masked, non_finite);
+}
+
+// SAFETY: a unit reads `values` at positions in `start..end` only (the grid-stride loop stops
+// at `end`); `launch` gives a threshold of at least one entry and two counters.
+unsafe impl PlannedKernel for ThresholdCount {
+    type Args<F: Float, N: Size> = CountArgs<F, N>;
+    type Part<F: Float, N: Size> = ThresholdCount;
+    const GRID: Grid = Grid::Reduction;
 }
 
 /// Adds every unit's two counts to `counts[0]` and `counts[1]`: summed per cube in shared
@@ -66,35 +84,24 @@ pub fn add_cube_counts(counts: &mut [Atomic<u32>], first: u32, second: u32) {
     }
 }
 
-/// Adds the counts of `values` (contiguous, `plan.len` entries) against `threshold` to
+/// Checks that `counts` holds the two counters [`add_cube_counts`] adds to.
+pub fn assert_counters(counts: &CubeTensor) {
+    assert!(
+        counts.meta.num_elements() >= 2,
+        "gradient mask: two counters"
+    );
+}
+
+/// Adds the counts of `values` (contiguous, `plan.len` entries) against `threshold[0]` to
 /// `counts` (two zeroed `u32` counters).
 pub fn launch(values: &CubeTensor, threshold: &CubeTensor, counts: &CubeTensor, plan: &LaunchPlan) {
-    let client = &values.client;
-    for launch in plan.reduction_launches() {
-        let Launch {
-            vector_size,
-            start,
-            end,
-            cube_count,
-            cube_dim,
-        } = launch;
-        // SAFETY: every unit reads positions in `start..end`, within the `plan.len` entries;
-        // the threshold holds one entry and the counts two.
-        unsafe {
-            abs_threshold_count_kernel::launch_unchecked(
-                client,
-                cube_count,
-                cube_dim,
-                plan.address_type,
-                vector_size,
-                values.clone().into_buffer_arg(),
-                threshold.clone().into_buffer_arg(),
-                counts.clone().into_buffer_arg(),
-                start,
-                end,
-                plan.kind,
-                plan.storage,
-            );
-        }
-    }
+    assert_threshold(threshold);
+    assert_counters(counts);
+    plan.launch::<ThresholdCount>(|| {
+        CountArgsLaunch::new(
+            values.clone().into_buffer_arg(),
+            threshold.clone().into_buffer_arg(),
+            counts.clone().into_buffer_arg(),
+        )
+    });
 }

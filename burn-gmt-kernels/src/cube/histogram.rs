@@ -15,9 +15,11 @@
 
 use cubecl::prelude::*;
 
-use super::key::{narrow_key, wide_key};
-use super::{Launch, LaunchPlan};
-use crate::buffer::{BELOW_PREFIX_BIN, DIGITS, SELECTION_HISTOGRAM, SELECTION_LEN, STATE_KEY};
+use super::key::{KeyKind, narrow_key, wide_key};
+use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel};
+use crate::buffer::{
+    BELOW_PREFIX_BIN, DIGITS, HISTOGRAM_LEN, SELECTION_HISTOGRAM, SELECTION_LEN, STATE_KEY,
+};
 use burn_cubecl::tensor::CubeTensor;
 
 /// Entries sampled per cube to place its shared window.
@@ -25,150 +27,181 @@ const SAMPLES: u32 = 16;
 /// No sample: the sampled entry is out of range or outside the prefix.
 const NO_SAMPLE: u32 = 0xFFFF_FFFF;
 
-/// Adds the histogram of `values[start..end]` to `hist` (`u32` atomics, [`HISTOGRAM_LEN`]
-/// bins). Digits are `(key >> shift) & 0xFFFF`, high bits `key >> high_shift` compared with
-/// `prefix` (`high_shift` at most 31, where the sign-free key has no bit left). In a selection
-/// buffer (`prefix_in_buffer`) the prefix is the key of the state at `segment_start` and the
-/// bins follow that state.
-///
-/// [`HISTOGRAM_LEN`]: crate::buffer::HISTOGRAM_LEN
-#[cube(launch_unchecked, address_type = "dynamic")]
-#[allow(clippy::too_many_arguments)]
-fn abs_key_histogram_kernel<F: Float, N: Size>(
-    values: &[Vector<F, N>],
-    hist: &mut [Atomic<u32>],
-    start: usize,
-    end: usize,
+/// The buffers, pass and window of the histogram kernel.
+#[derive(CubeLaunch, CubeType)]
+pub struct HistogramArgs<F: Float, N: Size> {
+    /// The gradient.
+    values: Box<[Vector<F, N>]>,
+    /// `u32` counters added to: [`HISTOGRAM_LEN`] bins, or a selection buffer.
+    hist: Box<[Atomic<u32>]>,
+    /// The digit is `(key >> shift) & 0xFFFF`.
     shift: u32,
+    /// The high bits are `key >> high_shift` (at most 31, where the sign-free key has no bit
+    /// left).
     high_shift: u32,
+    /// The high bits counted in the digit bins, unless `prefix_in_buffer`.
     prefix: u32,
+    /// The first word of the selection buffer's segment, when `prefix_in_buffer`.
     segment_start: usize,
-    #[comptime] kind: u32,
-    #[comptime] window: u32,
-    #[comptime] prefix_in_buffer: bool,
-    #[define(F)] _dtype: ElemType,
-) {
-    // In a selection buffer the prefix is the one the previous digit step chose on the device.
-    let mut prefix = prefix;
-    let mut bins = 0usize;
-    if comptime!(prefix_in_buffer) {
-        prefix = hist[segment_start + STATE_KEY].load();
-        bins = segment_start + SELECTION_HISTOGRAM;
-    }
-    let units = CUBE_DIM as usize;
-    let digit_mask = (DIGITS as u32) - 1u32;
-    // [0, window): the window; window: digit 0; window + 1: below the prefix.
-    let local = Shared::<[Atomic<u32>]>::new_slice((window + 2u32) as usize);
-    let mut samples = Shared::<[u32]>::new_slice(SAMPLES as usize);
-    // The first bin of the window: placed by the sampling units, read by all.
-    let mut window_base = Shared::<[u32]>::new_slice(1usize);
+    /// Bins of the shared window.
+    #[cube(comptime)]
+    window: u32,
+    /// `hist` is a selection buffer: the prefix is the key of the state at `segment_start`,
+    /// and the bins follow that state.
+    #[cube(comptime)]
+    prefix_in_buffer: bool,
+}
 
-    let mut bin = UNIT_POS;
-    while bin < window + 2u32 {
-        local[bin as usize].store(0u32);
-        bin += CUBE_DIM;
-    }
-    if UNIT_POS == 0u32 {
-        // No valid sample: the window starts at digit 0.
-        window_base[0usize] = 0u32;
-    }
-    if UNIT_POS < SAMPLES {
-        // Lane 0 of vectors spread over this cube's first slice (with fewer units than samples, some samples coincide).
-        let step = units / (SAMPLES as usize);
-        let pos = start + CUBE_POS * units + (UNIT_POS as usize) * step;
-        let mut sample = 0xFFFF_FFFFu32;
-        if pos < end {
-            let key = narrow_key(wide_key::<F, N>(values[pos], kind).extract(0usize), kind);
-            if key >> high_shift == prefix {
-                sample = (key >> shift) & digit_mask;
-            }
+/// The histogram kernel family.
+pub struct Histogram;
+
+#[cube]
+impl<F: Float, N: Size> PartKernel<F, N> for Histogram {
+    type Args = HistogramArgs<F, N>;
+
+    /// Adds this cube's share of the histogram of the positions `start..end`.
+    fn run(args: &mut HistogramArgs<F, N>, start: usize, end: usize, #[comptime] kind: KeyKind) {
+        let window = comptime![args.window];
+        let shift = args.shift;
+        let high_shift = args.high_shift;
+        // In a selection buffer the prefix is the one the previous digit step chose on the
+        // device.
+        let mut prefix = args.prefix;
+        let mut bins = 0usize;
+        if comptime![args.prefix_in_buffer] {
+            prefix = args.hist[args.segment_start + STATE_KEY].load();
+            bins = args.segment_start + SELECTION_HISTOGRAM;
         }
-        samples[UNIT_POS as usize] = sample;
-    }
-    sync_cube();
+        let units = CUBE_DIM as usize;
+        let digit_mask = (DIGITS as u32) - 1u32;
+        // [0, window): the window; window: digit 0; window + 1: below the prefix.
+        let local = Shared::<[Atomic<u32>]>::new_slice((window + 2u32) as usize);
+        let mut samples = Shared::<[u32]>::new_slice(SAMPLES as usize);
+        // The first bin of the window: placed by the sampling units, read by all.
+        let mut window_base = Shared::<[u32]>::new_slice(1usize);
 
-    // Each sampling unit ranks its own sample (ties broken by position, so ranks are
-    // distinct); the one at the median places the window around it.
-    if UNIT_POS < SAMPLES {
-        let own = samples[UNIT_POS as usize];
-        if own != NO_SAMPLE {
-            let mut valid = 0u32;
-            let mut rank = 0u32;
-            for k in 0..SAMPLES {
-                let t = samples[k as usize];
-                if t != NO_SAMPLE {
-                    valid += 1u32;
-                    if t < own || (t == own && k < UNIT_POS) {
-                        rank += 1u32;
+        let mut bin = UNIT_POS;
+        while bin < window + 2u32 {
+            local[bin as usize].store(0u32);
+            bin += CUBE_DIM;
+        }
+        if UNIT_POS == 0u32 {
+            // No valid sample: the window starts at digit 0.
+            window_base[0usize] = 0u32;
+        }
+        if UNIT_POS < SAMPLES {
+            // Lane 0 of vectors spread over this cube's first slice (with fewer units than
+            // samples, some samples coincide).
+            let step = units / (SAMPLES as usize);
+            let pos = start + CUBE_POS * units + (UNIT_POS as usize) * step;
+            let mut sample = 0xFFFF_FFFFu32;
+            if pos < end {
+                let key = narrow_key(
+                    wide_key::<F, N>(args.values[pos], kind).extract(0usize),
+                    kind,
+                );
+                if key >> high_shift == prefix {
+                    sample = (key >> shift) & digit_mask;
+                }
+            }
+            samples[UNIT_POS as usize] = sample;
+        }
+        sync_cube();
+
+        // Each sampling unit ranks its own sample (ties broken by position, so ranks are
+        // distinct); the one at the median places the window around it.
+        if UNIT_POS < SAMPLES {
+            let own = samples[UNIT_POS as usize];
+            if own != NO_SAMPLE {
+                let mut valid = 0u32;
+                let mut rank = 0u32;
+                for k in 0..SAMPLES {
+                    let t = samples[k as usize];
+                    if t != NO_SAMPLE {
+                        valid += 1u32;
+                        if t < own || (t == own && k < UNIT_POS) {
+                            rank += 1u32;
+                        }
                     }
                 }
-            }
-            if rank == valid / 2u32 {
-                let half = window / 2u32;
-                let last_base = (DIGITS as u32) - window;
-                let mut base = 0u32;
-                if own > half {
-                    base = own - half;
-                    if base > last_base {
-                        base = last_base;
+                if rank == valid / 2u32 {
+                    let half = window / 2u32;
+                    let last_base = (DIGITS as u32) - window;
+                    let mut base = 0u32;
+                    if own > half {
+                        base = own - half;
+                        if base > last_base {
+                            base = last_base;
+                        }
                     }
+                    window_base[0usize] = base;
                 }
-                window_base[0usize] = base;
             }
         }
-    }
-    sync_cube();
-    let base = window_base[0usize];
+        sync_cube();
+        let base = window_base[0usize];
 
-    // Count: a grid-stride loop over whole vectors.
-    let mut below = 0u32;
-    let stride = CUBE_COUNT * units;
-    let mut pos = start + ABSOLUTE_POS;
-    while pos < end {
-        let keys = wide_key::<F, N>(values[pos], kind);
-        #[unroll]
-        for lane in 0..N::value() {
-            let key = narrow_key(keys.extract(lane), kind);
-            let high = key >> high_shift;
-            if high == prefix {
-                let digit = (key >> shift) & digit_mask;
-                if digit >= base && digit < base + window {
-                    local[(digit - base) as usize].fetch_add(1u32);
-                } else if digit == 0u32 {
-                    local[window as usize].fetch_add(1u32);
-                } else {
-                    hist[bins + digit as usize].fetch_add(1u32);
+        // Count: a grid-stride loop over whole vectors.
+        let mut below = 0u32;
+        let stride = CUBE_COUNT * units;
+        let mut pos = start + ABSOLUTE_POS;
+        while pos < end {
+            let keys = wide_key::<F, N>(args.values[pos], kind);
+            #[unroll]
+            for lane in 0..N::value() {
+                let key = narrow_key(keys.extract(lane), kind);
+                let high = key >> high_shift;
+                if high == prefix {
+                    let digit = (key >> shift) & digit_mask;
+                    if digit >= base && digit < base + window {
+                        local[(digit - base) as usize].fetch_add(1u32);
+                    } else if digit == 0u32 {
+                        local[window as usize].fetch_add(1u32);
+                    } else {
+                        args.hist[bins + digit as usize].fetch_add(1u32);
+                    }
+                } else if high < prefix {
+                    below += 1u32;
                 }
-            } else if high < prefix {
-                below += 1u32;
             }
+            pos += stride;
         }
-        pos += stride;
-    }
-    if below > 0u32 {
-        local[(window + 1u32) as usize].fetch_add(below);
-    }
-    sync_cube();
-
-    // Merge the non-zero shared bins into the global histogram.
-    let mut slot = UNIT_POS;
-    while slot < window {
-        let count = local[slot as usize].load();
-        if count > 0u32 {
-            hist[bins + (base + slot) as usize].fetch_add(count);
-        }
-        slot += CUBE_DIM;
-    }
-    if UNIT_POS == 0u32 {
-        let zeros = local[window as usize].load();
-        if zeros > 0u32 {
-            hist[bins].fetch_add(zeros);
-        }
-        let below = local[(window + 1u32) as usize].load();
         if below > 0u32 {
-            hist[bins + BELOW_PREFIX_BIN].fetch_add(below);
+            local[(window + 1u32) as usize].fetch_add(below);
+        }
+        sync_cube();
+
+        // Merge the non-zero shared bins into the global histogram.
+        let mut slot = UNIT_POS;
+        while slot < window {
+            let count = local[slot as usize].load();
+            if count > 0u32 {
+                args.hist[bins + (base + slot) as usize].fetch_add(count);
+            }
+            slot += CUBE_DIM;
+        }
+        if UNIT_POS == 0u32 {
+            let zeros = local[window as usize].load();
+            if zeros > 0u32 {
+                args.hist[bins].fetch_add(zeros);
+            }
+            let below = local[(window + 1u32) as usize].load();
+            if below > 0u32 {
+                args.hist[bins + BELOW_PREFIX_BIN].fetch_add(below);
+            }
         }
     }
+}
+
+// SAFETY: a unit reads `values` at positions in `start..end` only (the sampled positions and
+// the grid-stride loop both stop at `end`); `hist` indices are digits (below 65,536) or
+// `BELOW_PREFIX_BIN` after `segment_start`'s state words, and `launch` checks that a segment
+// lies within the selection buffer (a plain histogram has every bin); shared indices stay
+// below `window + 2` and `SAMPLES`.
+unsafe impl PlannedKernel for Histogram {
+    type Args<F: Float, N: Size> = HistogramArgs<F, N>;
+    type Part<F: Float, N: Size> = Histogram;
+    const GRID: Grid = Grid::Reduction;
 }
 
 /// Where the histogram kernel finds the key prefix of its pass.
@@ -181,15 +214,10 @@ pub enum Prefix {
 }
 
 /// Adds the histogram of `grad` (contiguous, `plan.len` entries) to `hist` (a `u32` buffer
-/// of [`HISTOGRAM_LEN`](crate::buffer::HISTOGRAM_LEN) counters, or a selection buffer).
+/// of [`HISTOGRAM_LEN`] counters, or a selection buffer).
 pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u32, prefix: Prefix) {
     let client = &grad.client;
-    let key_bits = if plan.kind == super::key::KIND_F32 {
-        32
-    } else {
-        16
-    };
-    let first_pass = shift + crate::buffer::DIGIT_BITS >= key_bits;
+    let first_pass = shift + crate::buffer::DIGIT_BITS >= plan.kind.key_bits();
     let window = window_bins(
         client.properties().hardware.max_shared_memory_size,
         first_pass,
@@ -198,7 +226,13 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u3
     let high_shift = (shift + crate::buffer::DIGIT_BITS).min(31);
     // High bits fit in 16 bits, so a prefix past u32 is above every entry, as on the host.
     let (prefix, segment_start, prefix_in_buffer) = match prefix {
-        Prefix::Value(prefix) => (u32::try_from(prefix).unwrap_or(u32::MAX), 0, false),
+        Prefix::Value(prefix) => {
+            assert!(
+                hist.meta.num_elements() >= HISTOGRAM_LEN,
+                "gradient mask: a histogram of {HISTOGRAM_LEN} bins"
+            );
+            (u32::try_from(prefix).unwrap_or(u32::MAX), 0, false)
+        }
         Prefix::InBuffer(segment) => {
             let start = segment * SELECTION_LEN;
             assert!(
@@ -208,40 +242,18 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u3
             (0, start, true)
         }
     };
-    for launch in plan.reduction_launches() {
-        let Launch {
-            vector_size,
-            start,
-            end,
-            cube_count,
-            cube_dim,
-        } = launch;
-        // SAFETY: every unit reads positions in `start..end`, within the `plan.len` entries;
-        // histogram indices are digits (< 65,536) or `BELOW_PREFIX_BIN`, after the state words
-        // of a segment of a selection buffer (checked above), within its length;
-        // shared indices stay below `window + 2`.
-        unsafe {
-            abs_key_histogram_kernel::launch_unchecked(
-                client,
-                cube_count,
-                cube_dim,
-                plan.address_type,
-                vector_size,
-                grad.clone().into_buffer_arg(),
-                hist.clone().into_buffer_arg(),
-                start,
-                end,
-                shift,
-                high_shift,
-                prefix,
-                segment_start,
-                plan.kind,
-                window,
-                prefix_in_buffer,
-                plan.storage,
-            );
-        }
-    }
+    plan.launch::<Histogram>(|| {
+        HistogramArgsLaunch::new(
+            grad.clone().into_buffer_arg(),
+            hist.clone().into_buffer_arg(),
+            shift,
+            high_shift,
+            prefix,
+            segment_start,
+            window,
+            prefix_in_buffer,
+        )
+    });
 }
 
 /// Shared bins per cube, a power of two that fits the device's shared memory with the extra
@@ -257,4 +269,20 @@ fn window_bins(max_shared_bytes: usize, first_pass: bool) -> u32 {
         bins /= 2;
     }
     bins as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_shrink_to_the_shared_memory() {
+        // 48 KiB, the usual minimum: the full windows fit.
+        assert_eq!(window_bins(48 * 1024, true), 2048);
+        assert_eq!(window_bins(48 * 1024, false), 512);
+        // 4 KiB: 1,024 words less the extra counters and samples.
+        assert_eq!(window_bins(4096, true), 512);
+        // Never below 64 bins, whatever the device says.
+        assert_eq!(window_bins(0, true), 64);
+    }
 }

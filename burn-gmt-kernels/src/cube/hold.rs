@@ -4,34 +4,52 @@
 
 use cubecl::prelude::*;
 
-use super::key::wide_key;
-use super::{Launch, LaunchPlan};
+use super::key::{KeyKind, wide_key};
+use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel, assert_threshold};
 use burn_cubecl::tensor::CubeTensor;
 
-/// Puts `previous` back into `updated[start..end]`, in place, where the gradient's `|g|` key is
-/// below the key of `threshold[0]`.
-#[cube(launch_unchecked, address_type = "dynamic")]
-fn abs_threshold_select_kernel<F: Float, N: Size>(
-    grad: &[Vector<F, N>],
-    threshold: &[F],
-    updated: &mut [Vector<F, N>],
-    previous: &[Vector<F, N>],
-    start: usize,
-    end: usize,
-    #[comptime] kind: u32,
-    #[define(F)] _dtype: ElemType,
-) {
-    let pos = start + ABSOLUTE_POS;
-    if pos >= end {
-        terminate!();
-    }
-    let limit = wide_key::<F, N>(Vector::new(threshold[0]), kind);
-    let below = wide_key::<F, N>(grad[pos], kind).less_than(&limit);
-    updated[pos] = select_many(below, previous[pos], updated[pos]);
+/// The buffers of the select kernel.
+#[derive(CubeLaunch, CubeType)]
+pub struct HoldArgs<F: Float, N: Size> {
+    /// The gradient that decides.
+    grad: Box<[Vector<F, N>]>,
+    /// The threshold, one entry.
+    threshold: Box<[F]>,
+    /// The updated values, written in place.
+    updated: Box<[Vector<F, N>]>,
+    /// The values before the update.
+    previous: Box<[Vector<F, N>]>,
 }
 
-/// Launches [`abs_threshold_select_kernel`] writing into `updated` (contiguous, writable);
-/// `grad` and `previous` are contiguous with the same `plan.len` entries and dtype.
+/// The select kernel family: masked parameters hold still.
+pub struct Hold;
+
+#[cube]
+impl<F: Float, N: Size> PartKernel<F, N> for Hold {
+    type Args = HoldArgs<F, N>;
+
+    /// Puts `previous` back into `updated` at this unit's position, in place, where the
+    /// gradient's `|g|` key is below the key of `threshold[0]`.
+    fn run(args: &mut HoldArgs<F, N>, start: usize, end: usize, #[comptime] kind: KeyKind) {
+        let pos = start + ABSOLUTE_POS;
+        if pos < end {
+            let limit = wide_key::<F, N>(Vector::new(args.threshold[0]), kind);
+            let below = wide_key::<F, N>(args.grad[pos], kind).less_than(&limit);
+            args.updated[pos] = select_many(below, args.previous[pos], args.updated[pos]);
+        }
+    }
+}
+
+// SAFETY: a unit touches the three vector buffers at its own position only, after checking it
+// against `end`; `launch` gives a threshold of at least one entry.
+unsafe impl PlannedKernel for Hold {
+    type Args<F: Float, N: Size> = HoldArgs<F, N>;
+    type Part<F: Float, N: Size> = Hold;
+    const GRID: Grid = Grid::Elementwise;
+}
+
+/// Writes into `updated` (contiguous, writable) against `threshold[0]`; `grad` and `previous`
+/// are contiguous with the same `plan.len` entries and dtype.
 pub fn launch(
     grad: &CubeTensor,
     threshold: &CubeTensor,
@@ -39,32 +57,13 @@ pub fn launch(
     previous: &CubeTensor,
     plan: &LaunchPlan,
 ) {
-    for launch in plan.launches() {
-        let Launch {
-            vector_size,
-            start,
-            end,
-            cube_count,
-            cube_dim,
-        } = launch;
-        // SAFETY: every unit checks its position against `end`, which is within the
-        // `plan.len` entries of each of the three buffers; the threshold holds one entry.
-        unsafe {
-            abs_threshold_select_kernel::launch_unchecked(
-                &updated.client,
-                cube_count,
-                cube_dim,
-                plan.address_type,
-                vector_size,
-                grad.clone().into_buffer_arg(),
-                threshold.clone().into_buffer_arg(),
-                updated.clone().into_buffer_arg(),
-                previous.clone().into_buffer_arg(),
-                start,
-                end,
-                plan.kind,
-                plan.storage,
-            );
-        }
-    }
+    assert_threshold(threshold);
+    plan.launch::<Hold>(|| {
+        HoldArgsLaunch::new(
+            grad.clone().into_buffer_arg(),
+            threshold.clone().into_buffer_arg(),
+            updated.clone().into_buffer_arg(),
+            previous.clone().into_buffer_arg(),
+        )
+    });
 }

@@ -4,59 +4,55 @@
 
 use cubecl::prelude::*;
 
-use super::key::wide_key;
-use super::{Launch, LaunchPlan};
+use super::key::{KeyKind, wide_key};
+use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel, assert_threshold};
 use burn_cubecl::tensor::CubeTensor;
 
-/// Zeroes, in place, the entries of `values[start..end]` whose `|x|` key is below the key of
-/// `threshold[0]`. NaN and `±inf` are never below a threshold of at most `+inf`.
-#[cube(launch_unchecked, address_type = "dynamic")]
-fn abs_threshold_mask_kernel<F: Float, N: Size>(
-    values: &mut [Vector<F, N>],
-    threshold: &[F],
-    start: usize,
-    end: usize,
-    #[comptime] kind: u32,
-    #[define(F)] _dtype: ElemType,
-) {
-    let pos = start + ABSOLUTE_POS;
-    if pos >= end {
-        terminate!();
-    }
-    let limit = wide_key::<F, N>(Vector::new(threshold[0]), kind);
-    let x = values[pos];
-    let below = wide_key::<F, N>(x, kind).less_than(&limit);
-    values[pos] = select_many(below, Vector::new(F::new(0.0)), x);
+/// The buffers of the mask kernel.
+#[derive(CubeLaunch, CubeType)]
+pub struct MaskArgs<F: Float, N: Size> {
+    /// The gradient, masked in place.
+    values: Box<[Vector<F, N>]>,
+    /// The threshold, one entry.
+    threshold: Box<[F]>,
 }
 
-/// Launches [`abs_threshold_mask_kernel`] over the `plan.len` entries of `values` (contiguous,
-/// writable, of the plan's dtype): a vectorized launch over the whole vectors, then a scalar
-/// one over the tail, if any.
-pub fn launch(values: &CubeTensor, threshold: &CubeTensor, plan: &LaunchPlan) {
-    for launch in plan.launches() {
-        let Launch {
-            vector_size,
-            start,
-            end,
-            cube_count,
-            cube_dim,
-        } = launch;
-        // SAFETY: every unit checks its position against `end`, which is within the
-        // `plan.len` entries of the buffer; the threshold holds one entry.
-        unsafe {
-            abs_threshold_mask_kernel::launch_unchecked(
-                &values.client,
-                cube_count,
-                cube_dim,
-                plan.address_type,
-                vector_size,
-                values.clone().into_buffer_arg(),
-                threshold.clone().into_buffer_arg(),
-                start,
-                end,
-                plan.kind,
-                plan.storage,
-            );
+/// The mask kernel family.
+pub struct Mask;
+
+#[cube]
+impl<F: Float, N: Size> PartKernel<F, N> for Mask {
+    type Args = MaskArgs<F, N>;
+
+    /// Zeroes, in place, the entry at this unit's position if its `|x|` key is below the key
+    /// of `threshold[0]`. NaN and `±inf` are never below a threshold of at most `+inf`.
+    fn run(args: &mut MaskArgs<F, N>, start: usize, end: usize, #[comptime] kind: KeyKind) {
+        let pos = start + ABSOLUTE_POS;
+        if pos < end {
+            let limit = wide_key::<F, N>(Vector::new(args.threshold[0]), kind);
+            let x = args.values[pos];
+            let below = wide_key::<F, N>(x, kind).less_than(&limit);
+            args.values[pos] = select_many(below, Vector::new(F::new(0.0)), x);
         }
     }
+}
+
+// SAFETY: a unit touches `values` at its own position only, after checking it against `end`;
+// `launch` gives a threshold of at least one entry.
+unsafe impl PlannedKernel for Mask {
+    type Args<F: Float, N: Size> = MaskArgs<F, N>;
+    type Part<F: Float, N: Size> = Mask;
+    const GRID: Grid = Grid::Elementwise;
+}
+
+/// Masks the `plan.len` entries of `values` (contiguous, writable, of the plan's dtype) in
+/// place against `threshold` (one entry of that dtype).
+pub fn launch(values: &CubeTensor, threshold: &CubeTensor, plan: &LaunchPlan) {
+    assert_threshold(threshold);
+    plan.launch::<Mask>(|| {
+        MaskArgsLaunch::new(
+            values.clone().into_buffer_arg(),
+            threshold.clone().into_buffer_arg(),
+        )
+    });
 }

@@ -1,30 +1,57 @@
 //! `MaskOps` on the CubeCL backend (wgpu, Vulkan, Metal, WebGPU, CUDA, ROCm), and through the
 //! macro-generated `Fusion` implementation on `Fusion<CubeBackend>`, which is what a wgpu or
-//! CUDA device is by default.
+//! CUDA device is by default. The kernels are written once for every CubeCL runtime.
 //!
-//! Kernels (one file each, the `#[cube]` functions next to their launchers):
-//! - [`histogram`]: one radix pass of the exact selection: shared-memory atomics per cube
-//!   (a window of 2,048 bins, 512 after the first pass, around the cube's sampled median
-//!   digit, plus digit 0), merged into a global `u32` histogram; the pass's key prefix comes
-//!   from the host or from the selection buffer in device memory.
-//! - [`radix`]: starting a selection buffer, the digit step (one cube scans the 65,536 bins,
-//!   appends the digit, records the counts and clears the bins) and the threshold write.
+//! # Kernel families
+//!
+//! Each file holds its `#[cube]` code next to the function that checks the buffers it is given
+//! and launches it:
+//! - [`histogram`]: one radix pass of the exact selection, a 16-bit digit histogram of the
+//!   `|x|` keys that share the pass's key prefix, counted in shared memory per cube (a window
+//!   of bins around the cube's sampled median digit) and merged with global atomics; the
+//!   prefix comes from the host or from the selection buffer in device memory.
+//! - [`radix`]: the steps around the histogram passes: starting a selection buffer, the digit
+//!   step (one cube per selection scans its 65,536 bins, appends the digit to the prefix,
+//!   records the counts and clears the bins) and the threshold write.
 //! - [`small`]: the whole selection of a tensor of at most 4,096 entries in one launch (keys
 //!   in one cube's shared memory, 8-bit digits), for the small tensors whose cost is launches.
 //! - [`mask`]: the fused mask, in place, the threshold read from device memory.
-//! - [`select`]: the fused select of `MaskTarget::Update`, in place, same threshold.
+//! - [`hold`]: the fused select of `MaskTarget::Update`, in place, same threshold.
 //! - [`count`]: masked and non-finite counts against a threshold (global-scope statistics).
 //! - [`random`]: the random-mask baseline and its counts, with the host's counter-based draws
 //!   (SplitMix64 in 32-bit halves), so a random mask is identical on every backend.
 //!
-//! No kernel uses plane (warp) operations, so all of them run on lavapipe and on any CubeCL
-//! runtime. Keys are compared as integers (the sign-cleared bits, 16-bit floats widened
-//! exactly to `f32`), so a device that flushes subnormals in arithmetic still agrees with the
-//! host bit for bit.
+//! [`key`] is the order-preserving key every kernel compares: integers from the value's bits
+//! (16-bit floats widened exactly to `f32`), never float comparisons, so a device that flushes
+//! subnormals still agrees with the host bit for bit. The dtype reaches a kernel as a
+//! comptime [`key::KeyKind`], and each dtype compiles to its own kernel. No kernel uses plane
+//! (warp) operations, so all of them run on lavapipe and on any CubeCL runtime.
+//!
+//! # Launching
+//!
+//! The kernels that run over a gradient's entries (mask, select, counts, random mask and
+//! counts, histogram) are kernel families ([`launch::PlannedKernel`]) launched by one function,
+//! [`launch::LaunchPlan::launch`], which holds the launch loop and its `unsafe` block. A
+//! [`launch::LaunchPlan`] is made per operation from the tensors' dtype and length:
+//! - the vector width is the widest of the device's I/O-optimised widths for the dtype that is
+//!   at most the length;
+//! - the entries are split into the whole vectors, one launch at that width, and the `n % v`
+//!   tail, one scalar launch if there is one;
+//! - an elementwise kernel (mask, select, random mask) gets one unit per position, with
+//!   CubeCL's default cube size for the device and as many cubes as that takes;
+//! - a reduction (histogram, counts) gets cubes of 256 units (fewer on a device that has fewer)
+//!   in a grid-stride loop, one cube per 16 vectors a unit, at most 1,024 cubes: each cube
+//!   pays a fixed cost to clear and merge its shared counters.
+//!
+//! The selection steps of [`radix`] and [`small`] are single launches over a selection buffer,
+//! each with its own grid: the digit step one cube of 256 units per selection, the threshold
+//! write one unit per selection, the small selection one cube.
+//!
+//! # A mask on the device
 //!
 //! Launches and memory passes of a per-tensor GMT step on one f32 gradient of `n` entries
-//! (vector width `v` chosen per device and dtype; each data-parallel kernel is one launch
-//! over the `n / v` whole vectors plus one scalar launch over the `n % v` tail, if any):
+//! (vector width `v`; each data-parallel kernel is one launch over the `n / v` whole vectors
+//! plus one scalar launch over the `n % v` tail, if any):
 //!
 //! | step | launches | passes over the gradient |
 //! |---|---:|---|
@@ -45,53 +72,41 @@
 //! per tensor are its passes over the gradient. Those take the gradient as a kernel argument,
 //! and Burn 0.22's backend extensions take a fixed number of tensors per operation (no list of
 //! tensors reaches a Fusion custom operation), so one launch over all the gradients of a step
-//! would need a concatenated copy of them. Nothing is read back
-//! to the host; statistics, when collected, are the selection buffer's state words (one
-//! read-back per step for all tensors). With `MaskScope::Global` the start, digit and
-//! threshold launches happen once per step and each tensor adds its histogram passes to the
-//! same buffer (no concatenation), then a counting pass per tensor if statistics are on.
-//! `MaskTarget::Update` adds one select launch (reads the masked gradient, the update and the
-//! previous values, writes the update). A non-contiguous input costs one copy first, and a
-//! gradient still held elsewhere one copy before it is written.
+//! would need a concatenated copy of them.
 //!
-//! Where the time of one such mask goes is what `GMT_BENCH_BREAKDOWN=1 cargo bench --bench mask`
-//! prints: each step above timed on its own between two synchronisations, beside a
-//! synchronisation alone, one plain Burn elementwise operation and a copy. On lavapipe (Mesa's
-//! Vulkan on the CPU, 2 cores, 2026-11-30) at 65,536 f32 entries, in ms: sync 0.17, plain op
-//! 0.42, copy 0.40; start 0.55, histogram 1.04 then 0.60, digit step 0.58 and 0.60, threshold
-//! 0.31, mask 0.42; the whole selection 2.63 and the whole mask 2.90. Every step costs about
-//! what any synchronised operation costs there, whatever it does: at this size a mask's time is
-//! its number of operations, not its memory passes (at 1M entries the histogram passes take over,
-//! 13.0 and 5.1 ms of 22.0). The same table on a real GPU tells how much of the 0.45 ms per
-//! tensor measured on an H200 is launches and Burn's fusion bookkeeping; it is not measured yet
-//! (no GPU was lent since): `scripts/gpu-check.sh --bundle` runs it.
+//! Nothing is read back to the host; statistics, when collected, are the selection buffer's
+//! state words (one read-back per step for all tensors). With `MaskScope::Global` the start,
+//! digit and threshold launches happen once per step and each tensor adds its histogram
+//! passes to the same buffer (no concatenation), then a counting pass per tensor if statistics
+//! are on. `MaskTarget::Update` adds one select launch (reads the masked gradient, the update
+//! and the previous values, writes the update). A non-contiguous input costs one copy first,
+//! and a gradient still held elsewhere one copy before it is written.
 //!
-//! The H200's first table already suggests an answer. A tensor of at most 4,096 entries (3
-//! launches) cost 0.16 ms and one of 65,536 to 16M entries (7 launches) 0.47–0.49 ms, so the
-//! 4 extra launches cost about 78 µs each whatever the size. That is an order of magnitude
-//! above a bare CUDA launch, and flat in the size: a per-operation cost on the host (Fusion's
-//! handling of an opaque operation, CubeCL's launch path), not work on the device. If the
-//! breakdown confirms it, the next cuts for a lone tensor (the optimizer wrapper's case) are:
-//! - write the threshold in the last digit step (7 → 6 launches, 5 → 4 for f16/bf16; it needs
-//!   an extension operation with two outputs, the buffer and the threshold);
-//! - have the mask read the key from the selection buffer rather than from a threshold tensor.
+//! Where the time of such a mask goes is what `GMT_BENCH_BREAKDOWN=1 cargo bench --bench mask`
+//! prints; the figures measured so far are in `docs/performance.md`.
 //!
-//! Selections over 2^32 entries or more in all (the device counts in `u32`) use the passes
-//! driven from the host: the histogram kernel with a host prefix, one 256 KiB histogram read
-//! back per tensor and pass. `f64` (no 32-bit key) uses the host fallback of [`MaskOps`]'s
-//! default bodies, which read the tensor back.
+//! # The host reference
+//!
+//! Every kernel computes exactly what the host code of the crate computes ([`crate::host`]:
+//! the keys, the digit histogram, the digit step, the threshold counts; [`crate::random`]: the
+//! draws), which the CPU backends and [`MaskOps`]'s default bodies run. The GPU tests
+//! (`tests/gpu_kernels.rs`) compare each kernel with it bit for bit. The host also takes the
+//! cases the kernels do not: selections over 2^32 entries or more in all (the device counts in
+//! `u32`) use the passes driven from the host, the histogram kernel with a host prefix and one
+//! 256 KiB histogram read back per tensor and pass; `f64` (no 32-bit key) uses the default
+//! bodies, which read the tensor back.
 
 mod count;
 mod histogram;
 mod hold;
 mod key;
+mod launch;
 mod mask;
 mod radix;
 mod random;
 mod small;
 
 use burn::backend::TensorMetadata;
-use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::ops::IntTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Shape, TensorData};
@@ -99,9 +114,6 @@ use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::{empty_device_dtype, zeros_client};
 use burn_cubecl::tensor::CubeTensor;
-use cubecl::calculate_cube_count_elemwise;
-use cubecl::client::Client;
-use cubecl::prelude::{AddressType, CubeCount, CubeDim, ElemType};
 
 use crate::buffer::{
     HISTOGRAM_LEN, SELECTION_LEN, SELECTION_STATE_LEN, SMALL_SELECT_MAX_ENTRIES, selection_segments,
@@ -110,118 +122,7 @@ use crate::element::inf_key;
 use crate::host_ops::{self, ViaData};
 use crate::ops::MaskOps;
 use histogram::Prefix;
-
-/// How one operation covers a contiguous run of `len` entries of one dtype.
-pub(crate) struct LaunchPlan {
-    client: Client,
-    len: usize,
-    /// Entries per vector of the main launch.
-    vector_size: usize,
-    /// Key kind of the dtype ([`key::KIND_F32`] and friends).
-    kind: u32,
-    storage: ElemType,
-    address_type: AddressType,
-}
-
-/// One launch of a plan: positions `start..end` counted in vectors of `vector_size`.
-pub(crate) struct Launch {
-    vector_size: usize,
-    start: usize,
-    end: usize,
-    cube_count: CubeCount,
-    cube_dim: CubeDim,
-}
-
-impl LaunchPlan {
-    /// The plan for `len` entries of `tensors` (contiguous, one dtype), or `None` when the
-    /// dtype has no kernel (the caller falls back to the host).
-    fn new(tensors: &[&CubeTensor], len: usize) -> Option<Self> {
-        let first = tensors[0];
-        let kind = match first.dtype {
-            DType::F32 => key::KIND_F32,
-            DType::F16 => key::KIND_F16,
-            DType::BF16 => key::KIND_BF16,
-            _ => return None,
-        };
-        let vector_size = first
-            .client
-            .io_optimized_vector_sizes(first.dtype.size())
-            .find(|&v| v <= len)
-            .unwrap_or(1);
-        let address_type = tensors
-            .iter()
-            .map(|t| t.required_address_type())
-            .max()
-            .unwrap_or_default();
-        Some(Self {
-            client: first.client.clone(),
-            len,
-            vector_size,
-            kind,
-            storage: dtype_to_storage_type(first.dtype),
-            address_type,
-        })
-    }
-
-    /// The vectorized launch over the whole vectors, then the scalar launch over the tail,
-    /// one unit per position.
-    fn launches(&self) -> Vec<Launch> {
-        self.split(|units| {
-            let cube_dim = CubeDim::new(&self.client, units);
-            let cube_count = calculate_cube_count_elemwise(&self.client, units, cube_dim);
-            (cube_count, cube_dim)
-        })
-    }
-
-    /// The same two launches, as grid-stride reductions ([`reduction_grid`]).
-    fn reduction_launches(&self) -> Vec<Launch> {
-        self.split(|vectors| reduction_grid(&self.client, vectors))
-    }
-
-    /// A launch over the whole vectors and one over the scalar tail, if any, each with the
-    /// grid `grid` gives for its number of positions.
-    fn split(&self, grid: impl Fn(usize) -> (CubeCount, CubeDim)) -> Vec<Launch> {
-        let vectors = self.len / self.vector_size;
-        let tail = self.len % self.vector_size;
-        let launch = |vector_size, start, end| {
-            let (cube_count, cube_dim) = grid(end - start);
-            Launch {
-                vector_size,
-                start,
-                end,
-                cube_count,
-                cube_dim,
-            }
-        };
-        let mut launches = Vec::with_capacity(2);
-        if vectors > 0 {
-            launches.push(launch(self.vector_size, 0, vectors));
-        }
-        if tail > 0 {
-            launches.push(launch(1, self.len - tail, self.len));
-        }
-        launches
-    }
-}
-
-/// Units per cube of the grid-stride reductions (histogram, counts).
-const REDUCTION_UNITS: u32 = 256;
-/// Vectors per unit below which a reduction launches fewer cubes (each cube pays a fixed
-/// cost: clearing and merging its shared counters).
-const VECTORS_PER_UNIT: usize = 16;
-/// At most this many cubes per reduction; the grid-stride loop covers the rest.
-const MAX_REDUCTION_CUBES: usize = 1024;
-
-/// Cubes and units of a grid-stride reduction over `vectors` vectors.
-fn reduction_grid(client: &Client, vectors: usize) -> (CubeCount, CubeDim) {
-    let units = REDUCTION_UNITS
-        .min(client.properties().hardware.max_units_per_cube)
-        .max(1);
-    let cubes = vectors
-        .div_ceil(units as usize * VECTORS_PER_UNIT)
-        .clamp(1, MAX_REDUCTION_CUBES);
-    (CubeCount::new_1d(cubes as u32), CubeDim::new_1d(units))
-}
+use launch::LaunchPlan;
 
 /// The plan of an on-device selection step, which has kernels for every dtype it accepts.
 fn selection_plan(tensors: &[&CubeTensor], len: usize) -> LaunchPlan {

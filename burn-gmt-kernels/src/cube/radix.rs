@@ -13,7 +13,7 @@
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
-use super::key::value_of_key;
+use super::key::{KeyKind, value_of_key};
 use burn::backend::ops::IntTensorOps;
 use burn::tensor::TensorData;
 use burn_cubecl::CubeBackend;
@@ -140,7 +140,7 @@ fn radix_select_threshold_kernel<F: Float>(
     threshold: &mut [F],
     stride: usize,
     inf_key: u32,
-    #[comptime] kind: u32,
+    #[comptime] kind: KeyKind,
     #[define(F)] _dtype: ElemType,
 ) {
     let segment = ABSOLUTE_POS;
@@ -216,7 +216,7 @@ pub fn launch_threshold(
     selection: &CubeTensor,
     threshold: &CubeTensor,
     inf_key: u32,
-    kind: u32,
+    kind: KeyKind,
     storage: ElemType,
 ) {
     let client = &selection.client;

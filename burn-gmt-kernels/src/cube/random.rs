@@ -8,9 +8,9 @@
 
 use cubecl::prelude::*;
 
-use super::count::add_cube_counts;
-use super::key::{WIDE_INF_KEY, wide_key};
-use super::{Launch, LaunchPlan};
+use super::count::{add_cube_counts, assert_counters};
+use super::key::{KeyKind, WIDE_INF_KEY, wide_key};
+use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel};
 use burn_cubecl::tensor::CubeTensor;
 
 /// A 64-bit word as two 32-bit halves.
@@ -108,84 +108,135 @@ fn is_drawn(
     drawn
 }
 
-/// Masks `values[start..end]` (vectors) in place.
-#[cube(launch_unchecked, address_type = "dynamic")]
-#[allow(clippy::too_many_arguments)]
-fn random_mask_kernel<F: Float, N: Size>(
-    values: &mut [Vector<F, N>],
+/// The buffer and draw parameters of the random mask kernel.
+#[derive(CubeLaunch, CubeType)]
+pub struct RandomMaskArgs<F: Float, N: Size> {
+    /// The gradient, masked in place.
+    values: Box<[Vector<F, N>]>,
+    /// The draw key, high and low halves.
     key_hi: u32,
     key_lo: u32,
+    /// The draw bound, high and low halves.
     bound_hi: u32,
     bound_lo: u32,
+    /// The factor of kept entries.
     scale: f32,
-    start: usize,
-    end: usize,
-    #[comptime] every: bool,
-    #[comptime] rescale: bool,
-    #[comptime] kind: u32,
-    #[define(F)] _dtype: ElemType,
-) {
-    let pos = start + ABSOLUTE_POS;
-    if pos >= end {
-        terminate!();
-    }
-    let x = values[pos];
-    let keys = wide_key::<F, N>(x, kind);
-    let mut out = x;
-    #[unroll]
-    for lane in 0..N::value() {
-        if keys.extract(lane) < WIDE_INF_KEY {
-            let index = (pos * N::value() + lane) as u32;
-            if is_drawn(key_hi, key_lo, bound_hi, bound_lo, index, every) {
-                out.insert(lane, F::new(0.0));
-            } else if comptime!(rescale) {
-                out.insert(lane, F::cast_from(f32::cast_from(x.extract(lane)) * scale));
-            }
-        }
-    }
-    values[pos] = out;
+    /// Every finite entry is drawn (`bound` is `u64::MAX`).
+    #[cube(comptime)]
+    every: bool,
+    /// Kept entries are scaled (`scale` is not 1).
+    #[cube(comptime)]
+    rescale: bool,
 }
 
-/// Adds to `counts` the drawn finite entries and the non-finite ones of `values[start..end]`.
-#[cube(launch_unchecked, address_type = "dynamic")]
-#[allow(clippy::too_many_arguments)]
-fn random_mask_count_kernel<F: Float, N: Size>(
-    values: &[Vector<F, N>],
-    counts: &mut [Atomic<u32>],
+/// The random mask kernel family.
+pub struct RandomMask;
+
+#[cube]
+impl<F: Float, N: Size> PartKernel<F, N> for RandomMask {
+    type Args = RandomMaskArgs<F, N>;
+
+    /// Masks the vector at this unit's position in place.
+    fn run(args: &mut RandomMaskArgs<F, N>, start: usize, end: usize, #[comptime] kind: KeyKind) {
+        let pos = start + ABSOLUTE_POS;
+        if pos < end {
+            let x = args.values[pos];
+            let keys = wide_key::<F, N>(x, kind);
+            let mut out = x;
+            #[unroll]
+            for lane in 0..N::value() {
+                if keys.extract(lane) < WIDE_INF_KEY {
+                    let index = (pos * N::value() + lane) as u32;
+                    if is_drawn(
+                        args.key_hi,
+                        args.key_lo,
+                        args.bound_hi,
+                        args.bound_lo,
+                        index,
+                        comptime![args.every],
+                    ) {
+                        out.insert(lane, F::new(0.0));
+                    } else if comptime![args.rescale] {
+                        out.insert(
+                            lane,
+                            F::cast_from(f32::cast_from(x.extract(lane)) * args.scale),
+                        );
+                    }
+                }
+            }
+            args.values[pos] = out;
+        }
+    }
+}
+
+// SAFETY: a unit touches `values` at its own position only, after checking it against `end`.
+unsafe impl PlannedKernel for RandomMask {
+    type Args<F: Float, N: Size> = RandomMaskArgs<F, N>;
+    type Part<F: Float, N: Size> = RandomMask;
+    const GRID: Grid = Grid::Elementwise;
+}
+
+/// The buffers and draw parameters of the random count kernel.
+#[derive(CubeLaunch, CubeType)]
+pub struct RandomCountArgs<F: Float, N: Size> {
+    /// The gradient.
+    values: Box<[Vector<F, N>]>,
+    /// `[masked, non-finite]`, added to.
+    counts: Box<[Atomic<u32>]>,
+    /// The draw key, high and low halves.
     key_hi: u32,
     key_lo: u32,
+    /// The draw bound, high and low halves.
     bound_hi: u32,
     bound_lo: u32,
-    start: usize,
-    end: usize,
-    #[comptime] every: bool,
-    #[comptime] kind: u32,
-    #[define(F)] _dtype: ElemType,
-) {
-    let mut masked = 0u32;
-    let mut non_finite = 0u32;
-    let stride = CUBE_COUNT * (CUBE_DIM as usize);
-    let mut pos = start + ABSOLUTE_POS;
-    while pos < end {
-        let keys = wide_key::<F, N>(values[pos], kind);
-        #[unroll]
-        for lane in 0..N::value() {
-            if keys.extract(lane) >= WIDE_INF_KEY {
-                non_finite += 1u32;
-            } else if is_drawn(
-                key_hi,
-                key_lo,
-                bound_hi,
-                bound_lo,
-                (pos * N::value() + lane) as u32,
-                every,
-            ) {
-                masked += 1u32;
+    /// Every finite entry is drawn (`bound` is `u64::MAX`).
+    #[cube(comptime)]
+    every: bool,
+}
+
+/// The random count kernel family.
+pub struct RandomCount;
+
+#[cube]
+impl<F: Float, N: Size> PartKernel<F, N> for RandomCount {
+    type Args = RandomCountArgs<F, N>;
+
+    /// Adds to `counts` the drawn finite entries and the non-finite ones of this unit's
+    /// positions.
+    fn run(args: &mut RandomCountArgs<F, N>, start: usize, end: usize, #[comptime] kind: KeyKind) {
+        let mut masked = 0u32;
+        let mut non_finite = 0u32;
+        let stride = CUBE_COUNT * (CUBE_DIM as usize);
+        let mut pos = start + ABSOLUTE_POS;
+        while pos < end {
+            let keys = wide_key::<F, N>(args.values[pos], kind);
+            #[unroll]
+            for lane in 0..N::value() {
+                if keys.extract(lane) >= WIDE_INF_KEY {
+                    non_finite += 1u32;
+                } else if is_drawn(
+                    args.key_hi,
+                    args.key_lo,
+                    args.bound_hi,
+                    args.bound_lo,
+                    (pos * N::value() + lane) as u32,
+                    comptime![args.every],
+                ) {
+                    masked += 1u32;
+                }
             }
+            pos += stride;
         }
-        pos += stride;
+        add_cube_counts(&mut args.counts, masked, non_finite);
     }
-    add_cube_counts(counts, masked, non_finite);
+}
+
+// SAFETY: a unit reads `values` at positions in `start..end` only (the grid-stride loop stops
+// at `end`); `launch_count` gives two counters.
+unsafe impl PlannedKernel for RandomCount {
+    type Args<F: Float, N: Size> = RandomCountArgs<F, N>;
+    type Part<F: Float, N: Size> = RandomCount;
+    const GRID: Grid = Grid::Reduction;
 }
 
 /// A 64-bit scalar as the kernels' two halves.
@@ -193,46 +244,26 @@ fn halves(word: u64) -> (u32, u32) {
     ((word >> 32) as u32, word as u32)
 }
 
-/// Launches [`random_mask_kernel`] over `values` (contiguous, writable, fewer than 2^32
-/// entries).
+/// Masks `values` (contiguous, writable, fewer than 2^32 entries) in place.
 pub fn launch_mask(values: &CubeTensor, plan: &LaunchPlan, key: u64, bound: u64, scale: f64) {
     let (key_hi, key_lo) = halves(key);
     let (bound_hi, bound_lo) = halves(bound);
-    for launch in plan.launches() {
-        let Launch {
-            vector_size,
-            start,
-            end,
-            cube_count,
-            cube_dim,
-        } = launch;
-        // SAFETY: every unit checks its position against `end`, within the buffer.
-        unsafe {
-            random_mask_kernel::launch_unchecked(
-                &values.client,
-                cube_count,
-                cube_dim,
-                plan.address_type,
-                vector_size,
-                values.clone().into_buffer_arg(),
-                key_hi,
-                key_lo,
-                bound_hi,
-                bound_lo,
-                scale as f32,
-                start,
-                end,
-                bound == u64::MAX,
-                scale != 1.0,
-                plan.kind,
-                plan.storage,
-            );
-        }
-    }
+    plan.launch::<RandomMask>(|| {
+        RandomMaskArgsLaunch::new(
+            values.clone().into_buffer_arg(),
+            key_hi,
+            key_lo,
+            bound_hi,
+            bound_lo,
+            scale as f32,
+            bound == u64::MAX,
+            scale != 1.0,
+        )
+    });
 }
 
-/// Launches [`random_mask_count_kernel`] over `values` (contiguous, fewer than 2^32 entries),
-/// adding to `counts` (two zeroed `u32` counters).
+/// Adds the random-mask counts of `values` (contiguous, fewer than 2^32 entries) to `counts`
+/// (two zeroed `u32` counters).
 pub fn launch_count(
     values: &CubeTensor,
     counts: &CubeTensor,
@@ -240,37 +271,18 @@ pub fn launch_count(
     key: u64,
     bound: u64,
 ) {
+    assert_counters(counts);
     let (key_hi, key_lo) = halves(key);
     let (bound_hi, bound_lo) = halves(bound);
-    for launch in plan.reduction_launches() {
-        let Launch {
-            vector_size,
-            start,
-            end,
-            cube_count,
-            cube_dim,
-        } = launch;
-        // SAFETY: every unit reads positions in `start..end`, within the buffer; the counts
-        // hold two entries.
-        unsafe {
-            random_mask_count_kernel::launch_unchecked(
-                &values.client,
-                cube_count,
-                cube_dim,
-                plan.address_type,
-                vector_size,
-                values.clone().into_buffer_arg(),
-                counts.clone().into_buffer_arg(),
-                key_hi,
-                key_lo,
-                bound_hi,
-                bound_lo,
-                start,
-                end,
-                bound == u64::MAX,
-                plan.kind,
-                plan.storage,
-            );
-        }
-    }
+    plan.launch::<RandomCount>(|| {
+        RandomCountArgsLaunch::new(
+            values.clone().into_buffer_arg(),
+            counts.clone().into_buffer_arg(),
+            key_hi,
+            key_lo,
+            bound_hi,
+            bound_lo,
+            bound == u64::MAX,
+        )
+    });
 }

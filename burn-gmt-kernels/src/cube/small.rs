@@ -7,8 +7,8 @@
 
 use cubecl::prelude::*;
 
-use super::LaunchPlan;
-use super::key::{KIND_F32, narrow_key, wide_key};
+use super::key::{KeyKind, narrow_key, wide_key};
+use super::launch::LaunchPlan;
 use crate::buffer::{
     SMALL_SELECT_MAX_ENTRIES, STATE_BELOW, STATE_KEY, STATE_NON_FINITE, STATE_REMAINING,
 };
@@ -29,7 +29,7 @@ fn radix_select_small_kernel<F: Float>(
     len: u32,
     rank: u32,
     inf_key: u32,
-    #[comptime] kind: u32,
+    #[comptime] kind: KeyKind,
     #[comptime] key_bits: u32,
     #[define(F)] _dtype: ElemType,
 ) {
@@ -122,7 +122,6 @@ fn radix_select_small_kernel<F: Float>(
 /// [`SMALL_SELECT_MAX_ENTRIES`] and more than `rank`; `state` four `u32` words.
 pub fn launch(grad: &CubeTensor, state: &CubeTensor, plan: &LaunchPlan, rank: u32, inf_key: u32) {
     assert!(plan.len <= SMALL_SELECT_MAX_ENTRIES && (rank as usize) < plan.len);
-    let key_bits = if plan.kind == KIND_F32 { 32 } else { 16 };
     let units = UNITS
         .min(grad.client.properties().hardware.max_units_per_cube)
         .max(1);
@@ -139,7 +138,7 @@ pub fn launch(grad: &CubeTensor, state: &CubeTensor, plan: &LaunchPlan, rank: u3
             rank,
             inf_key,
             plan.kind,
-            key_bits,
+            plan.kind.key_bits(),
             plan.storage,
         );
     }
