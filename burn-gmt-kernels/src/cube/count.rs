@@ -1,7 +1,8 @@
 //! Counts of a gradient against a threshold (for `MaskStats`): entries whose `|x|` key is
 //! below the threshold's key (what the mask zeroes) and non-finite entries (never masked).
 //! One read pass, counted per unit, merged per cube in shared memory, then one global atomic
-//! per counter and cube ([`add_cube_counts`], shared with the random-mask counts).
+//! per counter and cube ([`count_entries`], which the random-mask counts share with their own
+//! [`MaskedRule`]).
 
 use cubecl::prelude::*;
 
@@ -31,26 +32,61 @@ impl<F: Float, N: Size> PartKernel<F, N> for ThresholdCount {
     /// to `counts[1]` the non-finite ones.
     fn run(args: &mut CountArgs<F, N>, start: usize, end: usize, #[comptime] kind: KeyKind) {
         let limit = wide_key::<F, N>(Vector::new(args.threshold[0]), kind).extract(0usize);
-        let mut masked = 0u32;
-        let mut non_finite = 0u32;
-        let stride = CUBE_COUNT * (CUBE_DIM as usize);
-        let mut pos = start + ABSOLUTE_POS;
-        while pos < end {
-            let keys = wide_key::<F, N>(args.values[pos], kind);
-            #[unroll]
-            for lane in 0..N::value() {
-                let key = keys.extract(lane);
-                if key < limit {
-                    masked += 1u32;
-                }
-                if key >= WIDE_INF_KEY {
-                    non_finite += 1u32;
-                }
-            }
-            pos += stride;
-        }
-        add_cube_counts(&mut args.counts, masked, non_finite);
+        let rule = BelowKey { limit };
+        count_entries::<F, N, BelowKey>(&args.values, &mut args.counts, &rule, start, end, kind);
     }
+}
+
+/// Which entries a counting kernel counts as masked.
+#[cube]
+pub trait MaskedRule: CubeType + Send + Sync + 'static {
+    /// Whether the entry of wide key `key` ([`wide_key`]) at `index` (in entries) is masked.
+    fn is_masked(&self, key: u32, index: usize) -> bool;
+}
+
+/// The threshold rule: keys below `limit` are masked.
+#[derive(CubeType)]
+struct BelowKey {
+    limit: u32,
+}
+
+#[cube]
+impl MaskedRule for BelowKey {
+    fn is_masked(&self, key: u32, _index: usize) -> bool {
+        key < self.limit
+    }
+}
+
+/// Adds to `counts[0]` the entries of this unit's positions in `start..end` (a grid-stride
+/// loop over vectors) that `rule` masks and to `counts[1]` the non-finite ones.
+#[cube]
+pub fn count_entries<F: Float, N: Size, R: MaskedRule>(
+    values: &[Vector<F, N>],
+    counts: &mut [Atomic<u32>],
+    rule: &R,
+    start: usize,
+    end: usize,
+    #[comptime] kind: KeyKind,
+) {
+    let mut masked = 0u32;
+    let mut non_finite = 0u32;
+    let stride = CUBE_COUNT * (CUBE_DIM as usize);
+    let mut pos = start + ABSOLUTE_POS;
+    while pos < end {
+        let keys = wide_key::<F, N>(values[pos], kind);
+        #[unroll]
+        for lane in 0..N::value() {
+            let key = keys.extract(lane);
+            if rule.is_masked(key, pos * N::value() + lane) {
+                masked += 1u32;
+            }
+            if key >= WIDE_INF_KEY {
+                non_finite += 1u32;
+            }
+        }
+        pos += stride;
+    }
+    add_cube_counts(counts, masked, non_finite);
 }
 
 // SAFETY: a unit reads `values` at positions in `start..end` only (the grid-stride loop stops

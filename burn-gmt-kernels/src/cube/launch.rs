@@ -70,8 +70,7 @@ fn plan_kernel<F: Float, N: Size, K: PlannedKernel>(
 }
 
 /// The launch arguments of the family `K` as [`LaunchPlan::launch`] passes them.
-pub type PlannedArgs<K> =
-    RuntimeArg<<K as PlannedKernel>::Args<plan_kernel::F, plan_kernel::N>>;
+pub type PlannedArgs<K> = RuntimeArg<<K as PlannedKernel>::Args<plan_kernel::F, plan_kernel::N>>;
 
 /// How one operation covers a contiguous run of `len` entries of one dtype.
 pub struct LaunchPlan {

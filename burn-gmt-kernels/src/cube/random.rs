@@ -8,7 +8,7 @@
 
 use cubecl::prelude::*;
 
-use super::count::{add_cube_counts, assert_counters};
+use super::count::{MaskedRule, MaskedRuleExpand, assert_counters, count_entries};
 use super::key::{KeyKind, WIDE_INF_KEY, wide_key};
 use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel};
 use burn_cubecl::tensor::CubeTensor;
@@ -108,22 +108,57 @@ fn is_drawn(
     drawn
 }
 
-/// The buffer and draw parameters of the random mask kernel.
+/// Which entries a random mask draws: the finite ones whose draw under the key is below the
+/// bound, every finite one when `every`.
 #[derive(CubeLaunch, CubeType)]
-pub struct RandomMaskArgs<F: Float, N: Size> {
-    /// The gradient, masked in place.
-    values: Box<[Vector<F, N>]>,
+pub struct Draw {
     /// The draw key, high and low halves.
     key_hi: u32,
     key_lo: u32,
     /// The draw bound, high and low halves.
     bound_hi: u32,
     bound_lo: u32,
-    /// The factor of kept entries.
-    scale: f32,
     /// Every finite entry is drawn (`bound` is `u64::MAX`).
     #[cube(comptime)]
     every: bool,
+}
+
+#[cube]
+impl MaskedRule for Draw {
+    fn is_masked(&self, key: u32, index: usize) -> bool {
+        let mut drawn = false;
+        if key < WIDE_INF_KEY {
+            drawn = is_drawn(
+                self.key_hi,
+                self.key_lo,
+                self.bound_hi,
+                self.bound_lo,
+                index as u32,
+                self.every,
+            );
+        }
+        drawn
+    }
+}
+
+/// The launch argument of the draws under `key` and `bound` (halves: WGSL has no 64-bit
+/// integers).
+fn draw(key: u64, bound: u64) -> DrawLaunch {
+    let halves = |word: u64| ((word >> 32) as u32, word as u32);
+    let (key_hi, key_lo) = halves(key);
+    let (bound_hi, bound_lo) = halves(bound);
+    DrawLaunch::new(key_hi, key_lo, bound_hi, bound_lo, bound == u64::MAX)
+}
+
+/// The buffer and draws of the random mask kernel.
+#[derive(CubeLaunch, CubeType)]
+pub struct RandomMaskArgs<F: Float, N: Size> {
+    /// The gradient, masked in place.
+    values: Box<[Vector<F, N>]>,
+    /// The entries masked.
+    draw: Draw,
+    /// The factor of kept entries.
+    scale: f32,
     /// Kept entries are scaled (`scale` is not 1).
     #[cube(comptime)]
     rescale: bool,
@@ -145,16 +180,10 @@ impl<F: Float, N: Size> PartKernel<F, N> for RandomMask {
             let mut out = x;
             #[unroll]
             for lane in 0..N::value() {
-                if keys.extract(lane) < WIDE_INF_KEY {
-                    let index = (pos * N::value() + lane) as u32;
-                    if is_drawn(
-                        args.key_hi,
-                        args.key_lo,
-                        args.bound_hi,
-                        args.bound_lo,
-                        index,
-                        comptime![args.every],
-                    ) {
+                let key = keys.extract(lane);
+                // Non-finite entries are neither drawn nor scaled.
+                if key < WIDE_INF_KEY {
+                    if args.draw.is_masked(key, pos * N::value() + lane) {
                         out.insert(lane, F::new(0.0));
                     } else if comptime![args.rescale] {
                         out.insert(
@@ -176,22 +205,15 @@ unsafe impl PlannedKernel for RandomMask {
     const GRID: Grid = Grid::Elementwise;
 }
 
-/// The buffers and draw parameters of the random count kernel.
+/// The buffers and draws of the random count kernel.
 #[derive(CubeLaunch, CubeType)]
 pub struct RandomCountArgs<F: Float, N: Size> {
     /// The gradient.
     values: Box<[Vector<F, N>]>,
     /// `[masked, non-finite]`, added to.
     counts: Box<[Atomic<u32>]>,
-    /// The draw key, high and low halves.
-    key_hi: u32,
-    key_lo: u32,
-    /// The draw bound, high and low halves.
-    bound_hi: u32,
-    bound_lo: u32,
-    /// Every finite entry is drawn (`bound` is `u64::MAX`).
-    #[cube(comptime)]
-    every: bool,
+    /// The entries counted as masked.
+    draw: Draw,
 }
 
 /// The random count kernel family.
@@ -204,30 +226,7 @@ impl<F: Float, N: Size> PartKernel<F, N> for RandomCount {
     /// Adds to `counts` the drawn finite entries and the non-finite ones of this unit's
     /// positions.
     fn run(args: &mut RandomCountArgs<F, N>, start: usize, end: usize, #[comptime] kind: KeyKind) {
-        let mut masked = 0u32;
-        let mut non_finite = 0u32;
-        let stride = CUBE_COUNT * (CUBE_DIM as usize);
-        let mut pos = start + ABSOLUTE_POS;
-        while pos < end {
-            let keys = wide_key::<F, N>(args.values[pos], kind);
-            #[unroll]
-            for lane in 0..N::value() {
-                if keys.extract(lane) >= WIDE_INF_KEY {
-                    non_finite += 1u32;
-                } else if is_drawn(
-                    args.key_hi,
-                    args.key_lo,
-                    args.bound_hi,
-                    args.bound_lo,
-                    (pos * N::value() + lane) as u32,
-                    comptime![args.every],
-                ) {
-                    masked += 1u32;
-                }
-            }
-            pos += stride;
-        }
-        add_cube_counts(&mut args.counts, masked, non_finite);
+        count_entries::<F, N, Draw>(&args.values, &mut args.counts, &args.draw, start, end, kind);
     }
 }
 
@@ -239,24 +238,13 @@ unsafe impl PlannedKernel for RandomCount {
     const GRID: Grid = Grid::Reduction;
 }
 
-/// A 64-bit scalar as the kernels' two halves.
-fn halves(word: u64) -> (u32, u32) {
-    ((word >> 32) as u32, word as u32)
-}
-
 /// Masks `values` (contiguous, writable, fewer than 2^32 entries) in place.
 pub fn launch_mask(values: &CubeTensor, plan: &LaunchPlan, key: u64, bound: u64, scale: f64) {
-    let (key_hi, key_lo) = halves(key);
-    let (bound_hi, bound_lo) = halves(bound);
     plan.launch::<RandomMask>(|| {
         RandomMaskArgsLaunch::new(
             values.clone().into_buffer_arg(),
-            key_hi,
-            key_lo,
-            bound_hi,
-            bound_lo,
+            draw(key, bound),
             scale as f32,
-            bound == u64::MAX,
             scale != 1.0,
         )
     });
@@ -272,17 +260,11 @@ pub fn launch_count(
     bound: u64,
 ) {
     assert_counters(counts);
-    let (key_hi, key_lo) = halves(key);
-    let (bound_hi, bound_lo) = halves(bound);
     plan.launch::<RandomCount>(|| {
         RandomCountArgsLaunch::new(
             values.clone().into_buffer_arg(),
             counts.clone().into_buffer_arg(),
-            key_hi,
-            key_lo,
-            bound_hi,
-            bound_lo,
-            bound == u64::MAX,
+            draw(key, bound),
         )
     });
 }
