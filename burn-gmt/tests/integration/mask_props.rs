@@ -367,7 +367,9 @@ fn strided_and_shared_gradients() {
     let paths: [(&str, Run); 3] = [
         ("default", |f| f()),
         ("radix", |f| burn_gmt_kernels::testing::with_radix_select(f)),
-        ("device", |f| burn_gmt_kernels::testing::with_device_select(f)),
+        ("device", |f| {
+            burn_gmt_kernels::testing::with_device_select(f)
+        }),
     ];
     for device in devices() {
         for (path, run) in paths {
