@@ -122,6 +122,16 @@ pub(crate) fn inputs(n: usize) -> Vec<(&'static str, Vec<f32>)> {
     ]
 }
 
+/// `values` (120,000 of them) in three parts of uneven sizes, one of a single entry: an
+/// input read in parts, as several tensors are.
+pub(crate) fn three_parts(values: &[f32]) -> [&[f32]; 3] {
+    [
+        &values[..70_000],
+        &values[70_000..70_001],
+        &values[70_001..],
+    ]
+}
+
 /// `n` values with ties, zeros and non-finite entries, from a seed.
 #[cfg(feature = "flex")]
 pub(crate) fn mixed_values(n: usize, seed: u64) -> Vec<f64> {

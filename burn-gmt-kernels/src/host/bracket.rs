@@ -300,18 +300,14 @@ impl<E: MaskElement> Bounds<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values::{by_sort, inputs};
+    use crate::test_values::{by_sort, inputs, three_parts};
 
     /// An input read in parts (several tensors) selects like a sort of all of it: samples in
     /// proportion to the parts, one scan each, the selection over the scans' words.
     #[test]
     fn a_bracket_over_parts_matches_a_sort() {
         for (name, values) in inputs(120_000) {
-            let parts = [
-                &values[..70_000],
-                &values[70_000..70_001],
-                &values[70_001..],
-            ];
+            let parts = three_parts(&values);
             let n = values.len() as u64;
             let samples = sample_len(n);
             for rank in [0, n / 3, n / 2, n - 1] {

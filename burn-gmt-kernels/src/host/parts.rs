@@ -288,7 +288,7 @@ mod tests {
     use super::*;
     use crate::host::bracket::SAMPLE_KEY;
     use crate::random::draw;
-    use crate::test_values::{by_sort, inputs, uniform};
+    use crate::test_values::{by_sort, inputs, three_parts, uniform};
 
     #[test]
     fn selection_matches_a_sort() {
@@ -360,11 +360,7 @@ mod tests {
     #[test]
     fn parts_select_and_count_like_a_sort() {
         for (name, values) in inputs(120_000) {
-            let parts = [
-                &values[..70_000],
-                &values[70_000..70_001],
-                &values[70_001..],
-            ];
+            let parts = three_parts(&values);
             let n = values.len() as u64;
             for rank in [0, n / 3, n / 2, n - 1] {
                 let expected = by_sort(&values, rank);
