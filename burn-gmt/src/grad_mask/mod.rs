@@ -28,8 +28,9 @@ use shard::Sharded;
 ///
 /// Keep it as a field of the model ([`Module`]: its record is its step counter, so
 /// checkpoints save it and every replica has its own) and call [`step`](Self::step) once per
-/// optimizer step, on the accumulated gradients; the crate's user guide shows it in a custom
-/// loop and in burn-train's `TrainStep::optimize` ("`GradMask` in burn-train").
+/// optimizer step, on the accumulated gradients; the [user guide](crate#gradmask-in-burn-train)
+/// shows it in burn-train, through [`MaskedModel`](crate#gradmask-in-burn-train) (feature
+/// `train`) or a model's own mask field ([`step_field`](Self::step_field)).
 ///
 /// ```
 /// use burn::module::Module;
