@@ -252,7 +252,7 @@ mod tests {
     use super::*;
     use crate::element::MaskElement;
     use crate::stats::resolve_stats;
-    use crate::test_values::{gradient, gradient_on, mixed_values as values};
+    use crate::test_values::{gradient, mixed_values as values};
     use crate::testing::{with_device_select, with_radix_select};
     use burn::tensor::{bf16, f16};
 
@@ -348,6 +348,7 @@ mod tests {
     #[allow(deprecated)] // burn-ndarray: still a backend our users run
     #[test]
     fn gradients_on_two_devices_select_together() {
+        use crate::test_values::gradient_on;
         let (a, b) = (values(3_000, 4), values(5_000, 5));
         let grads = [
             gradient_on(&a, DType::F32, &Device::flex()),
