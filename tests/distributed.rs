@@ -544,6 +544,7 @@ fn sharded_multi_device_masks_like_one_device() {
         match target {
             MaskTarget::Update => assert!(held > 0, "{context}: Update held nothing"),
             MaskTarget::Gradient => assert_eq!(held, 0),
+            other => panic!("no expectation for {other:?}"),
         }
     }
 }

@@ -383,6 +383,7 @@ fn host_sgd(
         thresholds.push(match masking {
             Masking::Accumulated(MaskScope::PerTensor) => mask_per_tensor(&mut grads),
             Masking::Accumulated(MaskScope::Global) => vec![mask_global(&mut grads)],
+            Masking::Accumulated(other) => panic!("no reference for {other:?}"),
             Masking::Off | Masking::EachMicroBatch => Vec::new(),
         });
         let lr = LR as f32;

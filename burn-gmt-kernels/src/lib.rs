@@ -40,6 +40,9 @@
 //! assert!(grad[5].is_nan());
 //! ```
 
+// docs.rs (nightly) labels the items that need a cargo feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod mask;
 pub mod random;
 
@@ -54,6 +57,7 @@ pub mod select;
 #[doc(hidden)]
 pub mod stats;
 #[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 mod bracket_simd;

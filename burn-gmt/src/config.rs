@@ -7,6 +7,7 @@ use crate::error::GradMaskError;
 
 /// Which entries share one threshold.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MaskScope {
     /// One threshold per parameter tensor (the default).
     PerTensor,
@@ -21,6 +22,7 @@ pub enum MaskScope {
 
 /// What the mask acts on.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MaskTarget {
     /// Zero the masked gradient entries before the inner optimizer (the usual GMT). Under
     /// AdamW, masked weights still move through momentum and weight decay.
@@ -33,6 +35,7 @@ pub enum MaskTarget {
 
 /// How the masked entries are chosen.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MaskStrategy {
     /// GMT: mask the entries with the smallest `|g|` (exact selection).
     Magnitude,
@@ -95,6 +98,7 @@ pub enum MaskStrategy {
 /// assert_eq!(config.ratio_at(5_000), 0.4);
 /// ```
 #[derive(Config, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum RatioSchedule {
     /// The ratio at every step (the default).
     Constant,

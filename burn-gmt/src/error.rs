@@ -2,6 +2,7 @@
 
 /// Why a gradient mask could not be built or applied.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum GradMaskError {
     /// A configuration field holds an invalid value.
     #[error("invalid GradMaskConfig.{field}: {reason}")]

@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
+// docs.rs (nightly) labels the items that need a cargo feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod error;
@@ -8,6 +10,7 @@ mod mask;
 #[cfg(feature = "train")]
 mod masked_model;
 #[cfg(feature = "train")]
+#[cfg_attr(docsrs, doc(cfg(feature = "train")))]
 pub mod metric;
 mod optimizer;
 mod plan;
@@ -19,6 +22,7 @@ pub use config::{GradMaskConfig, MaskGroup, MaskScope, MaskStrategy, MaskTarget,
 pub use error::GradMaskError;
 pub use grad_mask::GradMask;
 #[cfg(feature = "train")]
+#[cfg_attr(docsrs, doc(cfg(feature = "train")))]
 pub use masked_model::MaskedModel;
 pub use optimizer::{GradMasked, GradMaskedState, WithGradMask};
 pub use select::{masked_count, select_kth_abs};

@@ -38,6 +38,7 @@ use crate::stats::{MaskStats, MaskStatsHandle};
 
 /// Which statistic a [`MaskMetric`] shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MaskStatistic {
     /// Percentage of gradient entries kept ([`MaskStats::kept_fraction`]).
     KeptPercent,

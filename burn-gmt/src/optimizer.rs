@@ -52,6 +52,7 @@ struct ParamPath {
 /// it is first added), and a checkpoint of the wrapper resumes under the plain optimizer,
 /// which ignores the mask's entries.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct GradMaskedState<S> {
     /// The inner optimizer's state.
     pub inner: Option<S>,

@@ -8,6 +8,7 @@ use burn_gmt_kernels::mask::{PendingStats, resolve_stats};
 
 /// Mask statistics of one parameter tensor.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct TensorMaskStats {
     /// The parameter's module path (`encoder.layers.3.attn.q.weight`). The optimizer wrapper
     /// knows paths only when given the module
@@ -34,6 +35,7 @@ pub struct TensorMaskStats {
 
 /// Mask statistics of one optimizer step.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct MaskStats {
     /// The optimizer step (0-based) these statistics describe.
     pub step: u64,

@@ -102,6 +102,7 @@ fn check_module(
             let masked = own.iter().map(|(_, m, _)| m).sum();
             (expected, masked, Some(own))
         }
+        other => panic!("no reference for {other:?}"),
     };
 
     for device in devices_for(float) {
