@@ -18,7 +18,7 @@
 //! that cost alone. On a device, steps whose time stays near `sync` + `plain op` whatever the
 //! size cost their launches and bookkeeping, not their bandwidth; the sum of the steps against
 //! the whole mask shows what running them back to back saves. The selection steps are the ones
-//! [`burn_gmt::kernels::mask`] takes on a device (start, a histogram pass and a digit step per
+//! [`burn_gmt_kernels::mask`] takes on a device (start, a histogram pass and a digit step per
 //! 16 bits, the threshold), here forced on every backend.
 
 use std::io::Write;
@@ -28,10 +28,10 @@ use burn::backend::{Dispatch, DispatchTensor};
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
 use burn_gmt::GradMaskConfig;
-use burn_gmt::kernels::MaskOps;
-use burn_gmt::kernels::buffer::{DIGITS, SMALL_SELECT_MAX_ENTRIES};
-use burn_gmt::kernels::element::inf_key;
-use burn_gmt::kernels::mask::select_abs;
+use burn_gmt_kernels::MaskOps;
+use burn_gmt_kernels::buffer::{DIGITS, SMALL_SELECT_MAX_ENTRIES};
+use burn_gmt_kernels::element::inf_key;
+use burn_gmt_kernels::mask::select_abs;
 
 use burn_gmt_lab::device::{catch_quietly, describe, failure_cause, open_backends};
 use burn_gmt_lab::timing::{fresh, ms, time};

@@ -17,7 +17,6 @@ mod plan;
 mod select;
 mod stats;
 
-pub use burn_gmt_kernels as kernels;
 pub use config::{GradMaskConfig, MaskGroup, MaskScope, MaskStrategy, MaskTarget, RatioSchedule};
 pub use error::GradMaskError;
 pub use grad_mask::GradMask;

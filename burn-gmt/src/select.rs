@@ -1,6 +1,6 @@
 //! The public face of the exact selection: how many entries a ratio masks, and the k-th
 //! magnitude of a tensor. The selection itself, on every backend, is
-//! [`burn_gmt_kernels::select`].
+//! [`burn_gmt_kernels::mask`].
 
 use burn::tensor::Tensor;
 use burn_gmt_kernels::mask::{key_bits, select_abs};

@@ -7,8 +7,8 @@
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData, bf16, f16};
-use burn_gmt::kernels::host;
 use burn_gmt::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget, select_kth_abs};
+use burn_gmt_kernels::host;
 use burn_gmt_kernels::testing::with_radix_select;
 
 use crate::common::{

@@ -15,7 +15,7 @@ use burn_gmt::{
 fn sample(n: usize, seed: u64) -> Vec<f64> {
     (0..n as u64)
         .map(|i| {
-            let z = burn_gmt::kernels::random::mix64(seed.wrapping_mul(7919) ^ i);
+            let z = burn_gmt_kernels::random::mix64(seed.wrapping_mul(7919) ^ i);
             // Non-zero, distinct magnitudes.
             ((z >> 11) as f64 / (1u64 << 53) as f64 + 1e-3) * if z & 1 == 0 { 1.0 } else { -1.0 }
         })

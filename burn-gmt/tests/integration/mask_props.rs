@@ -354,7 +354,7 @@ fn strided_and_shared_gradients() {
     let (rows, cols) = (37, 301);
     let stored: Vec<f64> = (0..rows * cols)
         .map(|i| {
-            let z = burn_gmt::kernels::random::mix64(i as u64);
+            let z = burn_gmt_kernels::random::mix64(i as u64);
             (((z >> 11) as f64 / (1u64 << 53) as f64) - 0.5) as f32 as f64
         })
         .collect();

@@ -36,7 +36,7 @@ fn grads_of(model: &Net, seed: u64, device: &Device) -> GradientsParams {
 fn inputs(seed: u64, device: &Device) -> Tensor<2> {
     let values: Vec<f32> = (0..8 * 6)
         .map(|i| {
-            let z = burn_gmt::kernels::random::mix64(seed * 1000 + i);
+            let z = burn_gmt_kernels::random::mix64(seed * 1000 + i);
             (z >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
         })
         .collect();

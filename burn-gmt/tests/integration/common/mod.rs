@@ -5,8 +5,8 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData, bf16, f16};
-use burn_gmt::kernels::element::MaskElement;
-use burn_gmt::kernels::random::mix64;
+use burn_gmt_kernels::element::MaskElement;
+use burn_gmt_kernels::random::mix64;
 
 /// Every CPU device compiled in.
 pub fn devices() -> Vec<Device> {
@@ -347,7 +347,7 @@ pub fn has_dtype(device: &Device, dtype: DType, test: &str) -> bool {
 
 /// Uniform in `[-scale, scale)`, from a counter.
 pub fn uniform(seed: u64, i: u64, scale: f32) -> f32 {
-    ((burn_gmt::kernels::random::mix64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i) >> 40) as f32
+    ((burn_gmt_kernels::random::mix64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i) >> 40) as f32
         / (1 << 24) as f32
         * 2.0
         - 1.0)
