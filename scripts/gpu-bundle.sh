@@ -10,7 +10,7 @@
 #   scripts/gpu-check.sh --bundle OUTDIR/gmt-gpu-bundle.tar.xz
 #
 # Contents (built with `--features cuda-nvrtc,wgpu`, dev profile, stripped):
-# - bin/tests/: the GPU test binaries (tests/gpu*.rs);
+# - bin/tests/: the GPU test binaries (burn-gmt's integration tests, the kernels' gpu_kernels);
 # - bin/benches/: the benchmarks mask (with its breakdown mode) and step;
 # - bin/examples/: gmt_study, and llm when the tree has examples/llm;
 # - lib/libllvmstub.so (+ its source and version script): see below; lib/libvulkan.so.1 from
@@ -65,18 +65,20 @@ done
 # The GPU test files, and the llm example when this tree has it (an example of the root
 # package, `examples/llm/main.rs`, whose library crate burn-gmt-llm gets CUDA through the root
 # package's features).
+# The GPU tests live beside their crates: burn-gmt's integration binary (its `gpu` module with
+# the rest of burn-gmt's integration tests) and the kernels' gpu_kernels.
 gpu_tests=()
-for file in tests/gpu*.rs; do
-    [[ -e $file ]] && gpu_tests+=(--test "$(basename "$file" .rs)")
+for file in burn-gmt/tests/integration/main.rs burn-gmt-kernels/tests/gpu_kernels.rs; do
+    [[ -e $file ]] || die "no $file"
 done
-((${#gpu_tests[@]} > 0)) || die "no tests/gpu*.rs"
+gpu_tests=(--test integration --test gpu_kernels)
 targets=("${gpu_tests[@]}" --bench mask --bench step --example gmt_study)
 examples=1
 if [[ -f examples/llm/main.rs ]]; then
     targets+=(--example llm)
     examples=2
 fi
-build=(cargo build --profile dev --locked -p burn-gmt-suite --features "$features"
+build=(cargo build --profile dev --locked --workspace --features "$features"
     "${targets[@]}" --message-format=json-render-diagnostics)
 
 section "plan"

@@ -24,7 +24,8 @@
 # 1. prints the GPU (`nvidia-smi`) and what the CUDA run time will find;
 # 2. builds the workspace and every target with `--features cuda` (flex stays on);
 # 3. runs the whole test suite with `BURN_DEVICE=cuda` (makes `Device::default()` the GPU) and
-#    `GMT_REQUIRE_GPU=1`: the GPU tests (tests/gpu.rs, tests/gpu_kernels.rs: every kernel
+#    `GMT_REQUIRE_GPU=1`: the GPU tests (burn-gmt/tests/integration/gpu.rs,
+#    burn-gmt-kernels/tests/gpu_kernels.rs: every kernel
 #    against the host reference) run on CUDA and fail rather than skip without a device;
 # 4. runs the mask benchmark on cuda and flex (`GMT_BENCH_BACKENDS=cuda,flex`), dev profile,
 #    which also checks each mask's output against a host selection (the `exact` column), and
