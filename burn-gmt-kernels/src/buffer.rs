@@ -61,7 +61,7 @@ pub(crate) const SELECTION_HISTOGRAM: usize = SELECTION_STATE_LEN;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SelectionState {
     /// The key prefix chosen so far; at the end, the selected key (NaN ranks above `+inf`,
-    /// every NaN as [`MaskElement::NAN_KEY`]).
+    /// every NaN as [`MaskElement::NAN_KEY`](crate::element::MaskElement::NAN_KEY)).
     pub key: u64,
     /// The rank still sought among the entries that share the prefix; at the end, the place
     /// of the sought rank among the ties of `key`.

@@ -1,7 +1,7 @@
 //! The one tensor-level interface of the mask: select thresholds, mask a gradient, hold masked
 //! parameters still, count what a mask does, and read a step's statistics. burn-gmt reaches
 //! the kernels through this module alone (and [`random`](crate::random)); backend
-//! implementors implement [`MaskOps`](crate::MaskOps), which these functions call.
+//! implementors implement [`MaskOps`], which these functions call.
 //!
 //! Every tensor here is a [`DispatchTensor`] on any backend. Thresholds are one-entry tensors
 //! of the gradient's dtype on its device, so a device keeps them in its own memory from
