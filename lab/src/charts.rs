@@ -22,21 +22,19 @@ pub fn scatter_chart(
     }
     let frame = Frame::new((w, h, left, right, top, bottom), (x0, x1), (y0, y1));
     let mut svg = frame.open(title, x_label, y_label);
-    for i in 0..=5 {
-        let (x, y) = (
-            x0 + (x1 - x0) * i as f64 / 5.0,
-            y0 + (y1 - y0) * i as f64 / 5.0,
-        );
+    for (y, text) in ticks(y0, y1) {
         writeln!(
             svg,
-            r#"<text x="{}" y="{}" text-anchor="end">{y:.1}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="end">{text}</text>"#,
             left - 6.0,
             frame.py(y) + 4.0
         )
         .unwrap();
+    }
+    for (x, text) in ticks(x0, x1) {
         writeln!(
             svg,
-            r#"<text x="{}" y="{}" text-anchor="middle">{x:.1}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="middle">{text}</text>"#,
             frame.px(x),
             h - bottom + 16.0
         )
@@ -168,14 +166,12 @@ pub fn line_chart(
     let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
     let frame = Frame::new((w, h, left, right, top, bottom), (x0, x1), (y0, y1));
     let mut svg = frame.open(title, x_label, y_label);
-    for i in 0..=5 {
-        let y = y0 + (y1 - y0) * i as f64 / 5.0;
+    for (y, text) in ticks(y0, y1) {
         writeln!(
             svg,
-            r#"<text x="{}" y="{}" text-anchor="end">{:.3}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="end">{text}</text>"#,
             left - 6.0,
-            frame.py(y) + 4.0,
-            y
+            frame.py(y) + 4.0
         )
         .unwrap();
         writeln!(
@@ -185,13 +181,13 @@ pub fn line_chart(
             w - right
         )
         .unwrap();
-        let x = x0 + (x1 - x0) * i as f64 / 5.0;
+    }
+    for (x, text) in ticks(x0, x1) {
         writeln!(
             svg,
-            r#"<text x="{}" y="{}" text-anchor="middle">{:.2}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="middle">{text}</text>"#,
             frame.px(x),
-            h - bottom + 16.0,
-            x
+            h - bottom + 16.0
         )
         .unwrap();
     }
@@ -247,4 +243,62 @@ pub fn line_chart(
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// Axis ticks over `lo..=hi` at round values: multiples of a step of 1, 2 or 5 × 10^k, the
+/// smallest such step that gives at most six ticks, each with its label (as many decimals as
+/// the step needs).
+fn ticks(lo: f64, hi: f64) -> Vec<(f64, String)> {
+    let span = (hi - lo).max(f64::EPSILON);
+    let raw = span / 5.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|&step| step >= raw)
+        .unwrap_or(10.0 * magnitude);
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last)
+        .map(|i| {
+            let value = i as f64 * step;
+            (value, format!("{value:.decimals$}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ticks;
+
+    /// Ticks are round (a multiple of 1, 2 or 5 × 10^k), inside the range, two to six of them,
+    /// and their labels read as their values.
+    #[test]
+    fn ticks_fall_on_round_values() {
+        for (lo, hi) in [
+            (64.3, 77.7),
+            (0.0, 1.0),
+            (0.4213, 0.4791),
+            (-3.2, 41.0),
+            (1.0, 25.0),
+            (0.0021, 0.0093),
+        ] {
+            let ticks = ticks(lo, hi);
+            assert!((2..=6).contains(&ticks.len()), "{lo}..{hi}: {ticks:?}");
+            let step = ticks[1].0 - ticks[0].0;
+            let mantissa = step / 10f64.powf(step.log10().floor());
+            assert!(
+                [1.0, 2.0, 5.0].iter().any(|m| (mantissa - m).abs() < 1e-9),
+                "{lo}..{hi}: step {step}"
+            );
+            for (value, label) in &ticks {
+                assert!((lo..=hi).contains(value), "{lo}..{hi}: {value}");
+                assert!((value / step - (value / step).round()).abs() < 1e-9);
+                assert!((label.parse::<f64>().unwrap() - value).abs() < step * 1e-6);
+            }
+        }
+        let labels: Vec<String> = ticks(64.3, 77.7).into_iter().map(|t| t.1).collect();
+        assert_eq!(labels, ["65", "70", "75"]);
+    }
 }
