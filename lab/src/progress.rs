@@ -1,7 +1,9 @@
 //! A one-line progress display for burn-train: epoch, split progress and the latest metrics,
-//! redrawn in place (burn-train's plain CLI renderer prints a debug line per batch).
+//! redrawn in place on a terminal (burn-train's plain CLI renderer prints a debug line per
+//! batch), and written once per split and epoch when the output is a file or a pipe, so a
+//! redirected log holds lines, not one line of carriage returns.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use burn::train::LearnerSummary;
 use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
@@ -15,6 +17,8 @@ use burn::train::renderer::{
 #[derive(Default)]
 pub struct LineRenderer {
     label: String,
+    /// Standard output is a terminal: the line is redrawn as batches go.
+    live: bool,
     epoch: usize,
     epochs: usize,
     split: String,
@@ -31,6 +35,7 @@ impl LineRenderer {
     pub fn new(label: impl Into<String>) -> Self {
         Self {
             label: label.into(),
+            live: std::io::stdout().is_terminal(),
             ..Self::default()
         }
     }
@@ -63,11 +68,12 @@ impl LineRenderer {
         }
     }
 
-    fn draw(&self) {
+    /// The progress line as it stands.
+    fn line(&self) -> String {
         let width = 24;
         let filled = (self.done * width).checked_div(self.total).unwrap_or(0);
-        print!(
-            "\r  {} epoch {}/{} {:<5} [{}{}] {:>5}/{:<5} {}   ",
+        format!(
+            "  {} epoch {}/{} {:<5} [{}{}] {:>5}/{:<5} {}",
             self.label,
             self.epoch.min(self.epochs.max(1)),
             self.epochs,
@@ -81,8 +87,15 @@ impl LineRenderer {
                 .map(|(_, m)| m.as_str())
                 .collect::<Vec<_>>()
                 .join(" | ")
-        );
-        let _ = std::io::stdout().flush();
+        )
+    }
+
+    /// Redraws the line in place (on a terminal only).
+    fn redraw(&self) {
+        if self.live {
+            print!("\r{}   ", self.line());
+            let _ = std::io::stdout().flush();
+        }
     }
 }
 
@@ -134,12 +147,18 @@ impl TrainingProgressLogger for LineRenderer {
 
     fn update_split(&mut self, items_processed: usize) {
         self.done = items_processed;
-        self.draw();
+        self.redraw();
     }
 
+    /// The split's last state stays on its own line: the live line ended, or one line written.
     fn end_split(&mut self) {
-        self.draw();
-        println!();
+        match self.live {
+            true => {
+                self.redraw();
+                println!();
+            }
+            false => println!("{}", self.line()),
+        }
     }
 
     fn end(&mut self) {}
