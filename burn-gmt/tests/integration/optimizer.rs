@@ -618,3 +618,54 @@ fn records_cross_between_the_plain_and_the_wrapped_optimizer() {
     // Without the record the moments restart: the comparison above can fail.
     assert_ne!(run(plain(), wrapped(), false), uninterrupted);
 }
+
+/// Clipping by value and the mask, in the order each front door applies them: the wrapper
+/// runs inside `ModuleOptimizer::step`, after its clipping (clip, then mask); `GradMask` runs
+/// before the optimizer (mask, then clip). With a bound below most `|g|`, the clipped entries
+/// tie at the bound and ties at the threshold are kept: clip-then-mask keeps what the host
+/// reference keeps of the clipped gradient (more than `1 - r`), mask-then-clip keeps exactly
+/// `n - floor(r·n)` of each tensor.
+#[test]
+fn the_wrapper_masks_clipped_gradients_and_grad_mask_masks_before_clipping() {
+    use burn::optim::grad_clipping::GradientClippingConfig;
+    let device = Device::flex().autodiff();
+    let (bound, ratio) = (0.02f32, 0.3);
+    let clipping = || GradientClippingConfig::Value(bound).init();
+    let model = net(&device);
+    let raw = params_of_grads(&model, &grads_of(&model, 1, &device));
+
+    let masked = SgdConfig::new().build().with_grad_mask(ratio);
+    let handle = masked.stats_handle();
+    let mut optim = ModuleOptimizer::from(masked).with_grad_clipping(clipping());
+    let _ = optim.step(1e-2, model.clone(), grads_of(&model, 1, &device));
+    let clip_then_mask: Vec<u64> = raw
+        .iter()
+        .map(|g| {
+            let clipped: Vec<f64> = g
+                .iter()
+                .map(|v| v.clamp(-f64::from(bound), f64::from(bound)))
+                .collect();
+            let (_, masked, _) = reference_mask(&clipped, ratio);
+            g.len() as u64 - masked
+        })
+        .collect();
+    let kept: Vec<u64> = handle.latest().tensors.iter().map(|t| t.kept).collect();
+    assert_eq!(kept, clip_then_mask, "the wrapper: clip, then mask");
+
+    let mut mask = GradMaskConfig::new(ratio).init().unwrap();
+    let mut optim = SgdConfig::new().init().with_grad_clipping(clipping());
+    let _ = mask.step(
+        &mut optim,
+        1e-2,
+        model.clone(),
+        grads_of(&model, 1, &device),
+    );
+    let mask_then_clip: Vec<u64> = raw
+        .iter()
+        .map(|g| g.len() as u64 - (ratio * g.len() as f64).floor() as u64)
+        .collect();
+    let kept: Vec<u64> = mask.last_stats().tensors.iter().map(|t| t.kept).collect();
+    assert_eq!(kept, mask_then_clip, "GradMask: mask, then clip");
+    // The bound really clips: the two orders keep different counts.
+    assert_ne!(clip_then_mask, mask_then_clip);
+}
