@@ -162,7 +162,7 @@ pub fn run() {
          gradient; start .. threshold: the device steps of one selection (`MaskOps`), each from \
          the buffer the steps before it left; mask: the masking pass; one-step select: \
          `MaskOps::abs_key_select` (tensors of at most {SMALL_SELECT_MAX_ENTRIES} entries); \
-         selection: `select::select_abs` as the mask takes it on this backend; GradMask::apply: \
+         selection: `mask::select_abs` as the mask takes it on this backend; GradMask::apply: \
          the whole per-tensor mask, statistics off\n"
     );
     println!("| backend | entries | {} |", STEPS.join(" | "));
