@@ -22,24 +22,7 @@ pub fn scatter_chart(
     }
     let frame = Frame::new((w, h, left, right, top, bottom), (x0, x1), (y0, y1));
     let mut svg = frame.open(title, x_label, y_label);
-    for (y, text) in ticks(y0, y1) {
-        writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="end">{text}</text>"#,
-            left - 6.0,
-            frame.py(y) + 4.0
-        )
-        .unwrap();
-    }
-    for (x, text) in ticks(x0, x1) {
-        writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="middle">{text}</text>"#,
-            frame.px(x),
-            h - bottom + 16.0
-        )
-        .unwrap();
-    }
+    frame.ticks(&mut svg, false);
     for (i, (name, points)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         for &(x, y) in points {
@@ -95,6 +78,39 @@ impl Frame {
     fn py(&self, y: f64) -> f64 {
         let (_, h, _, _, top, bottom) = self.size;
         top + (1.0 - (y - self.y.0) / (self.y.1 - self.y.0)) * (h - top - bottom)
+    }
+
+    /// The tick labels of both axes, at round values ([`ticks`]), and with `grid` a light
+    /// horizontal line at each y tick.
+    fn ticks(&self, svg: &mut String, grid: bool) {
+        let (w, h, left, right, _, bottom) = self.size;
+        for (y, text) in ticks(self.y.0, self.y.1) {
+            let py = self.py(y);
+            writeln!(
+                svg,
+                r#"<text x="{}" y="{}" text-anchor="end">{text}</text>"#,
+                left - 6.0,
+                py + 4.0
+            )
+            .unwrap();
+            if grid {
+                writeln!(
+                    svg,
+                    r##"<line x1="{left}" y1="{py}" x2="{}" y2="{py}" stroke="#eee"/>"##,
+                    w - right
+                )
+                .unwrap();
+            }
+        }
+        for (x, text) in ticks(self.x.0, self.x.1) {
+            writeln!(
+                svg,
+                r#"<text x="{}" y="{}" text-anchor="middle">{text}</text>"#,
+                self.px(x),
+                h - bottom + 16.0
+            )
+            .unwrap();
+        }
     }
 
     /// The opening of the SVG: background, title, axes and their labels.
@@ -166,31 +182,7 @@ pub fn line_chart(
     let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
     let frame = Frame::new((w, h, left, right, top, bottom), (x0, x1), (y0, y1));
     let mut svg = frame.open(title, x_label, y_label);
-    for (y, text) in ticks(y0, y1) {
-        writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="end">{text}</text>"#,
-            left - 6.0,
-            frame.py(y) + 4.0
-        )
-        .unwrap();
-        writeln!(
-            svg,
-            r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#eee"/>"##,
-            frame.py(y),
-            w - right
-        )
-        .unwrap();
-    }
-    for (x, text) in ticks(x0, x1) {
-        writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="middle">{text}</text>"#,
-            frame.px(x),
-            h - bottom + 16.0
-        )
-        .unwrap();
-    }
+    frame.ticks(&mut svg, true);
     let mut legend_y = top + 10.0;
     let mut legend = |svg: &mut String, color: &str, label: String| {
         writeln!(
