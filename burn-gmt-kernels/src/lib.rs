@@ -2,7 +2,8 @@
 //! through one backend extension, [`MaskOps`].
 //!
 //! - [`mask`]: the one tensor-level interface callers use: select thresholds, mask, hold,
-//!   count, and read a step's statistics at once.
+//!   count, and read a step's statistics at once; and ask whether this build serves a
+//!   device's backend ([`mask::check_backend`]).
 //! - [`random`]: counter-based draws for the random-mask baseline (pure host math the kernels
 //!   share).
 //! - [`MaskOps`]: the backend extension [`mask`] calls, what a backend implementor touches.
@@ -60,6 +61,7 @@ pub mod stats;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
+mod backend;
 mod bracket_simd;
 mod ops;
 pub use ops::{MaskOps, SelectionCapabilities};

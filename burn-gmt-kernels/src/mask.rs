@@ -31,6 +31,7 @@ use burn::tensor::Tensor;
 use crate::MaskOps;
 use crate::select::thresholds_on_devices;
 
+pub use crate::backend::{BackendNotBuilt, check_backend};
 pub use crate::element::key_bits;
 pub use crate::select::{Selection, select_abs, select_abs_each, threshold_tensor};
 pub use crate::stats::{PendingStats, TensorStats, resolve_stats};

@@ -22,6 +22,21 @@ pub enum GradMaskError {
         /// What to use instead.
         reason: &'static str,
     },
+    /// A gradient lives on a backend this build of burn-gmt does not serve (its cargo feature
+    /// left off while Burn's is on, or a backend burn-gmt has no feature for): refused at the
+    /// first mask, before any kernel runs.
+    #[error(
+        "gradient of parameter {param} is on Burn's {backend} backend, which this build of burn-gmt does not serve: {}",
+        backend_remedy(.feature)
+    )]
+    BackendNotBuilt {
+        /// The parameter's path or id.
+        param: String,
+        /// The backend, as Burn names it (`Cube (cuda)`, `LibTorch`, ...).
+        backend: &'static str,
+        /// burn-gmt's cargo feature that serves it, when one does.
+        feature: Option<&'static str>,
+    },
     /// A gradient has a dtype the mask cannot rank (quantized, or not a float).
     #[error(
         "gradient of parameter {param} has dtype {dtype}, which gradient masking does not support (use f32, f64, f16 or bf16)"
@@ -45,4 +60,12 @@ pub enum GradMaskError {
         /// The device.
         device: String,
     },
+}
+
+/// What to do about a backend burn-gmt does not serve.
+fn backend_remedy(feature: &Option<&'static str>) -> String {
+    match feature {
+        Some(feature) => format!("turn on burn-gmt's `{feature}` cargo feature"),
+        None => "burn-gmt has no cargo feature for it; it serves Flex, NdArray and CubeCL (features `flex`, `ndarray`, `wgpu`, `vulkan`, `metal`, `webgpu`, `cuda`, `rocm`)".into(),
+    }
 }

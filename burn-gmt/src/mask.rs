@@ -6,7 +6,7 @@ use burn::backend::DispatchTensor;
 use burn::tensor::{DType, Device, Tensor};
 
 use crate::error::GradMaskError;
-use burn_gmt_kernels::mask::{self as kernels, key_bits, threshold_tensor};
+use burn_gmt_kernels::mask::{self as kernels, check_backend, key_bits, threshold_tensor};
 
 /// What the mask does to one parameter tensor at one step.
 #[derive(Debug, Clone)]
@@ -23,13 +23,21 @@ pub(crate) enum TensorMask {
     Frozen,
 }
 
-/// Checks that a gradient's dtype can be ranked, and computed with on its device: the
-/// earliest point to refuse it, before any kernel is built for it.
-pub(crate) fn check_dtype(
+/// Checks that a gradient's backend is one this build serves, and that its dtype can be
+/// ranked and computed with on its device: the earliest point to refuse it, before any kernel
+/// is built for it (a backend left out would reach the backend extension's `unimplemented!`).
+pub(crate) fn check_gradient(
     dtype: DType,
     device: &Device,
     param: impl FnOnce() -> String,
 ) -> Result<(), GradMaskError> {
+    if let Err(not_built) = check_backend(device) {
+        return Err(GradMaskError::BackendNotBuilt {
+            param: param(),
+            backend: not_built.backend,
+            feature: not_built.feature,
+        });
+    }
     if key_bits(dtype).is_none() {
         return Err(GradMaskError::UnsupportedDType {
             param: param(),

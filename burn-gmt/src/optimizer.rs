@@ -9,7 +9,7 @@ use burn_pack::Scalar;
 
 use crate::config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
 use crate::error::GradMaskError;
-use crate::mask::{TensorMask, check_dtype, hold_masked, mask_measured};
+use crate::mask::{TensorMask, check_gradient, hold_masked, mask_measured};
 use crate::plan::{PlanEntry, plan, plan_reused};
 use crate::stats::MaskStatsHandle;
 
@@ -260,7 +260,7 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
             replica.next_stream - 1
         });
         let shape = grad.shape();
-        if let Err(err) = check_dtype(grad.dtype(), &grad.device(), || {
+        if let Err(err) = check_gradient(grad.dtype(), &grad.device(), || {
             self.param_name(stream, &shape)
         }) {
             panic!("{err}");

@@ -5,6 +5,8 @@
 use burn::tensor::Tensor;
 use burn_gmt_kernels::mask::{key_bits, select_abs};
 
+use crate::mask::check_gradient;
+
 /// How many entries of `n` a ratio masks: `floor(ratio · n)`, computed in f64.
 pub fn masked_count(ratio: f64, n: u64) -> u64 {
     ((ratio * n as f64).floor() as u64).min(n.saturating_sub(1))
@@ -13,6 +15,11 @@ pub fn masked_count(ratio: f64, n: u64) -> u64 {
 /// The `(k + 1)`-th smallest `|g|` of `grad` (0-based rank `k`), exactly, in O(n) and without
 /// sorting or copying the tensor. NaN ranks above `+inf`; the result is at most `+inf`.
 /// Returns `None` when `k` is out of range or the dtype is not a float the mask supports.
+///
+/// # Panics
+/// If `grad` is on a backend this build of burn-gmt does not serve, naming the cargo feature
+/// that would ([`GradMaskError::BackendNotBuilt`](crate::GradMaskError::BackendNotBuilt)), or
+/// its device does not compute with its dtype.
 ///
 /// ```
 /// use burn::tensor::{Device, Tensor};
@@ -25,6 +32,9 @@ pub fn masked_count(ratio: f64, n: u64) -> u64 {
 /// ```
 pub fn select_kth_abs<const D: usize>(grad: &Tensor<D>, k: u64) -> Option<f64> {
     key_bits(grad.dtype())?;
+    if let Err(err) = check_gradient(grad.dtype(), &grad.device(), || "select_kth_abs".into()) {
+        panic!("{err}");
+    }
     if k >= grad.shape().num_elements() as u64 {
         return None;
     }

@@ -15,7 +15,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{GradMaskConfig, MaskTarget};
 use crate::error::GradMaskError;
-use crate::mask::{TensorMask, check_dtype, mask_measured};
+use crate::mask::{TensorMask, check_gradient, mask_measured};
 use crate::plan::{PlanEntry, path_key, plan_reused, plan_step};
 use crate::stats::{MaskStats, MaskStatsHandle, resolve_named};
 use hold::{collect_held, restore_held};
@@ -360,7 +360,7 @@ impl GradMask {
             entries: &mut entries,
         });
         for entry in &entries {
-            check_dtype(entry.grad.dtype(), &entry.grad.device().into(), || {
+            check_gradient(entry.grad.dtype(), &entry.grad.device().into(), || {
                 entry.path.clone()
             })?;
         }

@@ -4,6 +4,7 @@
 //! One test binary of several modules rather than one per file: the modules share
 //! [`common`] without any of them leaving a helper unused, and the crate links once.
 
+mod backends;
 mod common;
 mod gpu;
 mod grad_mask;
