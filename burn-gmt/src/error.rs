@@ -37,6 +37,21 @@ pub enum GradMaskError {
         /// burn-gmt's cargo feature that serves it, when one does.
         feature: Option<&'static str>,
     },
+    /// The optimizer wrapper was named ([`GradMasked::with_param_paths`](crate::GradMasked::with_param_paths))
+    /// for another number of parameters than it stepped at its first step, so its statistics
+    /// would carry other parameters' names: it steps a group of them
+    /// (`ModuleOptimizer::with_group`; name it with
+    /// [`GradMasked::with_group_paths`](crate::GradMasked::with_group_paths)), or a parameter
+    /// had no gradient at the first step.
+    #[error(
+        "GradMasked was named for {named} trainable parameters but stepped {stepped} at its first step, so its statistics would carry other parameters' names: under ModuleOptimizer::with_group, name it with GradMasked::with_group_paths(&model, &group) (the fallback optimizer's group is ParamGroup::all().exclude(..) of the others); otherwise a parameter had no gradient at the first step"
+    )]
+    ParamPathsMismatch {
+        /// Parameters the wrapper was named for.
+        named: usize,
+        /// Parameters it stepped at its first step.
+        stepped: u64,
+    },
     /// A gradient has a dtype the mask cannot rank (quantized, or not a float).
     #[error(
         "gradient of parameter {param} has dtype {dtype}, which gradient masking does not support (use f32, f64, f16 or bf16)"

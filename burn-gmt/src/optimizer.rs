@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
 use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource};
 use burn::tensor::{Device, Shape, Tensor};
 use burn_pack::Scalar;
@@ -157,7 +157,11 @@ impl<O: Optimizer> GradMasked<O> {
     /// the module's order, so the wrapper's `N`-th new parameter is the module's `N`-th
     /// trainable one (`require_grad`) whenever every trainable parameter has a gradient at its
     /// first step, as in a plain training loop. A parameter whose shape does not match the
-    /// path's keeps the `stream N` name: a name is never a guess.
+    /// path's keeps the `stream N` name: a name is never a guess. A wrapper that steps only
+    /// some of the parameters (`ModuleOptimizer::with_group`) is named with
+    /// [`with_group_paths`](Self::with_group_paths); one that steps fewer parameters at its
+    /// first step than it was named for panics at its second, with
+    /// [`GradMaskError::ParamPathsMismatch`], rather than name them after others.
     ///
     /// ```
     /// use burn::module::Module;
@@ -183,12 +187,59 @@ impl<O: Optimizer> GradMasked<O> {
     /// let names: Vec<String> = stats.latest().tensors.into_iter().map(|t| t.param).collect();
     /// assert_eq!(names, ["encoder.weight", "encoder.bias"]);
     /// ```
-    pub fn with_param_paths<M: Module>(mut self, module: &M) -> Self {
-        struct Collect {
+    pub fn with_param_paths<M: Module>(self, module: &M) -> Self {
+        self.with_group_paths(module, &ParamGroup::all())
+    }
+
+    /// [`with_param_paths`](Self::with_param_paths) for a wrapper that steps the parameters
+    /// of `group` alone: names them by the paths of the trainable parameters of `module` that
+    /// `group` matches, in the module's order.
+    ///
+    /// Give the group the wrapper is added with (`ModuleOptimizer::with_group(group, ..)`);
+    /// for a wrapper that is the `ModuleOptimizer`'s first optimizer (the fallback, from
+    /// `ModuleOptimizer::from`), the parameters no later group takes:
+    /// `ParamGroup::all().exclude(group)`.
+    ///
+    /// ```
+    /// use burn::module::{Module, ParamGroup};
+    /// use burn::nn::{Linear, LinearConfig};
+    /// use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+    /// use burn::tensor::{Device, Distribution, Tensor};
+    /// use burn_gmt::WithGradMask;
+    ///
+    /// #[derive(Module, Debug)]
+    /// struct Attention {
+    ///     q: Linear,
+    ///     k: Linear,
+    /// }
+    ///
+    /// let device = Device::default().autodiff();
+    /// let model = Attention {
+    ///     q: LinearConfig::new(4, 4).init(&device),
+    ///     k: LinearConfig::new(4, 4).init(&device),
+    /// };
+    /// // `k` masked, `q` stepped by plain SGD.
+    /// let plain = ParamGroup::from_predicate("q.");
+    /// let masked = SgdConfig::new()
+    ///     .build()
+    ///     .with_grad_mask(0.3)
+    ///     .with_group_paths(&model, &ParamGroup::all().exclude(plain.clone()));
+    /// let stats = masked.stats_handle();
+    /// let mut optim = ModuleOptimizer::from(masked).with_group(plain, SgdConfig::new().build(), None);
+    ///
+    /// let x = Tensor::<2>::random([2, 4], Distribution::Default, &device);
+    /// let loss = (model.q.forward(x.clone()) + model.k.forward(x)).sum();
+    /// let _model = optim.step(0.1, model, GradientsParams::from_grads(loss.backward(), &model));
+    /// let names: Vec<String> = stats.latest().tensors.into_iter().map(|t| t.param).collect();
+    /// assert_eq!(names, ["k.weight", "k.bias"]);
+    /// ```
+    pub fn with_group_paths<M: Module>(mut self, module: &M, group: &ParamGroup) -> Self {
+        struct Collect<'a> {
+            group: &'a ParamGroup,
             path: Vec<String>,
             params: Vec<ParamPath>,
         }
-        impl ModuleVisitor for Collect {
+        impl ModuleVisitor for Collect<'_> {
             fn enter_module(&mut self, name: &str, _container_type: &str) {
                 self.path.push(name.to_string());
             }
@@ -196,15 +247,17 @@ impl<O: Optimizer> GradMasked<O> {
                 self.path.pop();
             }
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                if param.val().is_require_grad() {
+                let path = self.path.join(".");
+                if param.val().is_require_grad() && self.group.matches(&param.id, Some(&path)) {
                     self.params.push(ParamPath {
-                        path: self.path.join("."),
+                        path,
                         shape: param.lazy_shape(),
                     });
                 }
             }
         }
         let mut collect = Collect {
+            group,
             path: Vec::new(),
             params: Vec::new(),
         };
@@ -222,6 +275,23 @@ impl<O: Optimizer> GradMasked<O> {
     /// optimizer (keep one before moving the optimizer into a `ModuleOptimizer`).
     pub fn stats_handle(&self) -> MaskStatsHandle {
         self.stats.clone()
+    }
+
+    /// Panics when the wrapper was named for more or fewer parameters than a replica stepped
+    /// at its first step: the names would belong to other parameters.
+    fn check_named_count(&self) {
+        let Some(paths) = &self.paths else {
+            return;
+        };
+        // Each replica numbers the same parameters: the most streams any has handed out.
+        let stepped = self.stats.lock().most_streams();
+        if stepped != paths.len() as u64 {
+            let err = GradMaskError::ParamPathsMismatch {
+                named: paths.len(),
+                stepped,
+            };
+            panic!("{err}");
+        }
     }
 
     /// The name of the parameter of draw stream `stream` and shape `shape`.
@@ -253,12 +323,11 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
         };
         // A parameter stepped for the first time (or resumed from the plain optimizer's
         // record) takes the next stream of this thread's replica.
-        let stream = stream.unwrap_or_else(|| {
-            let mut replicas = self.stats.lock();
-            let replica = replicas.this_thread();
-            replica.next_stream += 1;
-            replica.next_stream - 1
-        });
+        let stream = stream.unwrap_or_else(|| self.stats.lock().hand_out_stream());
+        if step == 1 && stream == 0 {
+            // The first parameter of this replica's second step: its first step is complete.
+            self.check_named_count();
+        }
         let shape = grad.shape();
         if let Err(err) = check_gradient(grad.dtype(), &grad.device(), || {
             self.param_name(stream, &shape)

@@ -1,6 +1,7 @@
 //! What the mask did at the last step, and the handle that reads it while training runs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
@@ -159,17 +160,18 @@ impl MaskStatsHandle {
     pub fn latest(&self) -> MaskStats {
         let mut replicas = self.lock();
         replicas
-            .0
+            .by_thread
             .values_mut()
             .max_by_key(|r| r.last_update)
             .map_or_else(MaskStats::default, |r| r.latest.read())
     }
 
     /// The statistics of each replica's latest step, in the order the replicas first
-    /// stepped (one entry for single-device training; one per DDP worker).
+    /// stepped (one entry for single-device training; one per DDP worker). A replica whose
+    /// thread has ended is taken over by the next new thread that steps.
     pub fn replicas(&self) -> Vec<MaskStats> {
         let mut replicas = self.lock();
-        let mut all: Vec<&mut Replica> = replicas.0.values_mut().collect();
+        let mut all: Vec<&mut Replica> = replicas.by_thread.values_mut().collect();
         all.sort_by_key(|r| r.rank);
         all.into_iter().map(|r| r.latest.read()).collect()
     }
@@ -180,36 +182,118 @@ impl MaskStatsHandle {
 }
 
 /// What a mask keeps for each thread that steps it (each replica of the model).
+///
+/// Threads come and go (burn-train starts its DDP workers at each launch): a thread that has
+/// ended leaves its replica, with its rank and latest statistics, to the next new thread that
+/// steps, so the map holds no more replicas than threads ever stepped at once.
 #[derive(Default)]
-pub(crate) struct Replicas(HashMap<ThreadId, Replica>);
+pub(crate) struct Replicas {
+    by_thread: HashMap<ThreadId, Replica>,
+    /// The rank the next new replica takes.
+    next_rank: usize,
+    /// The most draw streams any replica has handed out (its parameters stepped so far).
+    most_streams: u64,
+}
 
 #[derive(Default)]
-pub(crate) struct Replica {
+struct Replica {
     /// The optimizer wrapper's draw stream of the next parameter this thread steps for the
     /// first time.
-    pub next_stream: u64,
+    next_stream: u64,
     /// When this replica last stepped, in steps of any replica (orders the replicas).
     last_update: u64,
     /// First-seen rank of the replica.
     rank: usize,
     latest: LatestStats,
+    /// Whether the thread stepping this replica is still running.
+    thread_alive: Arc<AtomicBool>,
+}
+
+/// Set while the thread that owns it runs; cleared when the thread ends (its thread-locals
+/// are dropped).
+struct ThreadAlive(Arc<AtomicBool>);
+
+impl Drop for ThreadAlive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+thread_local! {
+    static THREAD_ALIVE: ThreadAlive = ThreadAlive(Arc::new(AtomicBool::new(true)));
+}
+
+/// The calling thread's liveness flag (already cleared while the thread is ending).
+fn thread_alive() -> Arc<AtomicBool> {
+    THREAD_ALIVE
+        .try_with(|alive| alive.0.clone())
+        .unwrap_or_default()
 }
 
 impl Replicas {
-    /// The calling thread's replica, created on its first call.
-    pub(crate) fn this_thread(&mut self) -> &mut Replica {
-        let rank = self.0.len();
-        self.0
-            .entry(std::thread::current().id())
-            .or_insert_with(|| Replica {
-                rank,
-                ..Replica::default()
-            })
+    /// The calling thread's replica, created on its first call (taking over the replica of a
+    /// thread that has ended, if any).
+    fn this_thread(&mut self) -> &mut Replica {
+        let id = std::thread::current().id();
+        if !self.by_thread.contains_key(&id) {
+            let replica = match self.take_ended() {
+                // The statistics and rank carry over; the new thread's parameters take
+                // their draw streams afresh, in its own stepping order.
+                Some(ended) => Replica {
+                    next_stream: 0,
+                    thread_alive: thread_alive(),
+                    ..ended
+                },
+                None => {
+                    self.next_rank += 1;
+                    Replica {
+                        rank: self.next_rank - 1,
+                        thread_alive: thread_alive(),
+                        ..Replica::default()
+                    }
+                }
+            };
+            self.by_thread.insert(id, replica);
+        }
+        self.by_thread.get_mut(&id).expect("inserted above")
+    }
+
+    /// Removes and returns the first-ranked replica whose thread has ended.
+    fn take_ended(&mut self) -> Option<Replica> {
+        let ended = self
+            .by_thread
+            .iter()
+            .filter(|(_, r)| !r.thread_alive.load(Ordering::Acquire))
+            .min_by_key(|(_, r)| r.rank)
+            .map(|(id, _)| *id)?;
+        self.by_thread.remove(&ended)
+    }
+
+    /// The draw stream of a parameter the calling thread steps for the first time: the next
+    /// of its replica's.
+    pub(crate) fn hand_out_stream(&mut self) -> u64 {
+        let replica = self.this_thread();
+        let stream = replica.next_stream;
+        replica.next_stream += 1;
+        self.most_streams = self.most_streams.max(stream + 1);
+        stream
+    }
+
+    /// The most draw streams any replica has handed out: the parameters one replica steps,
+    /// once its first step is complete.
+    pub(crate) fn most_streams(&self) -> u64 {
+        self.most_streams
     }
 
     /// The calling thread's replica, marked as the one that stepped last.
     fn stepping(&mut self) -> &mut Replica {
-        let clock = self.0.values().map(|r| r.last_update).max().unwrap_or(0) + 1;
+        let clock = self
+            .by_thread
+            .values()
+            .map(|r| r.last_update)
+            .max()
+            .unwrap_or(0)
+            + 1;
         let replica = self.this_thread();
         replica.last_update = clock;
         replica
@@ -430,5 +514,53 @@ mod tests {
         assert_eq!(steps, [1, 7]);
         handle.lock().record_step(step(2));
         assert_eq!(handle.latest().step, 2);
+    }
+
+    /// Threads that come and go, one after another as burn-train's epochs or launches start
+    /// theirs, keep one replica between them; threads stepping at once keep one each.
+    #[test]
+    fn ended_threads_leave_their_replica_to_the_next() {
+        let handle = MaskStatsHandle::new(false);
+        let step = |n| MaskStats {
+            step: n,
+            ..MaskStats::default()
+        };
+        for n in 0..50 {
+            let worker = handle.clone();
+            let streams = std::thread::spawn(move || {
+                let mut replicas = worker.lock();
+                replicas.record_step(step(n));
+                // A new thread numbers its own new parameters from 0.
+                [replicas.hand_out_stream(), replicas.hand_out_stream()]
+            });
+            assert_eq!(streams.join().unwrap(), [0, 1]);
+            let steps: Vec<u64> = handle.replicas().iter().map(|r| r.step).collect();
+            assert_eq!(steps, [n], "one replica after thread {n}");
+        }
+        assert_eq!(handle.lock().most_streams(), 2);
+
+        // Two workers at once, twice over: two replicas, in rank order, the second pair
+        // taking over the first's.
+        for launch in 0..2 {
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                let workers: Vec<_> = (0..2)
+                    .map(|worker| {
+                        let (handle, barrier) = (&handle, &barrier);
+                        s.spawn(move || {
+                            handle.lock().record_step(step(100 * launch + worker));
+                            // Both stay alive until both have stepped.
+                            barrier.wait();
+                        })
+                    })
+                    .collect();
+                // A join waits for the thread's end, its thread-locals dropped.
+                workers.into_iter().for_each(|w| w.join().unwrap());
+            });
+            assert_eq!(handle.replicas().len(), 2, "launch {launch}");
+        }
+        let mut steps: Vec<u64> = handle.replicas().iter().map(|r| r.step).collect();
+        steps.sort();
+        assert_eq!(steps, [100, 101]);
     }
 }

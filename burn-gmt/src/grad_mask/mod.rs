@@ -148,6 +148,14 @@ impl GradMask {
         &self.last_stats
     }
 
+    /// Parameters whose mask is kept between selections (with `reselect_every > 1`; none
+    /// otherwise): at most the module's parameters, replaced at each selection. For tests of
+    /// long runs.
+    #[doc(hidden)]
+    pub fn kept_masks(&self) -> usize {
+        self.kept.len()
+    }
+
     /// A handle on the statistics of the latest step, shared with every clone of this mask:
     /// keep one before the model holding the mask moves into a `Learner` (for example for a
     /// `burn_gmt::metric::MaskMetric`, feature `train`).

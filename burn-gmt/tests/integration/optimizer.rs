@@ -4,7 +4,7 @@
 use crate::common;
 
 use crate::common::{assert_same, reference_mask};
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -686,4 +686,123 @@ fn the_wrapper_masks_clipped_gradients_and_grad_mask_masks_before_clipping() {
             "{clip_then_mask:?} against {mask_then_clip:?}"
         );
     }
+}
+
+/// Attention projections of one shape: a wrong name passes every shape check.
+#[derive(Module, Debug)]
+struct Projections {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+}
+
+/// Each parameter's reference threshold at `ratio`, by path: what names a statistic's
+/// tensor when every tensor has the same shape.
+fn reference_thresholds(
+    model: &Projections,
+    grads: &GradientsParams,
+    ratio: f64,
+) -> Vec<(String, f64)> {
+    let linears = [("q", &model.q), ("k", &model.k), ("v", &model.v)];
+    let mut out = Vec::new();
+    for (name, linear) in linears {
+        let weight = grads.get::<2>(linear.weight.id).unwrap();
+        let bias = grads.get::<1>(linear.bias.as_ref().unwrap().id).unwrap();
+        for (leaf, values) in [
+            (
+                "weight",
+                weight.into_data().iter::<f64>().collect::<Vec<_>>(),
+            ),
+            ("bias", bias.into_data().iter::<f64>().collect()),
+        ] {
+            let threshold = common::reference_mask(&values, ratio).2.unwrap();
+            out.push((format!("{name}.{leaf}"), threshold));
+        }
+    }
+    out
+}
+
+/// A wrapper that steps a group of the parameters (`ModuleOptimizer::with_group`), or the
+/// parameters no group takes (the fallback optimizer), names each statistic after its own
+/// tensor (the thresholds say which it is), and one named for the whole module refuses at
+/// its second step.
+#[test]
+fn wrapper_in_a_group_names_its_own_parameters() {
+    let device = Device::flex().autodiff();
+    let ratio = 0.3;
+    let model = Projections {
+        q: LinearConfig::new(8, 8).init(&device),
+        k: LinearConfig::new(8, 8).init(&device),
+        v: LinearConfig::new(8, 8).init(&device),
+    };
+    let x = Tensor::<2>::random([5, 8], Distribution::Default, &device);
+    let grads = || {
+        let x = x.clone();
+        let y = model.q.forward(x.clone()) * 2.0 + model.k.forward(x.clone()) * model.v.forward(x);
+        GradientsParams::from_grads((y.clone() * y).mean().backward(), &model)
+    };
+    let expected = reference_thresholds(&model, &grads(), ratio);
+    let thresholds_of = |paths: &[&str]| -> Vec<(String, f64)> {
+        let mut wanted: Vec<_> = expected
+            .iter()
+            .filter(|(p, _)| paths.contains(&p.as_str()))
+            .cloned()
+            .collect();
+        wanted.sort_by(|a, b| a.0.cmp(&b.0));
+        wanted
+    };
+    let named = |stats: &burn_gmt::MaskStatsHandle| -> Vec<(String, f64)> {
+        let mut got: Vec<_> = stats
+            .latest()
+            .tensors
+            .into_iter()
+            .map(|t| (t.param, t.threshold.unwrap()))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        got
+    };
+    let group = ParamGroup::from_any_predicates(vec!["q.", "v."]);
+
+    // The wrapper steps the group.
+    let masked = SgdConfig::new()
+        .build()
+        .with_grad_mask(ratio)
+        .with_group_paths(&model, &group);
+    let stats = masked.stats_handle();
+    let mut optim =
+        ModuleOptimizer::from(SgdConfig::new().build()).with_group(group.clone(), masked, None);
+    let _ = optim.step(0.1, model.clone(), grads());
+    assert_eq!(
+        named(&stats),
+        thresholds_of(&["q.weight", "q.bias", "v.weight", "v.bias"])
+    );
+
+    // The wrapper is the fallback: it steps what the group does not take.
+    let rest = ParamGroup::all().exclude(group.clone());
+    let masked = SgdConfig::new()
+        .build()
+        .with_grad_mask(ratio)
+        .with_group_paths(&model, &rest);
+    let stats = masked.stats_handle();
+    let mut optim =
+        ModuleOptimizer::from(masked).with_group(group.clone(), SgdConfig::new().build(), None);
+    let _ = optim.step(0.1, model.clone(), grads());
+    assert_eq!(named(&stats), thresholds_of(&["k.weight", "k.bias"]));
+
+    // Named for the whole module while stepping the group: refused at the second step.
+    let masked = SgdConfig::new()
+        .build()
+        .with_grad_mask(ratio)
+        .with_param_paths(&model);
+    let mut optim = ModuleOptimizer::from(SgdConfig::new().build()).with_group(group, masked, None);
+    let stepped = optim.step(0.1, model.clone(), grads());
+    let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        optim.step(0.1, stepped, grads());
+    }));
+    let message = *second.expect_err("refused").downcast::<String>().unwrap();
+    assert!(
+        message.starts_with("GradMasked was named for 6 trainable parameters but stepped 4")
+            && message.contains("with_group_paths"),
+        "{message}"
+    );
 }
