@@ -256,10 +256,17 @@ fn wrapper_statistics_are_kept_per_replica() {
         net: net(&device),
         mask: None,
     };
+    // DDP's workers step in lockstep (an all-reduce at every step), so each runs while the
+    // other does; a thread that has ended would leave its replica to the next new one.
+    let both_stepped = std::sync::Barrier::new(2);
     std::thread::scope(|scope| {
         for _ in 0..2 {
             let (model, optim, device) = (model.clone(), optim.clone(), device.clone());
-            scope.spawn(move || run(model, optim, &device));
+            let both_stepped = &both_stepped;
+            scope.spawn(move || {
+                run(model, optim, &device);
+                both_stepped.wait();
+            });
         }
     });
     let replicas = handle.replicas();

@@ -229,7 +229,8 @@ impl<O: Optimizer> GradMasked<O> {
     ///
     /// let x = Tensor::<2>::random([2, 4], Distribution::Default, &device);
     /// let loss = (model.q.forward(x.clone()) + model.k.forward(x)).sum();
-    /// let _model = optim.step(0.1, model, GradientsParams::from_grads(loss.backward(), &model));
+    /// let grads = GradientsParams::from_grads(loss.backward(), &model);
+    /// let _model = optim.step(0.1, model, grads);
     /// let names: Vec<String> = stats.latest().tensors.into_iter().map(|t| t.param).collect();
     /// assert_eq!(names, ["k.weight", "k.bias"]);
     /// ```
