@@ -110,7 +110,7 @@ fn soak<S: Send + 'static>(
             .join()
             .unwrap();
         let done = first + STEPS_PER_THREAD;
-        if done >= WARMUP && done % WARMUP == 0 {
+        if done >= WARMUP && done.is_multiple_of(WARMUP) {
             let (replicas, kept_masks) = sizes(&state);
             let sample = Sample {
                 step: done,
