@@ -50,6 +50,15 @@ pub struct HistogramArgs<F: Float, N: Size> {
     /// and the bins follow that state.
     #[cube(comptime)]
     prefix_in_buffer: bool,
+    /// The word of `hist` that must hold `guard_value` for this pass to count, when
+    /// `guarded`; otherwise the whole launch does nothing (a one-pass mask launches the
+    /// histograms of both its routes and lets its work words pick one on the device).
+    guard_word: usize,
+    /// See `guard_word`.
+    guard_value: u32,
+    /// See `guard_word`.
+    #[cube(comptime)]
+    guarded: bool,
 }
 
 /// The histogram kernel family.
@@ -61,6 +70,12 @@ impl<F: Float, N: Size> PartKernel<F, N> for Histogram {
 
     /// Adds this cube's share of the histogram of the positions `start..end`.
     fn run(args: &mut HistogramArgs<F, N>, start: usize, end: usize, #[comptime] kind: KeyKind) {
+        // The same word for every unit: the whole launch stops, before any barrier.
+        if comptime![args.guarded] {
+            if args.hist[args.guard_word].load() != args.guard_value {
+                terminate!();
+            }
+        }
         let window = comptime![args.window];
         let shift = args.shift;
         let high_shift = args.high_shift;
@@ -196,7 +211,8 @@ impl<F: Float, N: Size> PartKernel<F, N> for Histogram {
 // SAFETY: a unit reads `values` at positions in `start..end` only (the sampled positions and
 // the grid-stride loop both stop at `end`); `hist` indices are digits (below 65,536) or
 // `BELOW_PREFIX_BIN` after `segment_start`'s state words, and `launch` checks that a segment
-// lies within the selection buffer (a plain histogram has every bin); shared indices stay
+// lies within the selection buffer (a plain histogram has every bin) and the guard word
+// within `hist`; shared indices stay
 // below `window + 2` and `SAMPLES`.
 unsafe impl PlannedKernel for Histogram {
     type Args<F: Float, N: Size> = HistogramArgs<F, N>;
@@ -214,8 +230,16 @@ pub enum Prefix {
 }
 
 /// Adds the histogram of `grad` (contiguous, `plan.len` entries) to `hist` (a `u32` buffer
-/// of [`HISTOGRAM_LEN`] counters, or a selection buffer).
-pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u32, prefix: Prefix) {
+/// of [`HISTOGRAM_LEN`] counters, or a selection buffer), only if word `guard.0` of `hist`
+/// holds `guard.1` when a guard is given.
+pub fn launch(
+    grad: &CubeTensor,
+    hist: &CubeTensor,
+    plan: &LaunchPlan,
+    shift: u32,
+    prefix: Prefix,
+    guard: Option<(usize, u32)>,
+) {
     let client = &grad.client;
     let first_pass = shift + crate::buffer::DIGIT_BITS >= plan.kind.key_bits();
     let window = window_bins(
@@ -242,6 +266,13 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u3
             (0, start, true)
         }
     };
+    if let Some((word, _)) = guard {
+        assert!(
+            word < hist.meta.num_elements(),
+            "gradient mask: a guard past the buffer"
+        );
+    }
+    let (guard_word, guard_value) = guard.unwrap_or((0, 0));
     plan.launch::<Histogram>(|| {
         HistogramArgsLaunch::new(
             grad.clone().into_buffer_arg(),
@@ -252,6 +283,9 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u3
             segment_start,
             window,
             prefix_in_buffer,
+            guard_word,
+            guard_value,
+            guard.is_some(),
         )
     });
 }

@@ -7,6 +7,8 @@
 //! arguments; this file holds the launch loop and its one `unsafe` block, which rests on the
 //! promise each family makes by implementing the unsafe trait.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::calculate_cube_count_elemwise;
@@ -158,6 +160,7 @@ impl LaunchPlan {
                 }
                 Grid::Reduction => reduction_grid(&self.client, units),
             };
+            count_launch();
             // SAFETY: `K` promises (`PlannedKernel`) to stay within `part.start..part.end`, a
             // range of the plan's `len` entries at the part's vector width, within the lengths
             // of the buffers its launch function builds, and to end its loops.
@@ -179,6 +182,22 @@ impl LaunchPlan {
     }
 }
 
+/// Kernel launches of this crate so far, in the whole process: each launch site adds one
+/// ([`count_launch`]) right before it launches. Burn's own launches (copies, fills) are not
+/// counted. Process-wide: a `Fusion` device launches from the thread that runs its queue.
+static LAUNCHES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one kernel launch of this crate (every launch site calls it).
+pub fn count_launch() {
+    LAUNCHES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The kernel launches of this crate so far, in the whole process ([`count_launch`]).
+#[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
+pub fn launches() -> u64 {
+    LAUNCHES.load(Ordering::Relaxed)
+}
+
 /// Checks that `threshold` has the entry the threshold kernels read.
 pub fn assert_threshold(threshold: &CubeTensor) {
     assert!(
@@ -196,7 +215,7 @@ const VECTORS_PER_UNIT: usize = 16;
 const MAX_REDUCTION_CUBES: usize = 1024;
 
 /// Cubes and units of a grid-stride reduction over `vectors` vectors.
-fn reduction_grid(client: &Client, vectors: usize) -> (CubeCount, CubeDim) {
+pub fn reduction_grid(client: &Client, vectors: usize) -> (CubeCount, CubeDim) {
     let units = REDUCTION_UNITS
         .min(client.properties().hardware.max_units_per_cube)
         .max(1);

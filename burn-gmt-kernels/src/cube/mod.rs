@@ -102,6 +102,7 @@ mod hold;
 mod key;
 mod launch;
 mod mask;
+mod onepass;
 mod radix;
 mod random;
 mod small;
@@ -123,6 +124,8 @@ use crate::host_ops::{self, ViaData};
 use crate::ops::MaskOps;
 use histogram::Prefix;
 use launch::LaunchPlan;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use launch::launches;
 
 /// The plan of an on-device selection step, which has kernels for every dtype it accepts.
 fn selection_plan(tensors: &[&CubeTensor], len: usize) -> LaunchPlan {
@@ -182,7 +185,7 @@ impl MaskOps for CubeBackend {
                     len < u32::MAX as usize,
                     "gradient mask: a CubeCL histogram counts fewer than 2^32 entries per tensor"
                 );
-                histogram::launch(&grad, &hist, &plan, shift, Prefix::Value(prefix));
+                histogram::launch(&grad, &hist, &plan, shift, Prefix::Value(prefix), None);
                 hist
             }
             Some(_) if len == 0 => hist,
@@ -300,7 +303,7 @@ impl MaskOps for CubeBackend {
         let plan = selection_plan(&[&grad], len);
         if len > 0 {
             let prefix = Prefix::InBuffer(segment as usize);
-            histogram::launch(&grad, &selection, &plan, shift, prefix);
+            histogram::launch(&grad, &selection, &plan, shift, prefix, None);
         }
         selection
     }
@@ -332,6 +335,28 @@ impl MaskOps for CubeBackend {
             plan.storage,
         );
         threshold
+    }
+
+    fn abs_key_mask_rank(
+        grad: FloatTensor<Self>,
+        rank: u64,
+    ) -> (FloatTensor<Self>, IntTensor<Self>) {
+        let len = grad.shape().num_elements();
+        assert!(
+            rank < len as u64,
+            "gradient mask: rank {rank} of {len} entries"
+        );
+        let grad = into_contiguous(grad);
+        let plan = selection_plan(&[&grad], len);
+        if len <= SMALL_SELECT_MAX_ENTRIES {
+            // One launch selects it: the two passes are three launches, the one pass more.
+            let state = Self::abs_key_select(&grad, rank);
+            let threshold = Self::radix_select_threshold(&grad, state.clone());
+            return (Self::abs_threshold_mask(grad, threshold), state);
+        }
+        let inf = inf_key(grad.dtype).expect("a supported float dtype") as u32;
+        let miss = crate::select::route::forced_miss();
+        onepass::mask_rank(&grad, &plan, rank as u32, inf, miss)
     }
 
     fn abs_threshold_count(

@@ -14,6 +14,7 @@ use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
 use super::key::{KeyKind, value_of_key};
+use super::launch::count_launch;
 use burn::backend::ops::IntTensorOps;
 use burn::tensor::TensorData;
 use burn_cubecl::CubeBackend;
@@ -160,6 +161,7 @@ pub fn launch_start(selection: &CubeTensor, ranks: &[u32]) {
     let cube_dim = CubeDim::new(client, len);
     let cube_count = calculate_cube_count_elemwise(client, len, cube_dim);
     let buffer = selection.clone().into_buffer_arg();
+    count_launch();
     if let [rank] = ranks {
         // SAFETY: every unit checks its position against the buffer length.
         unsafe {
@@ -195,6 +197,7 @@ pub fn launch_digit(selection: &CubeTensor, inf_digit: u32) {
     while units > 1 && units > max_units {
         units /= 2;
     }
+    count_launch();
     // SAFETY: cube `s` touches segment `s` only (the buffer holds `segments` whole segments):
     // unit `u` bins `u * run .. (u + 1) * run` of it (all below `DIGITS`, after the state
     // words) and unit 0 its state words and its below bin.
@@ -231,6 +234,7 @@ pub fn launch_threshold(
     let stride = selection_segment_start(len, 1);
     let cube_dim = CubeDim::new(client, segments);
     let cube_count = calculate_cube_count_elemwise(client, segments, cube_dim);
+    count_launch();
     // SAFETY: unit `s` below the threshold count reads word `s * stride` (the key of segment
     // `s`, within the buffer) and writes entry `s`.
     unsafe {
