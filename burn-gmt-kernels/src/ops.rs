@@ -32,6 +32,10 @@ pub struct SelectionCapabilities {
     /// The largest tensor whose per-tensor mask [`MaskOps::abs_key_mask_rank`] selects and
     /// writes in one read-write pass; 0 when the backend selects, then masks (two passes).
     pub one_pass_max_entries: u64,
+    /// The smallest tensor the one read-write pass is worth it for: below it, the launches
+    /// the pass adds cost more than the passes over the gradient it saves (a GPU), and the
+    /// tensor is selected, then masked (with the other tensors of a step, on a GPU).
+    pub one_pass_min_entries: u64,
 }
 
 impl SelectionCapabilities {
@@ -43,10 +47,17 @@ impl SelectionCapabilities {
         device_key_bits: 0,
         device_max_entries: 0,
         one_pass_max_entries: 0,
+        one_pass_min_entries: 0,
     };
 
     /// A device that keeps the whole selection in its memory: `u32` counters and 32-bit keys,
-    /// one launch for a tensor of at most [`SMALL_SELECT_MAX_ENTRIES`] entries.
+    /// one launch for a tensor of at most [`SMALL_SELECT_MAX_ENTRIES`] entries, the one-pass
+    /// mask from 16M entries (2^24) up. The one pass launches 10 kernels for an f32 tensor
+    /// where its selection and mask launch 7 alone, or 3 in a step's batch, and saves two
+    /// reads of the gradient: 128 MiB at 2^24 f32 entries, some 30 µs on an H100, about what
+    /// the launches it adds cost where launching is not hidden behind the GPU's work (issue
+    /// 21 measured 0.45 ms fixed per tensor of 7 launches on an H200). Not measured yet:
+    /// `scripts/gpu-check.sh` times both ways at every size.
     ///
     /// [`SMALL_SELECT_MAX_ENTRIES`]: crate::buffer::SMALL_SELECT_MAX_ENTRIES
     pub const DEVICE: Self = Self {
@@ -55,6 +66,7 @@ impl SelectionCapabilities {
         device_key_bits: 32,
         device_max_entries: u32::MAX as u64,
         one_pass_max_entries: u32::MAX as u64 - 1,
+        one_pass_min_entries: 1 << 24,
     };
 }
 

@@ -668,6 +668,33 @@ fn one_pass_mask_matches_host_sort_on_gpu() {
     }
 }
 
+/// A transposed input is masked in its logical (row-major) order, and an input held elsewhere
+/// is left as it was (the pass writes a new tensor either way).
+#[test]
+fn one_pass_mask_of_transposed_and_shared_inputs_on_gpu() {
+    let Some(device) = gpu_device("one_pass_mask_of_transposed_and_shared_inputs_on_gpu") else {
+        return;
+    };
+    let (rows, cols) = (1024, 1025);
+    let n = rows * cols;
+    let values = sample::<f32>(n, 501);
+    let logical: Vec<f32> = (0..rows)
+        .flat_map(|r| (0..cols).map(move |c| (r, c)))
+        .map(|(r, c)| values[c * rows + r])
+        .collect();
+    let held = tensor(&values, [cols, rows], &device);
+    let grad = held.clone().transpose().into_dispatch();
+    let (masked, state) = <Dispatch as MaskOps>::abs_key_mask_rank(grad, n as u64 / 3);
+    let (expected_state, expected) = sorted_mask_rank(&logical, n / 3);
+    assert_eq!(SelectionState::from_words(&words(state)), expected_state);
+    assert_bits(
+        &read(Tensor::<2>::from_dispatch(masked)),
+        &expected,
+        "transposed",
+    );
+    assert_bits(&read(held), &values, "the held input");
+}
+
 /// A bracket that misses on either side, or whose entries overflow their buffer, still
 /// gives the exact mask: the pass wrote a new tensor, and the mask runs again from the input.
 #[cfg(feature = "testing")]

@@ -14,7 +14,12 @@
 //!   step (one cube per selection scans its 65,536 bins, appends the digit to the prefix,
 //!   records the counts and clears the bins) and the threshold write.
 //! - [`small`]: the whole selection of a tensor of at most 4,096 entries in one launch (keys
-//!   in one cube's shared memory, 8-bit digits), for the small tensors whose cost is launches.
+//!   in one cube's shared memory, 8-bit digits), for the small tensors whose cost is launches;
+//!   also the bracket of a one-pass mask (two ranks among a sample of a tensor's keys).
+//! - [`onepass`]: the exact mask of a tensor's `k` smallest `|g|` in one read-write pass
+//!   (sampled bracket, one pass that masks below it and compacts the entries inside it, the
+//!   digit steps among those, a fix-up scatter), into a new tensor so that a missed bracket
+//!   falls back to the intact input.
 //! - [`mask`]: the fused mask, in place, the threshold read from device memory.
 //! - [`hold`]: the fused select of `MaskTarget::Update`, in place, same threshold.
 //! - [`count`]: masked and non-finite counts against a threshold (global-scope statistics).
@@ -45,7 +50,12 @@
 //!
 //! The selection steps of [`radix`] and [`small`] are single launches over a selection buffer,
 //! each with its own grid: the digit step one cube of 256 units per selection, the threshold
-//! write one unit per selection, the small selection one cube.
+//! write one unit per selection, the small selection one cube. The one-pass mask's pass is a
+//! planned family (elementwise); its start and resolve are launches of their own.
+//!
+//! Every launch site counts its launch (`launch::count_launch`), which tests read through
+//! `burn_gmt_kernels::testing::kernel_launches` (Burn's own copies and fills are not
+//! counted).
 //!
 //! # A mask on the device
 //!
@@ -74,6 +84,41 @@
 //! tensors reaches a Fusion custom operation), so one launch over all the gradients of a step
 //! would need a concatenated copy of them.
 //!
+//! ## The one-pass mask
+//!
+//! [`MaskOps::abs_key_mask_rank`] selects and masks a tensor of more than 4,096 entries
+//! ([`onepass`]; at most 4,096: the three launches above) in one read and one write of the
+//! gradient, plus a few percent of it: the sample bracket (one cube, 4,096 keys at most), the
+//! pass, and the selection among the bracket's entries only. f32:
+//!
+//! | step | launches | passes over the gradient |
+//! |---|---:|---|
+//! | zero the bracket buffer (Burn's fill) | (1) | – |
+//! | bracket from a sample | 1 | – |
+//! | pass: mask below the bracket into a new tensor, compact the bracket's entries | 1 (+1 tail) | 1 read + 1 write |
+//! | start (hit or miss, from the pass's counts) | 1 | – |
+//! | per 16-bit digit: histogram of the buffer, of the input (guarded: one ends at once), digit step | 2 × 3 (+tails) | (on a miss: 1 read each) |
+//! | resolve: scatter zeros over the buffer (on a miss: the mask from the input) | 1 | (on a miss: 1 read + 1 write) |
+//! | **total** | **10 (+tails)** | **1 read + 1 write** (a miss: 3 reads + 2 writes) |
+//!
+//! The buffer holds the bracket's expected share and a quarter more (about 7 % of the
+//! entries near the median rank with a sample of 4,096 keys), read three times in all (two
+//! histograms, the scatter) and written twice (fill, compaction). f16/bf16: one digit, 7
+//! launches. The launches do not depend on the size or the route (`tests/gpu_launches.rs`).
+//!
+//! ## Launches per step do grow with the tensors
+//!
+//! `GradMask`'s step cannot launch a fixed number of kernels for all its tensors today:
+//! every kernel takes the gradients it reads and writes as buffer arguments, and a Burn 0.22
+//! backend extension takes a fixed number of tensors per operation (`#[backend_extension]`
+//! accepts tensors, tuples of them and `#[extension_type]` structs of fixed fields, not a
+//! `Vec`; the Fusion adapter, `burn::backend::fusion::custom::FusionValueAdapter`, is
+//! implemented per field). A launch over all the gradients of a step therefore needs either a
+//! concatenated copy of them (a pass more than the masks it would save) or a hand-written
+//! `ExtensionType` for a list of tensors through the Dispatch, autodiff and Fusion layers
+//! (their hidden adapter traits), which is not done. What is shared today: the selection
+//! buffer and its start, digit and threshold launches (`3T + 4` for `T` f32 tensors).
+//!
 //! Nothing is read back to the host; statistics, when collected, are the selection buffer's
 //! state words (one read-back per step for all tensors). With `MaskScope::Global` the start,
 //! digit and threshold launches happen once per step and each tensor adds its histogram
@@ -84,6 +129,35 @@
 //!
 //! Where the time of such a mask goes is what `GMT_BENCH_BREAKDOWN=1 cargo bench --bench mask`
 //! prints; the figures measured so far are in `docs/performance.md`.
+//!
+//! # CUDA code generation without a GPU
+//!
+//! CubeCL 0.11 can turn these kernels into CUDA C++ with no device: a kernel declared with
+//! `#[cube(launch_unchecked, create_dummy_kernel)]` gets a `create_dummy_kernel` function that
+//! takes the device and target properties as values and returns the kernel, whose
+//! `CubeKernel::define()` is the `KernelDefinition`; cubecl-cpp's `CppCompiler<Cuda>` compiles
+//! that to CUDA C++ source (what cubecl-cuda hands to NVRTC with its `cpp` feature), and NVRTC
+//! (the `nvidia-cuda-nvrtc-cu12` wheel, loaded by `cudarc` at run time) compiles the source for
+//! `sm_80` and `sm_90` on any machine. It is not a test here because of what it costs to
+//! build, not because it cannot be done:
+//! - cubecl-cpp depends on cubecl-core with its `amd` feature, which turns on cubecl-ir's `amd`
+//!   feature (cubecl-cuda adds `nvidia`). Features unify, so a test build that has cubecl-cpp
+//!   gets a different cubecl-ir than the `ndarray,wgpu` build, and rebuilds cubecl-ir and
+//!   everything above it: all of CubeCL and Burn's CubeCL backends (15–30 minutes on the 2
+//!   cores of CI, in a second set of artifacts). The `cuda-nvrtc` check CI runs already has
+//!   these features, but only as a `cargo check` (no code generation); building a test there
+//!   also builds cubecl-cuda, whose cubecl-llvm must be linked or stubbed (see
+//!   `scripts/gpu-bundle.sh`).
+//! - The buffer arguments of a dummy kernel still need a server `Handle` each
+//!   (`BufferArg::from_raw_parts`; an alias would compile a different kernel), so the test
+//!   needs a runtime client (wgpu's, on lavapipe, would do) besides hand-made CUDA device
+//!   properties.
+//!
+//! Doing it without the rebuild means a crate outside the workspace that compiles the
+//! kernels' `#[cube]` code against cubecl-core and cubecl-cpp alone (no Burn), which needs
+//! the kernel code separated from its Burn-facing launch functions. Until then the CUDA
+//! code is checked on a GPU (`scripts/gpu-check.sh`), and by `cargo check --features
+//! cuda-nvrtc` in CI for the host side only.
 //!
 //! # The host reference
 //!
