@@ -86,7 +86,7 @@ pub fn count_entries<F: Float, N: Size, R: MaskedRule>(
         }
         pos += stride;
     }
-    add_cube_counts(counts, masked, non_finite);
+    add_cube_counts(counts, 0usize, masked, non_finite);
 }
 
 // SAFETY: a unit reads `values` at positions in `start..end` only (the grid-stride loop stops
@@ -97,10 +97,11 @@ unsafe impl PlannedKernel for ThresholdCount {
     const GRID: Grid = Grid::Reduction;
 }
 
-/// Adds every unit's two counts to `counts[0]` and `counts[1]`: summed per cube in shared
-/// memory, then one global atomic per counter and cube. Every unit of the cube must call it.
+/// Adds every unit's two counts to `counts[at]` and `counts[at + 1]`: summed per cube in
+/// shared memory, then one global atomic per counter and cube. Every unit of the cube must
+/// call it.
 #[cube]
-pub fn add_cube_counts(counts: &mut [Atomic<u32>], first: u32, second: u32) {
+pub fn add_cube_counts(counts: &mut [Atomic<u32>], at: usize, first: u32, second: u32) {
     let local = Shared::<[Atomic<u32>]>::new_slice(2usize);
     if UNIT_POS == 0u32 {
         local[0usize].store(0u32);
@@ -115,8 +116,8 @@ pub fn add_cube_counts(counts: &mut [Atomic<u32>], first: u32, second: u32) {
     }
     sync_cube();
     if UNIT_POS == 0u32 {
-        counts[0usize].fetch_add(local[0usize].load());
-        counts[1usize].fetch_add(local[1usize].load());
+        counts[at].fetch_add(local[0usize].load());
+        counts[at + 1usize].fetch_add(local[1usize].load());
     }
 }
 

@@ -71,10 +71,8 @@ impl<F: Float, N: Size> PartKernel<F, N> for Histogram {
     /// Adds this cube's share of the histogram of the positions `start..end`.
     fn run(args: &mut HistogramArgs<F, N>, start: usize, end: usize, #[comptime] kind: KeyKind) {
         // The same word for every unit: the whole launch stops, before any barrier.
-        if comptime![args.guarded] {
-            if args.hist[args.guard_word].load() != args.guard_value {
-                terminate!();
-            }
+        if comptime![args.guarded] && args.hist[args.guard_word].load() != args.guard_value {
+            terminate!();
         }
         let window = comptime![args.window];
         let shift = args.shift;

@@ -50,6 +50,7 @@
 
 use cubecl::prelude::*;
 
+use super::count::add_cube_counts;
 use super::histogram::{self, Prefix};
 use super::key::{KeyKind, narrow_key, wide_key};
 use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel, count_launch, reduction_grid};
@@ -71,10 +72,11 @@ pub const WORK_LO: usize = 0;
 pub const WORK_LAST: usize = 1;
 /// Entries below the bracket, counted by the pass.
 pub const WORK_BELOW: usize = 2;
+/// NaN and infinite entries, counted by the pass (the word after [`WORK_BELOW`]: the two are
+/// added together).
+pub const WORK_NON_FINITE: usize = 3;
 /// Entries inside the bracket, counted by the pass (also past the buffer's capacity).
-pub const WORK_INSIDE: usize = 3;
-/// NaN and infinite entries, counted by the pass.
-pub const WORK_NON_FINITE: usize = 4;
+pub const WORK_INSIDE: usize = 4;
 /// The route the start chose: [`ROUTE_BRACKET`] or [`ROUTE_FALLBACK`].
 pub const WORK_ROUTE: usize = 5;
 /// Work words of a one-pass mask.
@@ -118,14 +120,11 @@ impl<F: Float, N: Size> PartKernel<F, N> for BracketPass {
         let work = args.work_start;
         let lo = args.work[work + WORK_LO].load();
         let last = args.work[work + WORK_LAST].load();
-        // [0]: entries inside, [1]: below, [2]: non-finite, of the whole cube.
-        let counters = Shared::<[Atomic<u32>]>::new_slice(3usize);
-        // The cube's first slot in the buffer.
+        // Entries inside the bracket in the whole cube so far, and the cube's first slot.
+        let inside_count = Shared::<[Atomic<u32>]>::new_slice(1usize);
         let mut first_slot = Shared::<[u32]>::new_slice(1usize);
         if UNIT_POS == 0u32 {
-            counters[0usize].store(0u32);
-            counters[1usize].store(0u32);
-            counters[2usize].store(0u32);
+            inside_count[0usize].store(0u32);
         }
         sync_cube();
 
@@ -161,32 +160,18 @@ impl<F: Float, N: Size> PartKernel<F, N> for BracketPass {
         }
         let mut offset = 0u32;
         if inside > 0u32 {
-            offset = counters[0usize].fetch_add(inside);
-        }
-        if below > 0u32 {
-            counters[1usize].fetch_add(below);
-        }
-        if non_finite > 0u32 {
-            counters[2usize].fetch_add(non_finite);
+            offset = inside_count[0usize].fetch_add(inside);
         }
         sync_cube();
         if UNIT_POS == 0u32 {
-            let cube_inside = counters[0usize].load();
+            let cube_inside = inside_count[0usize].load();
             let mut slot = 0u32;
             if cube_inside > 0u32 {
                 slot = args.work[work + WORK_INSIDE].fetch_add(cube_inside);
             }
             first_slot[0usize] = slot;
-            let cube_below = counters[1usize].load();
-            if cube_below > 0u32 {
-                args.work[work + WORK_BELOW].fetch_add(cube_below);
-            }
-            let cube_non_finite = counters[2usize].load();
-            if cube_non_finite > 0u32 {
-                args.work[work + WORK_NON_FINITE].fetch_add(cube_non_finite);
-            }
         }
-        sync_cube();
+        add_cube_counts(&mut args.work, work + WORK_BELOW, below, non_finite);
         if inside > 0u32 {
             let mut slot = first_slot[0usize] + offset;
             #[unroll]

@@ -68,8 +68,8 @@ pub fn bracket_positions(samples: usize, rank: u64, n: u64) -> (Option<usize>, O
     )
 }
 
-/// A bracket that misses, which tests force on a one-pass mask
-/// ([`crate::testing::with_bracket_miss`]): the mask must still be exact.
+/// A bracket that misses, which tests force on a one-pass mask (`testing::with_bracket_miss`,
+/// with the `testing` feature): the mask must still be exact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BracketMiss {
     /// The bracket lies above the threshold: the pass zeroes entries that must stay.
