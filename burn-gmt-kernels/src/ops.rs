@@ -52,7 +52,7 @@ impl SelectionCapabilities {
 
     /// A device that keeps the whole selection in its memory: `u32` counters and 32-bit keys,
     /// one launch for a tensor of at most [`SMALL_SELECT_MAX_ENTRIES`] entries, the one-pass
-    /// mask from 16M entries (2^24) up. The one pass launches 10 kernels for an f32 tensor
+    /// mask from 16M entries (2^24) to 2^31. The one pass launches 10 kernels for an f32 tensor
     /// where its selection and mask launch 7 alone, or 3 in a step's batch, and saves two
     /// reads of the gradient: 128 MiB at 2^24 f32 entries, some 30 µs on an H100, about what
     /// the launches it adds cost where launching is not hidden behind the GPU's work (issue
@@ -65,7 +65,7 @@ impl SelectionCapabilities {
         one_step_max_entries: crate::buffer::SMALL_SELECT_MAX_ENTRIES as u64,
         device_key_bits: 32,
         device_max_entries: u32::MAX as u64,
-        one_pass_max_entries: u32::MAX as u64 - 1,
+        one_pass_max_entries: 1 << 31,
         one_pass_min_entries: 1 << 24,
     };
 }

@@ -316,8 +316,12 @@ fn buffer_cap(len: usize, samples: usize, lo_at: Option<usize>, hi_at: Option<us
     cap.next_multiple_of(64)
 }
 
+/// The largest tensor of a one-pass mask: its `u32` grid-stride loops step past the end by
+/// less than 2^18 without wrapping.
+pub const ONE_PASS_MAX_ENTRIES: usize = 1 << 31;
+
 /// The mask of the `rank` smallest `|g|` of `grad` (contiguous, `plan.len` entries, more
-/// than [`SMALL_SELECT_MAX_ENTRIES`] and fewer than `u32::MAX`) in one read-write pass (see
+/// than [`SMALL_SELECT_MAX_ENTRIES`] and at most [`ONE_PASS_MAX_ENTRIES`]) in one read-write pass (see
 /// the module docs), into a new tensor, with the selection's state words (`U32`). `miss`
 /// forces a bracket that misses (tests only).
 pub fn mask_rank(
@@ -329,8 +333,8 @@ pub fn mask_rank(
 ) -> (CubeTensor, CubeTensor) {
     let len = plan.len;
     assert!(
-        len > SMALL_SELECT_MAX_ENTRIES && len < u32::MAX as usize && (rank as usize) < len,
-        "gradient mask: a one-pass mask takes {SMALL_SELECT_MAX_ENTRIES} to 2^32 entries and a rank below them"
+        len > SMALL_SELECT_MAX_ENTRIES && len <= ONE_PASS_MAX_ENTRIES && (rank as usize) < len,
+        "gradient mask: a one-pass mask takes {SMALL_SELECT_MAX_ENTRIES} to 2^31 entries and a rank below them"
     );
     let (client, device) = (&grad.client, &grad.device);
     let u32_tensor = |len: usize| {
