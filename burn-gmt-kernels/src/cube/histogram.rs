@@ -16,10 +16,13 @@
 use cubecl::prelude::*;
 
 use super::key::{KeyKind, narrow_key, wide_key};
-use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel};
+#[cfg(not(gmt_cuda_codegen))]
+use super::launch::LaunchPlan;
+use super::launch::{Grid, PartKernel, PlannedKernel};
 use crate::buffer::{
     BELOW_PREFIX_BIN, DIGITS, HISTOGRAM_LEN, SELECTION_HISTOGRAM, SELECTION_LEN, STATE_KEY,
 };
+#[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::tensor::CubeTensor;
 
 /// Entries sampled per cube to place its shared window.
@@ -219,6 +222,7 @@ unsafe impl PlannedKernel for Histogram {
 }
 
 /// Where the histogram kernel finds the key prefix of its pass.
+#[cfg(not(gmt_cuda_codegen))]
 pub enum Prefix {
     /// Given by the host.
     Value(u64),
@@ -230,6 +234,7 @@ pub enum Prefix {
 /// Adds the histogram of `grad` (contiguous, `plan.len` entries) to `hist` (a `u32` buffer
 /// of [`HISTOGRAM_LEN`] counters, or a selection buffer), only if word `guard.0` of `hist`
 /// holds `guard.1` when a guard is given.
+#[cfg(not(gmt_cuda_codegen))]
 pub fn launch(
     grad: &CubeTensor,
     hist: &CubeTensor,
@@ -294,6 +299,7 @@ pub fn launch(
 /// bins (16 binades of f32) take nearly all of them. A later pass counts only the entries
 /// that share the chosen prefix, usually few, but all of them when many entries tie: 512 bins
 /// around the median catch a tie. Fewer bins are fewer to clear and merge per cube.
+#[cfg(not(gmt_cuda_codegen))]
 fn window_bins(max_shared_bytes: usize, first_pass: bool) -> u32 {
     let words = (max_shared_bytes / 4).saturating_sub(2 + SAMPLES as usize + 16);
     let mut bins = if first_pass { 2048usize } else { 512 };

@@ -132,32 +132,22 @@
 //!
 //! # CUDA code generation without a GPU
 //!
-//! CubeCL 0.11 can turn these kernels into CUDA C++ with no device: a kernel declared with
-//! `#[cube(launch_unchecked, create_dummy_kernel)]` gets a `create_dummy_kernel` function that
-//! takes the device and target properties as values and returns the kernel, whose
-//! `CubeKernel::define()` is the `KernelDefinition`; cubecl-cpp's `CppCompiler<Cuda>` compiles
-//! that to CUDA C++ source (what cubecl-cuda hands to NVRTC with its `cpp` feature), and NVRTC
-//! (the `nvidia-cuda-nvrtc-cu12` wheel, loaded by `cudarc` at run time) compiles the source for
-//! `sm_80` and `sm_90` on any machine. It is not a test here because of what it costs to
-//! build, not because it cannot be done:
-//! - cubecl-cpp depends on cubecl-core with its `amd` feature, which turns on cubecl-ir's `amd`
-//!   feature (cubecl-cuda adds `nvidia`). Features unify, so a test build that has cubecl-cpp
-//!   gets a different cubecl-ir than the `ndarray,wgpu` build, and rebuilds cubecl-ir and
-//!   everything above it: all of CubeCL and Burn's CubeCL backends (15–30 minutes on the 2
-//!   cores of CI, in a second set of artifacts). The `cuda-nvrtc` check CI runs already has
-//!   these features, but only as a `cargo check` (no code generation); building a test there
-//!   also builds cubecl-cuda, whose cubecl-llvm must be linked or stubbed (see
-//!   `scripts/gpu-bundle.sh`).
-//! - The buffer arguments of a dummy kernel still need a server `Handle` each
-//!   (`BufferArg::from_raw_parts`; an alias would compile a different kernel), so the test
-//!   needs a runtime client (wgpu's, on lavapipe, would do) besides hand-made CUDA device
-//!   properties.
-//!
-//! Doing it without the rebuild means a crate outside the workspace that compiles the
-//! kernels' `#[cube]` code against cubecl-core and cubecl-cpp alone (no Burn), which needs
-//! the kernel code separated from its Burn-facing launch functions. Until then the CUDA
-//! code is checked on a GPU (`scripts/gpu-check.sh`), and by `cargo check --features
-//! cuda-nvrtc` in CI for the host side only.
+//! `tools/cuda-codegen` (a workspace of its own, which CI runs) compiles every kernel family
+//! to CUDA on a machine without a GPU: it includes these files with the `gmt_cuda_codegen`
+//! cfg, which leaves out their Burn-facing launch functions (`#[cfg(not(gmt_cuda_codegen))]`),
+//! builds each kernel with the `create_dummy_kernel` function CubeCL generates for
+//! `#[cube(launch_unchecked, create_dummy_kernel)]` (device properties made by hand as
+//! cubecl-cuda 0.11.3 reads them from a device, buffer handles that are never launched), takes
+//! its `KernelDefinition` (`CubeKernel::define`), turns it into CUDA C++ with cubecl-cpp's
+//! `CppCompiler<Cuda>` (what cubecl-cuda's `cpp` feature hands to NVRTC) and compiles that with
+//! NVRTC (NVIDIA's `nvidia-cuda-nvrtc-cu12` wheel, opened by `cudarc` at run time; the f16 and
+//! bf16 headers from `nvidia-cuda-runtime-cu12`) for sm_80 and sm_90a: every planned family
+//! at the scalar and the 128-bit vector width with 32- and 64-bit addresses, and every kernel
+//! launched on its own, for f32, f16 and bf16 (272 kernels). It is a workspace of its own
+//! because cubecl-cpp turns on cubecl-ir's `amd` feature: in this workspace that would change
+//! cubecl-ir under all of Burn's CubeCL crates and rebuild them; there only CubeCL's compiler
+//! crates build (about 2.5 CPU-minutes cold). What it does not check is what NVRTC cannot: the
+//! kernels' results on a GPU (`scripts/gpu-check.sh`).
 //!
 //! # The host reference
 //!

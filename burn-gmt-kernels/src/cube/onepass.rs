@@ -51,18 +51,27 @@
 use cubecl::prelude::*;
 
 use super::count::add_cube_counts;
+#[cfg(not(gmt_cuda_codegen))]
 use super::histogram::{self, Prefix};
 use super::key::{KeyKind, narrow_key, wide_key};
-use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel, count_launch, reduction_grid};
+use super::launch::{Grid, PartKernel, PlannedKernel};
+#[cfg(not(gmt_cuda_codegen))]
+use super::launch::{LaunchPlan, count_launch, reduction_grid};
+#[cfg(not(gmt_cuda_codegen))]
 use super::radix;
+#[cfg(not(gmt_cuda_codegen))]
 use super::small::{self, BracketSample};
 use crate::buffer::{
     SELECTION_LEN, SELECTION_STATE_LEN, SMALL_SELECT_MAX_ENTRIES, STATE_BELOW, STATE_KEY,
     STATE_NON_FINITE, STATE_REMAINING, radix_passes,
 };
+#[cfg(not(gmt_cuda_codegen))]
 use crate::host::{BracketMiss, bracket_positions, sample_len};
+#[cfg(not(gmt_cuda_codegen))]
 use burn::tensor::{DType, Shape};
+#[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::ops::numeric::{empty_device_dtype, zeros_client};
+#[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::tensor::CubeTensor;
 
 // The work words of a one-pass mask, after its selection buffer's segment.
@@ -204,8 +213,8 @@ unsafe impl PlannedKernel for BracketPass {
 /// from the pass's counts in the work words at `work_start`: on the bracket route it seeks
 /// `rank` among the buffer's values (above its `cap - inside` zero slots), else `rank` among
 /// the input's; clears the segment's histogram and records the route.
-#[cube(launch_unchecked)]
-fn one_pass_start_kernel(
+#[cube(launch_unchecked, create_dummy_kernel)]
+pub(crate) fn one_pass_start_kernel(
     buffer: &mut [u32],
     segment_start: usize,
     work_start: usize,
@@ -237,9 +246,9 @@ fn one_pass_start_kernel(
 /// in `out` the buffer's entries whose key is below the selected one (at most `inf_key`); on
 /// the fallback route, writes `out` from `values` masked against it. Unit 0 writes the
 /// selection's state words to `state`, the counts of the zero slots taken out.
-#[cube(launch_unchecked)]
+#[cube(launch_unchecked, create_dummy_kernel)]
 #[allow(clippy::too_many_arguments)]
-fn one_pass_resolve_kernel<F: Float>(
+pub(crate) fn one_pass_resolve_kernel<F: Float>(
     values: &[F],
     out: &mut [F],
     positions: &[u32],
@@ -309,6 +318,7 @@ fn one_pass_resolve_kernel<F: Float>(
 /// sample positions `lo_at` and `hi_at` among `samples` keys: the bracket's expected share
 /// and a quarter more, plus 1,024, at most `len`; rounded up to whole vectors of 64 entries,
 /// so that its histograms launch no tail.
+#[cfg(not(gmt_cuda_codegen))]
 fn buffer_cap(len: usize, samples: usize, lo_at: Option<usize>, hi_at: Option<usize>) -> usize {
     let span = hi_at.unwrap_or(samples) + 1 - lo_at.unwrap_or(0);
     let expected = span as f64 / samples as f64 * len as f64;
@@ -324,6 +334,7 @@ pub const ONE_PASS_MAX_ENTRIES: usize = 1 << 31;
 /// than [`SMALL_SELECT_MAX_ENTRIES`] and at most [`ONE_PASS_MAX_ENTRIES`]) in one read-write pass (see
 /// the module docs), into a new tensor, with the selection's state words (`U32`). `miss`
 /// forces a bracket that misses (tests only).
+#[cfg(not(gmt_cuda_codegen))]
 pub fn mask_rank(
     grad: &CubeTensor,
     plan: &LaunchPlan,

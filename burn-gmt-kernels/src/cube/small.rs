@@ -11,6 +11,7 @@
 use cubecl::prelude::*;
 
 use super::key::{KeyKind, narrow_key, wide_key};
+#[cfg(not(gmt_cuda_codegen))]
 use super::launch::{LaunchPlan, count_launch};
 use super::onepass::{
     WORK_BELOW, WORK_INSIDE, WORK_LAST, WORK_LEN, WORK_LO, WORK_NON_FINITE, WORK_ROUTE,
@@ -19,9 +20,11 @@ use crate::buffer::{
     SELECTION_STATE_LEN, SMALL_SELECT_MAX_ENTRIES, STATE_BELOW, STATE_KEY, STATE_NON_FINITE,
     STATE_REMAINING,
 };
+#[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::tensor::CubeTensor;
 
 /// Units of the one cube.
+#[cfg(not(gmt_cuda_codegen))]
 const UNITS: u32 = 256;
 /// Bins of an 8-bit digit.
 const BINS: u32 = 256;
@@ -61,9 +64,9 @@ fn jitter(i: u32) -> u32 {
 /// 0, or above every key) and writes them to the work words of a one-pass mask at
 /// `state[work_start..]`, clearing its counters; `forced` (tests only) replaces them with a
 /// bracket that misses: 1 above every finite key, 2 at key 0.
-#[cube(launch_unchecked)]
+#[cube(launch_unchecked, create_dummy_kernel)]
 #[allow(clippy::too_many_arguments)]
-fn radix_select_small_kernel<F: Float>(
+pub(crate) fn radix_select_small_kernel<F: Float>(
     values: &[F],
     state: &mut [u32],
     len: u32,
@@ -215,6 +218,7 @@ fn radix_select_small_kernel<F: Float>(
 /// Launches [`radix_select_small_kernel`] for a whole selection: `grad` contiguous with
 /// `plan.len` entries, at most [`SMALL_SELECT_MAX_ENTRIES`] and more than `rank`; `state` four
 /// `u32` words.
+#[cfg(not(gmt_cuda_codegen))]
 pub fn launch(grad: &CubeTensor, state: &CubeTensor, plan: &LaunchPlan, rank: u32, inf_key: u32) {
     assert!(plan.len <= SMALL_SELECT_MAX_ENTRIES && (rank as usize) < plan.len);
     assert!(state.meta.num_elements() >= SELECTION_STATE_LEN);
@@ -234,6 +238,7 @@ pub fn launch(grad: &CubeTensor, state: &CubeTensor, plan: &LaunchPlan, rank: u3
 /// The ends of a one-pass bracket ([`SmallSelect::Bracket`]): the sample's size and the
 /// positions in it of the bracket's lowest and highest keys (`None` past its ends), and the
 /// miss tests force, if any (1 low, 2 high).
+#[cfg(not(gmt_cuda_codegen))]
 pub struct BracketSample {
     /// Keys drawn, at most [`SMALL_SELECT_MAX_ENTRIES`] and at most the tensor's entries.
     pub samples: u32,
@@ -247,6 +252,7 @@ pub struct BracketSample {
 
 /// Launches [`radix_select_small_kernel`] to bracket a one-pass mask of `grad` (contiguous,
 /// `plan.len` entries): the work words at `buffer[work_start..]`.
+#[cfg(not(gmt_cuda_codegen))]
 pub fn launch_bracket(
     grad: &CubeTensor,
     buffer: &CubeTensor,
@@ -282,6 +288,7 @@ pub fn launch_bracket(
 
 /// One launch of [`radix_select_small_kernel`]; `ranks` are `[rank, rank_hi, samples]`.
 #[allow(clippy::too_many_arguments)]
+#[cfg(not(gmt_cuda_codegen))]
 fn launch_mode(
     grad: &CubeTensor,
     state: &CubeTensor,
