@@ -8,11 +8,14 @@
 # With --bundle PATH (the bundle of scripts/gpu-bundle.sh, its .tar.xz or the extracted
 # directory), nothing is built and no network or Rust toolchain is needed: it runs, from the
 # bundle, the GPU test binaries (BURN_DEVICE=cuda, GMT_REQUIRE_GPU=1), the mask benchmark
-# (cuda, wgpu; then cuda with f16 gradients, GMT_BENCH_F16_SIZES), the per-step breakdown of one mask (cuda; where the per-tensor time goes), the
+# (cuda, wgpu; then cuda with f16 gradients, GMT_BENCH_F16_SIZES; then cuda at 268M entries), the
+# per-step breakdown of one mask (cuda; where the per-tensor time goes), the
 # step benchmark (wgpu then cuda, so its last line is cuda's), the PyTorch
 # anchor (scripts/torch_anchor.py, when python3 has torch) and a smoke run of the GMT study on
 # cuda, each under a time-out and all within GMT_CHECK_BUDGET_S (default 450 s), then prints
-# the test totals and every table last. The bundle's binaries leave LLVM symbols unresolved
+# the test totals, every table and, last, the three GPU figures of issue 21 by name (the mask
+# of 268M entries in copies, the per-tensor mask up to 1M entries in µs, GradMask::apply over
+# SmolLM2-135M's tensors in ms). The bundle's binaries leave LLVM symbols unresolved
 # (NVRTC never calls them): its lib/libllvmstub.so is LD_PRELOADed. CUDA_PATH defaults to
 # /usr/local/cuda; the directory of libnvrtc.so (never a stubs/ directory, whose libcuda.so
 # stub fails) is put on LD_LIBRARY_PATH, and the bundle's libvulkan.so.1 when the machine has
@@ -171,6 +174,46 @@ bench_report() {
         grep -E '^(skipped: |GMT |One |Per-tensor |PyTorch |torch |- |\||$|step overhead:)' || true
 }
 
+# The cell under column $3 of the table rows of backend $2 in benchmark log $1 (columns found
+# by their header names, so added columns do not move them), one per row; with $4 (and $5),
+# only the rows whose column `n` is at most $4 (and at least $5).
+table_column() {
+    awk -F'|' -v backend="$2" -v column="$3" -v max_n="${4:-}" -v min_n="${5:-}" '
+        function trim(s) { gsub(/^ +| +$/, "", s); return s }
+        /^\| backend \|/ { for (i = 2; i < NF; i++) { name[trim($i)] = i } ; next }
+        trim($2) == backend && (column in name) {
+            if (max_n != "" || min_n != "") {
+                if (!("n" in name)) next
+                n = trim($(name["n"])) + 0
+                if ((max_n != "" && n > max_n + 0) || (min_n != "" && n < min_n + 0)) next
+            }
+            print trim($(name[column]))
+        }' "$1" 2>/dev/null || true
+}
+
+# One figure: "NAME: VALUE UNIT (target: TARGET)", or "not measured" without a value.
+figure() {
+    if [[ -n $2 ]]; then
+        echo "$1: $2 $3 (target: $4)"
+    else
+        echo "$1: not measured (target: $4 $3)"
+    fi
+}
+
+# The three GPU figures of issue 21, by name, from the benchmark logs given (the mask
+# benchmark's at 268M entries, the mask benchmark's up to 1M entries, the step benchmark's).
+gpu_figures() {
+    local at_268m=$1 per_tensor=$2 step=$3 n=268435456
+    section "GPU figures (cuda)"
+    figure "mask of 268M entries" \
+        "$(table_column "$at_268m" cuda "mask / copy" "$n" "$n" | tail -1)" copies "at most 1.2"
+    figure "per-tensor mask up to 1M entries" \
+        "$(table_column "$per_tensor" cuda "GMT mask (ms)" 1048576 | sort -g | tail -1 |
+            awk '$1 + 0 > 0 { printf "%.0f", $1 * 1000 }')" µs "at most 60"
+    figure "GradMask::apply over SmolLM2-135M's 272 tensors (step preset ${GMT_STEP_PRESET:-full})" \
+        "$(table_column "$step" cuda "apply (ms)" | tail -1)" ms "at most 2"
+}
+
 # Test totals over cargo test logs.
 test_totals() {
     awk '/^test result:/ { p += $4; f += $6; i += $8 }
@@ -299,6 +342,10 @@ run_bundle() {
         status=1
         summary+=("mask benchmark (f16): FAILED (cuda skipped, or a cuda mask not exact)")
     fi
+    # The copy target's size: 268M f32 entries (1 GiB), cuda only, nothing else in the run.
+    run_step "mask benchmark (268M)" 60 "$log_dir/bench-mask-268m.log" "${rust_env[@]}" \
+        GMT_BENCH_BACKENDS=cuda GMT_BENCH_SIZES=268435456 GMT_BENCH_SORT=0 \
+        "$root/bin/benches/mask"
     run_step "breakdown benchmark" 40 "$log_dir/bench-breakdown.log" "${rust_env[@]}" \
         GMT_BENCH_BACKENDS="${GMT_BREAKDOWN_BACKENDS:-cuda}" GMT_BENCH_BREAKDOWN=1 \
         "$root/bin/benches/mask"
@@ -337,6 +384,7 @@ run_bundle() {
     bench_report "$log_dir/bench-step.log" '^One AdamW step'
     section "PyTorch anchor"
     bench_report "$log_dir/torch.log" '^torch '
+    gpu_figures "$log_dir/bench-mask-268m.log" "$log_dir/bench-mask.log" "$log_dir/bench-step.log"
 }
 
 status=0
@@ -382,5 +430,6 @@ if wants bench; then
     echo "benchmark: $bench_result in $((SECONDS - start)) s"
     section "benchmark table"
     bench_report "$log_dir/bench.log" '^GMT per-tensor mask'
+    gpu_figures "$log_dir/bench.log" "$log_dir/bench.log" "$log_dir/bench-step.log"
 fi
 exit "$status"

@@ -29,6 +29,13 @@ pub struct SelectionCapabilities {
     pub device_key_bits: u32,
     /// The device steps select among fewer entries than this, in all (their counters' range).
     pub device_max_entries: u64,
+    /// The largest tensor whose per-tensor mask [`MaskOps::abs_key_mask_rank`] selects and
+    /// writes in one read-write pass; 0 when the backend selects, then masks (two passes).
+    pub one_pass_max_entries: u64,
+    /// The smallest tensor the one read-write pass is worth it for: below it, the launches
+    /// the pass adds cost more than the passes over the gradient it saves (a GPU), and the
+    /// tensor is selected, then masked (with the other tensors of a step, on a GPU).
+    pub one_pass_min_entries: u64,
 }
 
 impl SelectionCapabilities {
@@ -39,10 +46,18 @@ impl SelectionCapabilities {
         one_step_max_entries: u64::MAX,
         device_key_bits: 0,
         device_max_entries: 0,
+        one_pass_max_entries: 0,
+        one_pass_min_entries: 0,
     };
 
     /// A device that keeps the whole selection in its memory: `u32` counters and 32-bit keys,
-    /// one launch for a tensor of at most [`SMALL_SELECT_MAX_ENTRIES`] entries.
+    /// one launch for a tensor of at most [`SMALL_SELECT_MAX_ENTRIES`] entries, the one-pass
+    /// mask from 16M entries (2^24) to 2^31. The one pass launches 10 kernels for an f32 tensor
+    /// where its selection and mask launch 7 alone, or 3 in a step's batch, and saves two
+    /// reads of the gradient: 128 MiB at 2^24 f32 entries, some 30 µs on an H100, about what
+    /// the launches it adds cost where launching is not hidden behind the GPU's work (issue
+    /// 21 measured 0.45 ms fixed per tensor of 7 launches on an H200). Not measured yet:
+    /// `scripts/gpu-check.sh` times both ways at every size.
     ///
     /// [`SMALL_SELECT_MAX_ENTRIES`]: crate::buffer::SMALL_SELECT_MAX_ENTRIES
     pub const DEVICE: Self = Self {
@@ -50,6 +65,8 @@ impl SelectionCapabilities {
         one_step_max_entries: crate::buffer::SMALL_SELECT_MAX_ENTRIES as u64,
         device_key_bits: 32,
         device_max_entries: u32::MAX as u64,
+        one_pass_max_entries: 1 << 31,
+        one_pass_min_entries: 1 << 24,
     };
 }
 
@@ -204,6 +221,29 @@ pub trait MaskOps: Backend {
             TensorData::new(keys.into_iter().map(E::from_key).collect::<Vec<_>>(), [len])
         });
         Self::float_from_data(data, &like.device())
+    }
+
+    /// `grad` with its `rank` smallest `|g|` zeroed (rank below the entry count; NaN ranks
+    /// above `+inf`, and NaN and ±inf are never zeroed: the threshold is taken at most
+    /// `+inf`), with the [`SELECTION_STATE_LEN`](crate::buffer::SELECTION_STATE_LEN) state
+    /// words of the selection, as [`MaskOps::abs_key_select`] returns them: the same result as
+    /// [`abs_key_select`](MaskOps::abs_key_select), then
+    /// [`abs_threshold_mask`](MaskOps::abs_threshold_mask) at its threshold, which the default
+    /// body does (two passes). A backend that selects and masks in one read-write pass
+    /// overrides it (CubeCL: a sampled bracket, one pass that masks below it and compacts the
+    /// entries inside it, the selection among those and a fix-up scatter) and says up to which
+    /// size in [`SelectionCapabilities::one_pass_max_entries`].
+    #[fusion(meta = |grad, _rank| (grad.clone(), burn::backend::fusion::custom::TensorSpec::new(
+        burn::tensor::Shape::new([crate::buffer::SELECTION_STATE_LEN]),
+        burn::tensor::DType::U32,
+    )))]
+    fn abs_key_mask_rank(
+        grad: FloatTensor<Self>,
+        rank: u64,
+    ) -> (FloatTensor<Self>, IntTensor<Self>) {
+        let state = Self::abs_key_select(&grad, rank);
+        let threshold = Self::radix_select_threshold(&grad, state.clone());
+        (Self::abs_threshold_mask(grad, threshold), state)
     }
 
     /// `[masked, non_finite]` of `grad` against `threshold` ([`host::abs_threshold_count`]):

@@ -3,7 +3,8 @@
 //! every way against the same reference on any backend, and stand in for a build without a
 //! backend's feature.
 
-use crate::select::route::{Forced, with_forced};
+pub use crate::host::BracketMiss;
+use crate::select::route::{Forced, with_forced, with_forced_miss};
 
 /// Runs `f` with every selection on this thread going through the device steps, even on a
 /// CPU backend (where they run through the host bodies of [`MaskOps`](crate::MaskOps)): lets
@@ -25,4 +26,24 @@ pub fn with_radix_select<R>(f: impl FnOnce() -> R) -> R {
 /// still at hand.
 pub fn with_backend_left_out<R>(feature: &'static str, f: impl FnOnce() -> R) -> R {
     crate::backend::with_left_out(feature, f)
+}
+
+/// Runs `f` with every one-pass mask on this thread given a bracket that misses the way
+/// `miss` says: the pass must still give the exact mask, from the input it kept intact. On a
+/// backend that defers its work (a CubeCL device behind `Fusion`), read the results inside
+/// `f`: the mask runs when they are read.
+pub fn with_bracket_miss<R>(miss: BracketMiss, f: impl FnOnce() -> R) -> R {
+    with_forced_miss(miss, f)
+}
+
+/// The kernel launches of this crate so far in the whole process (not Burn's own copies and
+/// fills): a test takes the difference around what it measures, reading its results inside
+/// (a `Fusion` device launches when they are read, from the thread that runs its queue), in a
+/// test binary of its own or with no other test launching meanwhile. Always 0 without a
+/// CubeCL backend.
+pub fn kernel_launches() -> u64 {
+    #[cfg(feature = "cube")]
+    return crate::cube::launches();
+    #[cfg(not(feature = "cube"))]
+    0
 }

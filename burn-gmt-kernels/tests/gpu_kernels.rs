@@ -592,3 +592,142 @@ fn histogram_dtype_is_u32_on_gpu() {
     assert_eq!(hist.dtype(), DType::U32);
     assert_eq!(hist.dims(), [DIGITS + 1]);
 }
+
+/// The state words and the masked gradient a sort gives for the `rank` smallest `|g|` of
+/// `values`: the two-pass mask's result, which the one-pass mask must equal.
+fn sorted_mask_rank<E: TestFloat>(values: &[E], rank: usize) -> (SelectionState, Vec<E>) {
+    let mut keys: Vec<u64> = values.iter().map(|x| x.abs_key()).collect();
+    keys.sort_unstable();
+    let key = keys[rank];
+    let below = keys.iter().filter(|&&k| k < key).count() as u64;
+    let state = SelectionState {
+        key,
+        remaining: rank as u64 - below,
+        below,
+        non_finite: keys.iter().filter(|&&k| k >= E::INF_KEY).count() as u64,
+    };
+    let threshold = E::from_key(key.min(E::INF_KEY));
+    (state, host_mask(values, threshold))
+}
+
+/// The one-pass mask of `values` at `rank` on the device: the masked gradient and the state.
+fn device_mask_rank<E: TestFloat>(
+    values: &[E],
+    rank: usize,
+    device: &Device,
+) -> (SelectionState, Vec<E>) {
+    let grad = tensor(values, [values.len()], device).into_dispatch();
+    let (masked, state) = <Dispatch as MaskOps>::abs_key_mask_rank(grad, rank as u64);
+    let state = SelectionState::from_words(&words(state));
+    (state, read(Tensor::<1>::from_dispatch(masked)))
+}
+
+fn check_mask_rank<E: TestFloat>(values: &[E], ranks: &[usize], device: &Device, context: &str) {
+    for &rank in ranks {
+        let (state, masked) = device_mask_rank(values, rank, device);
+        let (expected_state, expected) = sorted_mask_rank(values, rank);
+        let context = format!("{context} {:?} n={} rank={rank}", E::DTYPE, values.len());
+        assert_eq!(state, expected_state, "{context}");
+        assert_bits(&masked, &expected, &context);
+    }
+}
+
+/// The one-pass mask (and the two-pass mask it takes over from at 4,096 entries and below)
+/// equals the sort's mask and statistics, on awkward values and on ties.
+#[test]
+fn one_pass_mask_matches_host_sort_on_gpu() {
+    let Some(device) = gpu_device("one_pass_mask_matches_host_sort_on_gpu") else {
+        return;
+    };
+    fn check<E: TestFloat>(device: &Device) {
+        for (case, n) in [4096, 4097, 65_537, (1 << 20) + 7].into_iter().enumerate() {
+            let ranks = [0, n / 3, (7 * n) / 10, n - 1];
+            check_mask_rank(&sample::<E>(n, case as u64 + 201), &ranks, device, "sample");
+            // All tied, and ties at zero among a few others.
+            check_mask_rank(&vec![E::from_f64(-0.75); n], &ranks, device, "ties");
+            let zeros: Vec<E> = (0..n)
+                .map(|i| E::from_f64(if i % 5 == 0 { 1.5 } else { 0.0 }))
+                .collect();
+            check_mask_rank(&zeros, &ranks, device, "zeros");
+        }
+    }
+    check::<f32>(&device);
+    if has_dtype(
+        &device,
+        DType::F16,
+        "one_pass_mask_matches_host_sort_on_gpu",
+    ) {
+        check::<f16>(&device);
+    }
+    if has_dtype(
+        &device,
+        DType::BF16,
+        "one_pass_mask_matches_host_sort_on_gpu",
+    ) {
+        check::<bf16>(&device);
+    }
+}
+
+/// A transposed input is masked in its logical (row-major) order, and an input held elsewhere
+/// is left as it was (the pass writes a new tensor either way).
+#[test]
+fn one_pass_mask_of_transposed_and_shared_inputs_on_gpu() {
+    let Some(device) = gpu_device("one_pass_mask_of_transposed_and_shared_inputs_on_gpu") else {
+        return;
+    };
+    let (rows, cols) = (1024, 1025);
+    let n = rows * cols;
+    let values = sample::<f32>(n, 501);
+    let logical: Vec<f32> = (0..rows)
+        .flat_map(|r| (0..cols).map(move |c| (r, c)))
+        .map(|(r, c)| values[c * rows + r])
+        .collect();
+    let held = tensor(&values, [cols, rows], &device);
+    let grad = held.clone().transpose().into_dispatch();
+    let (masked, state) = <Dispatch as MaskOps>::abs_key_mask_rank(grad, n as u64 / 3);
+    let (expected_state, expected) = sorted_mask_rank(&logical, n / 3);
+    assert_eq!(SelectionState::from_words(&words(state)), expected_state);
+    assert_bits(
+        &read(Tensor::<2>::from_dispatch(masked)),
+        &expected,
+        "transposed",
+    );
+    assert_bits(&read(held), &values, "the held input");
+}
+
+/// A bracket that misses on either side, or whose entries overflow their buffer, still
+/// gives the exact mask: the pass wrote a new tensor, and the mask runs again from the input.
+#[cfg(feature = "testing")]
+#[test]
+fn one_pass_mask_survives_a_missed_bracket_on_gpu() {
+    use burn_gmt_kernels::testing::{BracketMiss, with_bracket_miss};
+    let Some(device) = gpu_device("one_pass_mask_survives_a_missed_bracket_on_gpu") else {
+        return;
+    };
+    fn check<E: TestFloat>(device: &Device) {
+        let n = 70_001;
+        let values = sample::<E>(n, 301);
+        // Ranks above the zeros (a bracket forced to key 0 then misses high) and below the
+        // finite entries (one forced above them misses low).
+        let ranks = [n / 3, n / 2, (7 * n) / 10];
+        for miss in [BracketMiss::Low, BracketMiss::High, BracketMiss::Overfull] {
+            let context = format!("{miss:?}");
+            with_bracket_miss(miss, || check_mask_rank(&values, &ranks, device, &context));
+        }
+    }
+    check::<f32>(&device);
+    if has_dtype(
+        &device,
+        DType::F16,
+        "one_pass_mask_survives_a_missed_bracket_on_gpu",
+    ) {
+        check::<f16>(&device);
+    }
+    if has_dtype(
+        &device,
+        DType::BF16,
+        "one_pass_mask_survives_a_missed_bracket_on_gpu",
+    ) {
+        check::<bf16>(&device);
+    }
+}

@@ -7,7 +7,10 @@
 use cubecl::prelude::*;
 
 use super::key::{KeyKind, WIDE_INF_KEY, wide_key};
-use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel, assert_threshold};
+use super::launch::{Grid, PartKernel, PlannedKernel};
+#[cfg(not(gmt_cuda_codegen))]
+use super::launch::{LaunchPlan, assert_threshold};
+#[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::tensor::CubeTensor;
 
 /// The buffers of the threshold count kernel.
@@ -86,7 +89,7 @@ pub fn count_entries<F: Float, N: Size, R: MaskedRule>(
         }
         pos += stride;
     }
-    add_cube_counts(counts, masked, non_finite);
+    add_cube_counts(counts, 0usize, masked, non_finite);
 }
 
 // SAFETY: a unit reads `values` at positions in `start..end` only (the grid-stride loop stops
@@ -97,10 +100,11 @@ unsafe impl PlannedKernel for ThresholdCount {
     const GRID: Grid = Grid::Reduction;
 }
 
-/// Adds every unit's two counts to `counts[0]` and `counts[1]`: summed per cube in shared
-/// memory, then one global atomic per counter and cube. Every unit of the cube must call it.
+/// Adds every unit's two counts to `counts[at]` and `counts[at + 1]`: summed per cube in
+/// shared memory, then one global atomic per counter and cube. Every unit of the cube must
+/// call it.
 #[cube]
-pub fn add_cube_counts(counts: &mut [Atomic<u32>], first: u32, second: u32) {
+pub fn add_cube_counts(counts: &mut [Atomic<u32>], at: usize, first: u32, second: u32) {
     let local = Shared::<[Atomic<u32>]>::new_slice(2usize);
     if UNIT_POS == 0u32 {
         local[0usize].store(0u32);
@@ -115,12 +119,13 @@ pub fn add_cube_counts(counts: &mut [Atomic<u32>], first: u32, second: u32) {
     }
     sync_cube();
     if UNIT_POS == 0u32 {
-        counts[0usize].fetch_add(local[0usize].load());
-        counts[1usize].fetch_add(local[1usize].load());
+        counts[at].fetch_add(local[0usize].load());
+        counts[at + 1usize].fetch_add(local[1usize].load());
     }
 }
 
 /// Checks that `counts` holds the two counters [`add_cube_counts`] adds to.
+#[cfg(not(gmt_cuda_codegen))]
 pub fn assert_counters(counts: &CubeTensor) {
     assert!(
         counts.meta.num_elements() >= 2,
@@ -130,6 +135,7 @@ pub fn assert_counters(counts: &CubeTensor) {
 
 /// Adds the counts of `values` (contiguous, `plan.len` entries) against `threshold[0]` to
 /// `counts` (two zeroed `u32` counters).
+#[cfg(not(gmt_cuda_codegen))]
 pub fn launch(values: &CubeTensor, threshold: &CubeTensor, counts: &CubeTensor, plan: &LaunchPlan) {
     assert_threshold(threshold);
     assert_counters(counts);

@@ -16,10 +16,13 @@
 use cubecl::prelude::*;
 
 use super::key::{KeyKind, narrow_key, wide_key};
-use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel};
+#[cfg(not(gmt_cuda_codegen))]
+use super::launch::LaunchPlan;
+use super::launch::{Grid, PartKernel, PlannedKernel};
 use crate::buffer::{
     BELOW_PREFIX_BIN, DIGITS, HISTOGRAM_LEN, SELECTION_HISTOGRAM, SELECTION_LEN, STATE_KEY,
 };
+#[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::tensor::CubeTensor;
 
 /// Entries sampled per cube to place its shared window.
@@ -50,6 +53,15 @@ pub struct HistogramArgs<F: Float, N: Size> {
     /// and the bins follow that state.
     #[cube(comptime)]
     prefix_in_buffer: bool,
+    /// The word of `hist` that must hold `guard_value` for this pass to count, when
+    /// `guarded`; otherwise the whole launch does nothing (a one-pass mask launches the
+    /// histograms of both its routes and lets its work words pick one on the device).
+    guard_word: usize,
+    /// See `guard_word`.
+    guard_value: u32,
+    /// See `guard_word`.
+    #[cube(comptime)]
+    guarded: bool,
 }
 
 /// The histogram kernel family.
@@ -61,6 +73,10 @@ impl<F: Float, N: Size> PartKernel<F, N> for Histogram {
 
     /// Adds this cube's share of the histogram of the positions `start..end`.
     fn run(args: &mut HistogramArgs<F, N>, start: usize, end: usize, #[comptime] kind: KeyKind) {
+        // The same word for every unit: the whole launch stops, before any barrier.
+        if comptime![args.guarded] && args.hist[args.guard_word].load() != args.guard_value {
+            terminate!();
+        }
         let window = comptime![args.window];
         let shift = args.shift;
         let high_shift = args.high_shift;
@@ -196,7 +212,8 @@ impl<F: Float, N: Size> PartKernel<F, N> for Histogram {
 // SAFETY: a unit reads `values` at positions in `start..end` only (the sampled positions and
 // the grid-stride loop both stop at `end`); `hist` indices are digits (below 65,536) or
 // `BELOW_PREFIX_BIN` after `segment_start`'s state words, and `launch` checks that a segment
-// lies within the selection buffer (a plain histogram has every bin); shared indices stay
+// lies within the selection buffer (a plain histogram has every bin) and the guard word
+// within `hist`; shared indices stay
 // below `window + 2` and `SAMPLES`.
 unsafe impl PlannedKernel for Histogram {
     type Args<F: Float, N: Size> = HistogramArgs<F, N>;
@@ -205,6 +222,7 @@ unsafe impl PlannedKernel for Histogram {
 }
 
 /// Where the histogram kernel finds the key prefix of its pass.
+#[cfg(not(gmt_cuda_codegen))]
 pub enum Prefix {
     /// Given by the host.
     Value(u64),
@@ -214,8 +232,17 @@ pub enum Prefix {
 }
 
 /// Adds the histogram of `grad` (contiguous, `plan.len` entries) to `hist` (a `u32` buffer
-/// of [`HISTOGRAM_LEN`] counters, or a selection buffer).
-pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u32, prefix: Prefix) {
+/// of [`HISTOGRAM_LEN`] counters, or a selection buffer), only if word `guard.0` of `hist`
+/// holds `guard.1` when a guard is given.
+#[cfg(not(gmt_cuda_codegen))]
+pub fn launch(
+    grad: &CubeTensor,
+    hist: &CubeTensor,
+    plan: &LaunchPlan,
+    shift: u32,
+    prefix: Prefix,
+    guard: Option<(usize, u32)>,
+) {
     let client = &grad.client;
     let first_pass = shift + crate::buffer::DIGIT_BITS >= plan.kind.key_bits();
     let window = window_bins(
@@ -242,6 +269,13 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u3
             (0, start, true)
         }
     };
+    if let Some((word, _)) = guard {
+        assert!(
+            word < hist.meta.num_elements(),
+            "gradient mask: a guard past the buffer"
+        );
+    }
+    let (guard_word, guard_value) = guard.unwrap_or((0, 0));
     plan.launch::<Histogram>(|| {
         HistogramArgsLaunch::new(
             grad.clone().into_buffer_arg(),
@@ -252,6 +286,9 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u3
             segment_start,
             window,
             prefix_in_buffer,
+            guard_word,
+            guard_value,
+            guard.is_some(),
         )
     });
 }
@@ -262,6 +299,7 @@ pub fn launch(grad: &CubeTensor, hist: &CubeTensor, plan: &LaunchPlan, shift: u3
 /// bins (16 binades of f32) take nearly all of them. A later pass counts only the entries
 /// that share the chosen prefix, usually few, but all of them when many entries tie: 512 bins
 /// around the median catch a tie. Fewer bins are fewer to clear and merge per cube.
+#[cfg(not(gmt_cuda_codegen))]
 fn window_bins(max_shared_bytes: usize, first_pass: bool) -> u32 {
     let words = (max_shared_bytes / 4).saturating_sub(2 + SAMPLES as usize + 16);
     let mut bins = if first_pass { 2048usize } else { 512 };

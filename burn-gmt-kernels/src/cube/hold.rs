@@ -5,7 +5,10 @@
 use cubecl::prelude::*;
 
 use super::key::{KeyKind, wide_key};
-use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel, assert_threshold};
+use super::launch::{Grid, PartKernel, PlannedKernel};
+#[cfg(not(gmt_cuda_codegen))]
+use super::launch::{LaunchPlan, assert_threshold};
+#[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::tensor::CubeTensor;
 
 /// The buffers of the select kernel.
@@ -50,6 +53,7 @@ unsafe impl PlannedKernel for Hold {
 
 /// Writes into `updated` (contiguous, writable) against `threshold[0]`; `grad` and `previous`
 /// are contiguous with the same `plan.len` entries and dtype.
+#[cfg(not(gmt_cuda_codegen))]
 pub fn launch(
     grad: &CubeTensor,
     threshold: &CubeTensor,

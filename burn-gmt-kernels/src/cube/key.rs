@@ -10,6 +10,7 @@
 //! exactly like the 16-bit key, which is enough to compare against a threshold, and
 //! [`narrow_key`] rebuilds the 16-bit key itself where a histogram needs its digits.
 
+#[cfg(not(gmt_cuda_codegen))]
 use burn::tensor::DType;
 use cubecl::prelude::*;
 
@@ -28,6 +29,7 @@ pub enum KeyKind {
 
 impl KeyKind {
     /// The kind of `dtype`, or `None` for a dtype without kernels (`f64` and the integers).
+    #[cfg(not(gmt_cuda_codegen))]
     pub fn of(dtype: DType) -> Option<Self> {
         match dtype {
             DType::F32 => Some(Self::F32),

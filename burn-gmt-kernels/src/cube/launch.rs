@@ -7,9 +7,16 @@
 //! arguments; this file holds the launch loop and its one `unsafe` block, which rests on the
 //! promise each family makes by implementing the unsafe trait.
 
+#[cfg(not(gmt_cuda_codegen))]
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[cfg(not(gmt_cuda_codegen))]
 use burn::backend::cubecl::dtype_to_storage_type;
+#[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::tensor::CubeTensor;
+#[cfg(not(gmt_cuda_codegen))]
 use cubecl::calculate_cube_count_elemwise;
+#[cfg(not(gmt_cuda_codegen))]
 use cubecl::client::Client;
 use cubecl::prelude::*;
 
@@ -58,8 +65,8 @@ pub unsafe trait PlannedKernel: 'static + Send + Sync {
 }
 
 /// One part of a plan for the family `K`: `K`'s unit code on positions `start..end`.
-#[cube(launch_unchecked, address_type = "dynamic")]
-fn plan_kernel<F: Float, N: Size, K: PlannedKernel>(
+#[cube(launch_unchecked, create_dummy_kernel, address_type = "dynamic")]
+pub fn plan_kernel<F: Float, N: Size, K: PlannedKernel>(
     args: &mut K::Args<F, N>,
     start: usize,
     end: usize,
@@ -73,6 +80,7 @@ fn plan_kernel<F: Float, N: Size, K: PlannedKernel>(
 pub type PlannedArgs<K> = RuntimeArg<<K as PlannedKernel>::Args<plan_kernel::F, plan_kernel::N>>;
 
 /// How one operation covers a contiguous run of `len` entries of one dtype.
+#[cfg(not(gmt_cuda_codegen))]
 pub struct LaunchPlan {
     client: Client,
     /// Entries covered.
@@ -87,6 +95,7 @@ pub struct LaunchPlan {
 }
 
 /// Positions `start..end`, counted in vectors of `vector_size` entries.
+#[cfg(not(gmt_cuda_codegen))]
 #[derive(Debug, PartialEq, Eq)]
 struct Part {
     vector_size: usize,
@@ -96,6 +105,7 @@ struct Part {
 
 /// The parts of `len` entries read `vector_size` at a time: the whole vectors, then the scalar
 /// tail (one entry a position, counted from the first entry), each only if not empty.
+#[cfg(not(gmt_cuda_codegen))]
 fn parts(len: usize, vector_size: usize) -> Vec<Part> {
     let vectors = len / vector_size;
     let tail = len % vector_size;
@@ -117,6 +127,7 @@ fn parts(len: usize, vector_size: usize) -> Vec<Part> {
     parts
 }
 
+#[cfg(not(gmt_cuda_codegen))]
 impl LaunchPlan {
     /// The plan for `len` entries of `tensors` (contiguous, one dtype), or `None` when the
     /// dtype has no kernel (the caller falls back to the host). The vector width is the widest
@@ -158,6 +169,7 @@ impl LaunchPlan {
                 }
                 Grid::Reduction => reduction_grid(&self.client, units),
             };
+            count_launch();
             // SAFETY: `K` promises (`PlannedKernel`) to stay within `part.start..part.end`, a
             // range of the plan's `len` entries at the part's vector width, within the lengths
             // of the buffers its launch function builds, and to end its loops.
@@ -179,7 +191,27 @@ impl LaunchPlan {
     }
 }
 
+/// Kernel launches of this crate so far, in the whole process: each launch site adds one
+/// ([`count_launch`]) right before it launches. Burn's own launches (copies, fills) are not
+/// counted. Process-wide: a `Fusion` device launches from the thread that runs its queue.
+#[cfg(not(gmt_cuda_codegen))]
+static LAUNCHES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one kernel launch of this crate (every launch site calls it).
+#[cfg(not(gmt_cuda_codegen))]
+pub fn count_launch() {
+    LAUNCHES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The kernel launches of this crate so far, in the whole process ([`count_launch`]).
+#[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
+#[cfg(not(gmt_cuda_codegen))]
+pub fn launches() -> u64 {
+    LAUNCHES.load(Ordering::Relaxed)
+}
+
 /// Checks that `threshold` has the entry the threshold kernels read.
+#[cfg(not(gmt_cuda_codegen))]
 pub fn assert_threshold(threshold: &CubeTensor) {
     assert!(
         threshold.meta.num_elements() > 0,
@@ -188,15 +220,19 @@ pub fn assert_threshold(threshold: &CubeTensor) {
 }
 
 /// Units per cube of the grid-stride reductions.
+#[cfg(not(gmt_cuda_codegen))]
 const REDUCTION_UNITS: u32 = 256;
 /// Vectors per unit below which a reduction launches fewer cubes (each cube pays a fixed
 /// cost: clearing and merging its shared counters).
+#[cfg(not(gmt_cuda_codegen))]
 const VECTORS_PER_UNIT: usize = 16;
 /// At most this many cubes per reduction; the grid-stride loop covers the rest.
+#[cfg(not(gmt_cuda_codegen))]
 const MAX_REDUCTION_CUBES: usize = 1024;
 
 /// Cubes and units of a grid-stride reduction over `vectors` vectors.
-fn reduction_grid(client: &Client, vectors: usize) -> (CubeCount, CubeDim) {
+#[cfg(not(gmt_cuda_codegen))]
+pub fn reduction_grid(client: &Client, vectors: usize) -> (CubeCount, CubeDim) {
     let units = REDUCTION_UNITS
         .min(client.properties().hardware.max_units_per_cube)
         .max(1);
@@ -206,6 +242,7 @@ fn reduction_grid(client: &Client, vectors: usize) -> (CubeCount, CubeDim) {
 
 /// Cubes of `units` units each for a reduction over `vectors` vectors: one per
 /// [`VECTORS_PER_UNIT`] vectors a unit, between 1 and [`MAX_REDUCTION_CUBES`].
+#[cfg(not(gmt_cuda_codegen))]
 fn reduction_cubes(vectors: usize, units: u32) -> usize {
     vectors
         .div_ceil(units as usize * VECTORS_PER_UNIT)

@@ -5,7 +5,10 @@
 use cubecl::prelude::*;
 
 use super::key::{KeyKind, wide_key};
-use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel, assert_threshold};
+use super::launch::{Grid, PartKernel, PlannedKernel};
+#[cfg(not(gmt_cuda_codegen))]
+use super::launch::{LaunchPlan, assert_threshold};
+#[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::tensor::CubeTensor;
 
 /// The buffers of the mask kernel.
@@ -47,6 +50,7 @@ unsafe impl PlannedKernel for Mask {
 
 /// Masks the `plan.len` entries of `values` (contiguous, writable, of the plan's dtype) in
 /// place against `threshold` (one entry of that dtype).
+#[cfg(not(gmt_cuda_codegen))]
 pub fn launch(values: &CubeTensor, threshold: &CubeTensor, plan: &LaunchPlan) {
     assert_threshold(threshold);
     plan.launch::<Mask>(|| {

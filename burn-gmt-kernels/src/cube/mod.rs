@@ -14,7 +14,12 @@
 //!   step (one cube per selection scans its 65,536 bins, appends the digit to the prefix,
 //!   records the counts and clears the bins) and the threshold write.
 //! - [`small`]: the whole selection of a tensor of at most 4,096 entries in one launch (keys
-//!   in one cube's shared memory, 8-bit digits), for the small tensors whose cost is launches.
+//!   in one cube's shared memory, 8-bit digits), for the small tensors whose cost is launches;
+//!   also the bracket of a one-pass mask (two ranks among a sample of a tensor's keys).
+//! - [`onepass`]: the exact mask of a tensor's `k` smallest `|g|` in one read-write pass
+//!   (sampled bracket, one pass that masks below it and compacts the entries inside it, the
+//!   digit steps among those, a fix-up scatter), into a new tensor so that a missed bracket
+//!   falls back to the intact input.
 //! - [`mask`]: the fused mask, in place, the threshold read from device memory.
 //! - [`hold`]: the fused select of `MaskTarget::Update`, in place, same threshold.
 //! - [`count`]: masked and non-finite counts against a threshold (global-scope statistics).
@@ -45,7 +50,12 @@
 //!
 //! The selection steps of [`radix`] and [`small`] are single launches over a selection buffer,
 //! each with its own grid: the digit step one cube of 256 units per selection, the threshold
-//! write one unit per selection, the small selection one cube.
+//! write one unit per selection, the small selection one cube. The one-pass mask's pass is a
+//! planned family (elementwise); its start and resolve are launches of their own.
+//!
+//! Every launch site counts its launch (`launch::count_launch`), which tests read through
+//! `burn_gmt_kernels::testing::kernel_launches` (Burn's own copies and fills are not
+//! counted).
 //!
 //! # A mask on the device
 //!
@@ -74,6 +84,41 @@
 //! tensors reaches a Fusion custom operation), so one launch over all the gradients of a step
 //! would need a concatenated copy of them.
 //!
+//! ## The one-pass mask
+//!
+//! [`MaskOps::abs_key_mask_rank`] selects and masks a tensor of more than 4,096 entries
+//! ([`onepass`]; at most 4,096: the three launches above) in one read and one write of the
+//! gradient, plus a few percent of it: the sample bracket (one cube, 4,096 keys at most), the
+//! pass, and the selection among the bracket's entries only. f32:
+//!
+//! | step | launches | passes over the gradient |
+//! |---|---:|---|
+//! | zero the bracket buffer (Burn's fill) | (1) | – |
+//! | bracket from a sample | 1 | – |
+//! | pass: mask below the bracket into a new tensor, compact the bracket's entries | 1 (+1 tail) | 1 read + 1 write |
+//! | start (hit or miss, from the pass's counts) | 1 | – |
+//! | per 16-bit digit: histogram of the buffer, of the input (guarded: one ends at once), digit step | 2 × 3 (+tails) | (on a miss: 1 read each) |
+//! | resolve: scatter zeros over the buffer (on a miss: the mask from the input) | 1 | (on a miss: 1 read + 1 write) |
+//! | **total** | **10 (+tails)** | **1 read + 1 write** (a miss: 3 reads + 2 writes) |
+//!
+//! The buffer holds the bracket's expected share and a quarter more (about 7 % of the
+//! entries near the median rank with a sample of 4,096 keys), read three times in all (two
+//! histograms, the scatter) and written twice (fill, compaction). f16/bf16: one digit, 7
+//! launches. The launches do not depend on the size or the route (`tests/gpu_launches.rs`).
+//!
+//! ## Launches per step do grow with the tensors
+//!
+//! `GradMask`'s step cannot launch a fixed number of kernels for all its tensors today:
+//! every kernel takes the gradients it reads and writes as buffer arguments, and a Burn 0.22
+//! backend extension takes a fixed number of tensors per operation (`#[backend_extension]`
+//! accepts tensors, tuples of them and `#[extension_type]` structs of fixed fields, not a
+//! `Vec`; the Fusion adapter, `burn::backend::fusion::custom::FusionValueAdapter`, is
+//! implemented per field). A launch over all the gradients of a step therefore needs either a
+//! concatenated copy of them (a pass more than the masks it would save) or a hand-written
+//! `ExtensionType` for a list of tensors through the Dispatch, autodiff and Fusion layers
+//! (their hidden adapter traits), which is not done. What is shared today: the selection
+//! buffer and its start, digit and threshold launches (`3T + 4` for `T` f32 tensors).
+//!
 //! Nothing is read back to the host; statistics, when collected, are the selection buffer's
 //! state words (one read-back per step for all tensors). With `MaskScope::Global` the start,
 //! digit and threshold launches happen once per step and each tensor adds its histogram
@@ -84,6 +129,25 @@
 //!
 //! Where the time of such a mask goes is what `GMT_BENCH_BREAKDOWN=1 cargo bench --bench mask`
 //! prints; the figures measured so far are in `docs/performance.md`.
+//!
+//! # CUDA code generation without a GPU
+//!
+//! `tools/cuda-codegen` (a workspace of its own, which CI runs) compiles every kernel family
+//! to CUDA on a machine without a GPU: it includes these files with the `gmt_cuda_codegen`
+//! cfg, which leaves out their Burn-facing launch functions (`#[cfg(not(gmt_cuda_codegen))]`),
+//! builds each kernel with the `create_dummy_kernel` function CubeCL generates for
+//! `#[cube(launch_unchecked, create_dummy_kernel)]` (device properties made by hand as
+//! cubecl-cuda 0.11.3 reads them from a device, buffer handles that are never launched), takes
+//! its `KernelDefinition` (`CubeKernel::define`), turns it into CUDA C++ with cubecl-cpp's
+//! `CppCompiler<Cuda>` (what cubecl-cuda's `cpp` feature hands to NVRTC) and compiles that with
+//! NVRTC (NVIDIA's `nvidia-cuda-nvrtc-cu12` wheel, opened by `cudarc` at run time; the f16 and
+//! bf16 headers from `nvidia-cuda-runtime-cu12`) for sm_80 and sm_90a: every planned family
+//! at the scalar and the 128-bit vector width with 32- and 64-bit addresses, and every kernel
+//! launched on its own, for f32, f16 and bf16 (272 kernels). It is a workspace of its own
+//! because cubecl-cpp turns on cubecl-ir's `amd` feature: in this workspace that would change
+//! cubecl-ir under all of Burn's CubeCL crates and rebuild them; there only CubeCL's compiler
+//! crates build (about 2.5 CPU-minutes cold). What it does not check is what NVRTC cannot: the
+//! kernels' results on a GPU (`scripts/gpu-check.sh`).
 //!
 //! # The host reference
 //!
@@ -102,6 +166,7 @@ mod hold;
 mod key;
 mod launch;
 mod mask;
+mod onepass;
 mod radix;
 mod random;
 mod small;
@@ -123,6 +188,8 @@ use crate::host_ops::{self, ViaData};
 use crate::ops::MaskOps;
 use histogram::Prefix;
 use launch::LaunchPlan;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use launch::launches;
 
 /// The plan of an on-device selection step, which has kernels for every dtype it accepts.
 fn selection_plan(tensors: &[&CubeTensor], len: usize) -> LaunchPlan {
@@ -182,7 +249,7 @@ impl MaskOps for CubeBackend {
                     len < u32::MAX as usize,
                     "gradient mask: a CubeCL histogram counts fewer than 2^32 entries per tensor"
                 );
-                histogram::launch(&grad, &hist, &plan, shift, Prefix::Value(prefix));
+                histogram::launch(&grad, &hist, &plan, shift, Prefix::Value(prefix), None);
                 hist
             }
             Some(_) if len == 0 => hist,
@@ -300,7 +367,7 @@ impl MaskOps for CubeBackend {
         let plan = selection_plan(&[&grad], len);
         if len > 0 {
             let prefix = Prefix::InBuffer(segment as usize);
-            histogram::launch(&grad, &selection, &plan, shift, prefix);
+            histogram::launch(&grad, &selection, &plan, shift, prefix, None);
         }
         selection
     }
@@ -332,6 +399,28 @@ impl MaskOps for CubeBackend {
             plan.storage,
         );
         threshold
+    }
+
+    fn abs_key_mask_rank(
+        grad: FloatTensor<Self>,
+        rank: u64,
+    ) -> (FloatTensor<Self>, IntTensor<Self>) {
+        let len = grad.shape().num_elements();
+        assert!(
+            rank < len as u64,
+            "gradient mask: rank {rank} of {len} entries"
+        );
+        let grad = into_contiguous(grad);
+        let plan = selection_plan(&[&grad], len);
+        if len <= SMALL_SELECT_MAX_ENTRIES {
+            // One launch selects it: the two passes are three launches, the one pass more.
+            let state = Self::abs_key_select(&grad, rank);
+            let threshold = Self::radix_select_threshold(&grad, state.clone());
+            return (Self::abs_threshold_mask(grad, threshold), state);
+        }
+        let inf = inf_key(grad.dtype).expect("a supported float dtype") as u32;
+        let miss = crate::select::route::forced_miss();
+        onepass::mask_rank(&grad, &plan, rank as u32, inf, miss)
     }
 
     fn abs_threshold_count(

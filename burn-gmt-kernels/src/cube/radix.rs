@@ -10,13 +10,20 @@
 //! chosen so far, the rank still sought within it, the entries below the prefix and the
 //! non-finite entries), then the histogram bins and the "below the prefix" bin.
 
+#[cfg(not(gmt_cuda_codegen))]
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
 use super::key::{KeyKind, value_of_key};
+#[cfg(not(gmt_cuda_codegen))]
+use super::launch::count_launch;
+#[cfg(not(gmt_cuda_codegen))]
 use burn::backend::ops::IntTensorOps;
+#[cfg(not(gmt_cuda_codegen))]
 use burn::tensor::TensorData;
+#[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::CubeBackend;
+#[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::tensor::CubeTensor;
 
 use crate::buffer::{
@@ -25,8 +32,8 @@ use crate::buffer::{
 };
 
 /// A cleared selection buffer whose segment `s` seeks rank `ranks[s]`.
-#[cube(launch_unchecked)]
-fn radix_select_start_kernel(selection: &mut [u32], ranks: &[u32]) {
+#[cube(launch_unchecked, create_dummy_kernel)]
+pub(crate) fn radix_select_start_kernel(selection: &mut [u32], ranks: &[u32]) {
     let pos = ABSOLUTE_POS;
     if pos >= selection.len() {
         terminate!();
@@ -40,8 +47,8 @@ fn radix_select_start_kernel(selection: &mut [u32], ranks: &[u32]) {
 
 /// A cleared selection buffer of one segment seeking rank `rank`, given as a launch argument:
 /// the one selection of a lone gradient (the optimizer wrapper's) uploads nothing.
-#[cube(launch_unchecked)]
-fn radix_select_start_one_kernel(selection: &mut [u32], rank: u32) {
+#[cube(launch_unchecked, create_dummy_kernel)]
+pub(crate) fn radix_select_start_one_kernel(selection: &mut [u32], rank: u32) {
     let pos = ABSOLUTE_POS;
     if pos >= selection.len() {
         terminate!();
@@ -59,8 +66,12 @@ fn radix_select_start_one_kernel(selection: &mut [u32], rank: u32) {
 /// the run that holds the sought rank, appends that digit to the prefix, lowers the rank by
 /// the entries of the smaller digits and records the counts; then every unit clears its run
 /// for the next pass. No plane operation: runs on any device.
-#[cube(launch_unchecked)]
-fn radix_select_digit_kernel(selection: &mut [u32], inf_digit: u32, #[comptime] units: u32) {
+#[cube(launch_unchecked, create_dummy_kernel)]
+pub(crate) fn radix_select_digit_kernel(
+    selection: &mut [u32],
+    inf_digit: u32,
+    #[comptime] units: u32,
+) {
     // This cube's segment: its state words, then its bins.
     let state = CUBE_POS * SELECTION_LEN;
     let bins = state + SELECTION_HISTOGRAM;
@@ -134,8 +145,8 @@ fn radix_select_digit_kernel(selection: &mut [u32], inf_digit: u32, #[comptime] 
 /// Writes the value of each segment's selected key (the first word of its state, `stride`
 /// words apart: a selection buffer's segments, or the state words of a one-step selection),
 /// at most `+inf` (`inf_key`), into `threshold[segment]`.
-#[cube(launch_unchecked)]
-fn radix_select_threshold_kernel<F: Float>(
+#[cube(launch_unchecked, create_dummy_kernel)]
+pub(crate) fn radix_select_threshold_kernel<F: Float>(
     selection: &[u32],
     threshold: &mut [F],
     stride: usize,
@@ -153,6 +164,7 @@ fn radix_select_threshold_kernel<F: Float>(
 /// Starts `selection`, one segment of [`SELECTION_LEN`] `u32` words per entry of `ranks`:
 /// [`radix_select_start_one_kernel`] for one rank, else [`radix_select_start_kernel`] with the
 /// ranks uploaded (one small transfer for all the selections of a step).
+#[cfg(not(gmt_cuda_codegen))]
 pub fn launch_start(selection: &CubeTensor, ranks: &[u32]) {
     let client = &selection.client;
     let len = selection.meta.num_elements();
@@ -160,6 +172,7 @@ pub fn launch_start(selection: &CubeTensor, ranks: &[u32]) {
     let cube_dim = CubeDim::new(client, len);
     let cube_count = calculate_cube_count_elemwise(client, len, cube_dim);
     let buffer = selection.clone().into_buffer_arg();
+    count_launch();
     if let [rank] = ranks {
         // SAFETY: every unit checks its position against the buffer length.
         unsafe {
@@ -186,6 +199,7 @@ pub fn launch_start(selection: &CubeTensor, ranks: &[u32]) {
 
 /// Launches [`radix_select_digit_kernel`] on every segment of `selection` (one cube each);
 /// `inf_digit` as in [`crate::buffer::select_digit`].
+#[cfg(not(gmt_cuda_codegen))]
 pub fn launch_digit(selection: &CubeTensor, inf_digit: u32) {
     let client = &selection.client;
     let segments = selection.meta.num_elements() / SELECTION_LEN;
@@ -195,6 +209,7 @@ pub fn launch_digit(selection: &CubeTensor, inf_digit: u32) {
     while units > 1 && units > max_units {
         units /= 2;
     }
+    count_launch();
     // SAFETY: cube `s` touches segment `s` only (the buffer holds `segments` whole segments):
     // unit `u` bins `u * run .. (u + 1) * run` of it (all below `DIGITS`, after the state
     // words) and unit 0 its state words and its below bin.
@@ -212,6 +227,7 @@ pub fn launch_digit(selection: &CubeTensor, inf_digit: u32) {
 
 /// Launches [`radix_select_threshold_kernel`] writing into `threshold` (one entry of the
 /// plan's dtype per segment of `selection`).
+#[cfg(not(gmt_cuda_codegen))]
 pub fn launch_threshold(
     selection: &CubeTensor,
     threshold: &CubeTensor,
@@ -231,6 +247,7 @@ pub fn launch_threshold(
     let stride = selection_segment_start(len, 1);
     let cube_dim = CubeDim::new(client, segments);
     let cube_count = calculate_cube_count_elemwise(client, segments, cube_dim);
+    count_launch();
     // SAFETY: unit `s` below the threshold count reads word `s * stride` (the key of segment
     // `s`, within the buffer) and writes entry `s`.
     unsafe {

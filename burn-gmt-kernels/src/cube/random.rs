@@ -8,9 +8,14 @@
 
 use cubecl::prelude::*;
 
-use super::count::{MaskedRule, MaskedRuleExpand, assert_counters, count_entries};
+#[cfg(not(gmt_cuda_codegen))]
+use super::count::assert_counters;
+use super::count::{MaskedRule, MaskedRuleExpand, count_entries};
 use super::key::{KeyKind, WIDE_INF_KEY, wide_key};
-use super::launch::{Grid, LaunchPlan, PartKernel, PlannedKernel};
+#[cfg(not(gmt_cuda_codegen))]
+use super::launch::LaunchPlan;
+use super::launch::{Grid, PartKernel, PlannedKernel};
+#[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::tensor::CubeTensor;
 
 /// A 64-bit word as two 32-bit halves.
@@ -143,6 +148,7 @@ impl MaskedRule for Draw {
 
 /// The launch argument of the draws under `key` and `bound` (halves: WGSL has no 64-bit
 /// integers).
+#[cfg(not(gmt_cuda_codegen))]
 fn draw(key: u64, bound: u64) -> DrawLaunch {
     let halves = |word: u64| ((word >> 32) as u32, word as u32);
     let (key_hi, key_lo) = halves(key);
@@ -239,6 +245,7 @@ unsafe impl PlannedKernel for RandomCount {
 }
 
 /// Masks `values` (contiguous, writable, fewer than 2^32 entries) in place.
+#[cfg(not(gmt_cuda_codegen))]
 pub fn launch_mask(values: &CubeTensor, plan: &LaunchPlan, key: u64, bound: u64, scale: f64) {
     plan.launch::<RandomMask>(|| {
         RandomMaskArgsLaunch::new(
@@ -252,6 +259,7 @@ pub fn launch_mask(values: &CubeTensor, plan: &LaunchPlan, key: u64, bound: u64,
 
 /// Adds the random-mask counts of `values` (contiguous, fewer than 2^32 entries) to `counts`
 /// (two zeroed `u32` counters).
+#[cfg(not(gmt_cuda_codegen))]
 pub fn launch_count(
     values: &CubeTensor,
     counts: &CubeTensor,

@@ -45,22 +45,39 @@ pub struct KeyBracket {
 /// # Panics
 /// If `sample` is empty.
 pub fn bracket_around(sample: &[u64], rank: u64, n: u64) -> KeyBracket {
-    let samples = sample.len() as f64;
+    let (lo_at, hi_at) = bracket_positions(sample.len(), rank, n);
+    KeyBracket {
+        lo: lo_at.map_or(0, |at| sample[at]),
+        last: hi_at.map_or(u64::MAX, |at| sample[at]),
+    }
+}
+
+/// Where in a sorted sample of `samples` keys the bracket around the `(rank + 1)`-th
+/// smallest of `n` keys has its ends ([`bracket_around`]): the positions of its lowest and
+/// highest keys, `None` past the sample's first or last key (the bracket then starts at key 0
+/// or ends above every key). The device bracket picks the same positions among its sample.
+pub fn bracket_positions(samples: usize, rank: u64, n: u64) -> (Option<usize>, Option<usize>) {
+    let samples_f = samples as f64;
     let q = (rank as f64 + 0.5) / n as f64;
-    let center = q * samples;
-    let spread = 3.5 * (samples * q * (1.0 - q)).sqrt() + 2.0;
+    let center = q * samples_f;
+    let spread = 3.5 * (samples_f * q * (1.0 - q)).sqrt() + 2.0;
     let (lo_at, hi_at) = ((center - spread).floor(), (center + spread).ceil());
-    let lo = if lo_at < 0.0 {
-        0
-    } else {
-        sample[lo_at as usize]
-    };
-    let last = if hi_at < samples {
-        sample[hi_at as usize]
-    } else {
-        u64::MAX
-    };
-    KeyBracket { lo, last }
+    (
+        (lo_at >= 0.0).then_some(lo_at as usize),
+        (hi_at < samples_f).then_some(hi_at as usize),
+    )
+}
+
+/// A bracket that misses, which tests force on a one-pass mask (`testing::with_bracket_miss`,
+/// with the `testing` feature): the mask must still be exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BracketMiss {
+    /// The bracket lies above the threshold: the pass zeroes entries that must stay.
+    Low,
+    /// The bracket lies below the threshold: the pass keeps entries that must be zeroed.
+    High,
+    /// The bracket holds the threshold, but its entries overflow their buffer.
+    Overfull,
 }
 
 /// What one read of a tensor finds against a [`KeyBracket`].

@@ -15,8 +15,8 @@ mod parts;
 mod pass;
 
 pub use bracket::{
-    BracketScan, KeyBracket, bracket_around, sample_keys, sample_len, scan_bracket,
-    select_in_bracket,
+    BracketMiss, BracketScan, KeyBracket, bracket_around, bracket_positions, sample_keys,
+    sample_len, scan_bracket, select_in_bracket,
 };
 pub use parts::{
     KeyParts, PartsSelection, select_abs_key, select_abs_key_by_radix, select_by_bracket,

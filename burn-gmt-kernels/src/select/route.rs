@@ -7,6 +7,7 @@ use burn::tensor::DType;
 
 use crate::MaskOps;
 use crate::element::key_bits;
+use crate::host::BracketMiss;
 
 /// The way a selection goes (see the [`select`](super) module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,36 @@ pub(crate) fn with_forced<R>(forced: Forced, f: impl FnOnce() -> R) -> R {
     let out = f();
     FORCED.set(previous);
     out
+}
+
+#[cfg(any(test, feature = "testing"))]
+thread_local! {
+    static FORCED_MISS: std::cell::Cell<Option<BracketMiss>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every one-pass mask on this thread given a bracket that misses as `miss`
+/// says.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn with_forced_miss<R>(miss: BracketMiss, f: impl FnOnce() -> R) -> R {
+    let previous = FORCED_MISS.replace(Some(miss));
+    let out = f();
+    FORCED_MISS.set(previous);
+    out
+}
+
+/// The bracket miss tests forced on this thread, if any.
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(not(feature = "cube"), allow(dead_code))]
+pub(crate) fn forced_miss() -> Option<BracketMiss> {
+    FORCED_MISS.get()
+}
+
+/// Nothing is forced outside tests.
+#[cfg(not(any(test, feature = "testing")))]
+#[cfg_attr(not(feature = "cube"), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn forced_miss() -> Option<BracketMiss> {
+    None
 }
 
 /// Whether tests forced the device steps, and whether they ruled out the shortcuts.
