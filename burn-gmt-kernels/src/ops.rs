@@ -29,6 +29,9 @@ pub struct SelectionCapabilities {
     pub device_key_bits: u32,
     /// The device steps select among fewer entries than this, in all (their counters' range).
     pub device_max_entries: u64,
+    /// The largest tensor whose per-tensor mask [`MaskOps::abs_key_mask_rank`] selects and
+    /// writes in one read-write pass; 0 when the backend selects, then masks (two passes).
+    pub one_pass_max_entries: u64,
 }
 
 impl SelectionCapabilities {
@@ -39,6 +42,7 @@ impl SelectionCapabilities {
         one_step_max_entries: u64::MAX,
         device_key_bits: 0,
         device_max_entries: 0,
+        one_pass_max_entries: u64::MAX,
     };
 
     /// A device that keeps the whole selection in its memory: `u32` counters and 32-bit keys,
@@ -50,6 +54,7 @@ impl SelectionCapabilities {
         one_step_max_entries: crate::buffer::SMALL_SELECT_MAX_ENTRIES as u64,
         device_key_bits: 32,
         device_max_entries: u32::MAX as u64,
+        one_pass_max_entries: 0,
     };
 }
 
@@ -206,6 +211,24 @@ pub trait MaskOps: Backend {
         Self::float_from_data(data, &like.device())
     }
 
+    /// `grad` with its `rank` smallest `|g|` zeroed (rank below the entry count; NaN ranks
+    /// above `+inf`, and NaN and ±inf are never zeroed: the threshold is taken at most
+    /// `+inf`), selected and masked in one read-write pass ([`host::mask_smallest`]: a sampled
+    /// bracket, one pass that masks below it and keeps the few entries inside it, the
+    /// selection among those and a fix-up of the ones below the threshold), with the
+    /// [`SELECTION_STATE_LEN`](crate::buffer::SELECTION_STATE_LEN) state words of the
+    /// selection, as [`MaskOps::abs_key_select`] returns them. The same result as
+    /// [`abs_key_select`](MaskOps::abs_key_select), then
+    /// [`abs_threshold_mask`](MaskOps::abs_threshold_mask) at its threshold. Routing calls it
+    /// only where [`SelectionCapabilities::one_pass_max_entries`] allows.
+    #[fusion(default)]
+    fn abs_key_mask_rank(
+        grad: FloatTensor<Self>,
+        rank: u64,
+    ) -> (FloatTensor<Self>, IntTensor<Self>) {
+        host_ops::abs_key_mask_rank::<Self, ViaData>(grad, rank)
+    }
+
     /// `[masked, non_finite]` of `grad` against `threshold` ([`host::abs_threshold_count`]):
     /// what [`MaskOps::abs_threshold_mask`] zeroes and what it never touches.
     #[fusion(dtype = burn::tensor::DType::U32, shape = burn::tensor::Shape::new([2]))]
@@ -343,6 +366,13 @@ macro_rules! host_mask_ops {
                 threshold: FloatTensor<Self>,
             ) -> FloatTensor<Self> {
                 $crate::host_ops::abs_threshold_mask::<Self, InPlace>(grad, threshold)
+            }
+
+            fn abs_key_mask_rank(
+                grad: FloatTensor<Self>,
+                rank: u64,
+            ) -> (FloatTensor<Self>, IntTensor<Self>) {
+                $crate::host_ops::abs_key_mask_rank::<Self, InPlace>(grad, rank)
             }
 
             fn abs_threshold_select(

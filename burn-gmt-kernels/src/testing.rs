@@ -2,7 +2,8 @@
 //! never in a normal build): they force the way a selection goes, so that tests can check
 //! every way against the same reference on any backend.
 
-use crate::select::route::{Forced, with_forced};
+pub use crate::host::BracketMiss;
+use crate::select::route::{Forced, with_forced, with_forced_miss};
 
 /// Runs `f` with every selection on this thread going through the device steps, even on a
 /// CPU backend (where they run through the host bodies of [`MaskOps`](crate::MaskOps)): lets
@@ -16,4 +17,18 @@ pub fn with_device_select<R>(f: impl FnOnce() -> R) -> R {
 /// or bracket selection would take: lets tests check every way against the same reference.
 pub fn with_radix_select<R>(f: impl FnOnce() -> R) -> R {
     with_forced(Forced::Radix, f)
+}
+
+/// Runs `f` with every per-tensor magnitude mask on this thread selected, then masked in a
+/// pass of its own (today's two passes), even where the one read-write pass
+/// ([`mask::mask_smallest`](crate::mask::mask_smallest)) is the backend's way: lets tests
+/// check both against each other.
+pub fn with_two_pass_mask<R>(f: impl FnOnce() -> R) -> R {
+    with_forced(Forced::TwoPass, f)
+}
+
+/// Runs `f` with every one-pass mask on this thread given a bracket that misses the way
+/// `miss` says: the pass must still give the exact mask, from the input it kept intact.
+pub fn with_bracket_miss<R>(miss: BracketMiss, f: impl FnOnce() -> R) -> R {
+    with_forced_miss(miss, f)
 }

@@ -285,6 +285,7 @@ mod tests {
                 None => select(),
                 Some(Forced::Radix) => with_radix_select(select),
                 Some(Forced::DeviceSteps) => with_device_select(select),
+                Some(Forced::TwoPass) => crate::testing::with_two_pass_mask(select),
             };
             let key = sorted[rank as usize].min(inf);
             let value = key_to_f64(dtype, key).unwrap();

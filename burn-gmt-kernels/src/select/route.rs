@@ -7,6 +7,7 @@ use burn::tensor::DType;
 
 use crate::MaskOps;
 use crate::element::key_bits;
+use crate::host::BracketMiss;
 
 /// The way a selection goes (see the [`select`](super) module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub(crate) enum Forced {
     DeviceSteps,
     /// Through radix passes, with no one-step or bracket shortcut.
     Radix,
+    /// Selected, then masked in a pass of its own: today's two passes, never the one pass.
+    TwoPass,
 }
 
 #[cfg(any(test, feature = "testing"))]
@@ -39,6 +42,34 @@ pub(crate) fn with_forced<R>(forced: Forced, f: impl FnOnce() -> R) -> R {
     let out = f();
     FORCED.set(previous);
     out
+}
+
+#[cfg(any(test, feature = "testing"))]
+thread_local! {
+    static FORCED_MISS: std::cell::Cell<Option<BracketMiss>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every one-pass mask on this thread given a bracket that misses as `miss`
+/// says.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn with_forced_miss<R>(miss: BracketMiss, f: impl FnOnce() -> R) -> R {
+    let previous = FORCED_MISS.replace(Some(miss));
+    let out = f();
+    FORCED_MISS.set(previous);
+    out
+}
+
+/// The bracket miss tests forced on this thread, if any.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn forced_miss() -> Option<BracketMiss> {
+    FORCED_MISS.get()
+}
+
+/// Nothing is forced outside tests.
+#[cfg(not(any(test, feature = "testing")))]
+#[inline(always)]
+pub(crate) fn forced_miss() -> Option<BracketMiss> {
+    None
 }
 
 /// Whether tests forced the device steps, and whether they ruled out the shortcuts.
@@ -90,6 +121,20 @@ pub(crate) fn route(grads: &[DispatchTensor], dtype: DType) -> Route {
     } else {
         Route::HostPasses
     }
+}
+
+/// Whether `grad`'s `rank` smallest `|g|` are selected and masked in one read-write pass
+/// ([`MaskOps::abs_key_mask_rank`]) rather than selected, then masked: the one place that
+/// decides, from what the backend says it does ([`SelectionCapabilities::one_pass_max_entries`](crate::SelectionCapabilities::one_pass_max_entries)).
+/// Tests that force a selection route (or the two passes) get the two passes.
+pub(crate) fn one_pass(grad: &DispatchTensor) -> bool {
+    #[cfg(any(test, feature = "testing"))]
+    if FORCED.get().is_some() {
+        return false;
+    }
+    let caps = <Dispatch as MaskOps>::selection_capabilities(grad);
+    let n = grad.shape().num_elements() as u64;
+    key_bits(grad.dtype()).is_some() && n > 0 && n <= caps.one_pass_max_entries
 }
 
 /// Whether `grads` live on more than one device.
