@@ -36,6 +36,8 @@
 //! pass that compacts the bracket's keys and positions, a selection among them, a fix-up
 //! scatter, and the same fall-back from an input left intact.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::bracket_simd::{self, KeyBounds, MaskOut};
@@ -60,10 +62,6 @@ pub enum BracketMiss {
     /// The bracket of the sample, with room for one key: the buffer overflows.
     Overfull,
 }
-
-/// Output slices of at least this many bytes per task are written with non-temporal stores
-/// (beyond a core's 2 MiB L2 cache the output would be evicted before it is read again).
-const STREAM_MIN_BYTES: usize = 1 << 20;
 
 /// Zeroes into `output` the `rank` smallest `|x|` of `input` (NaN ranking above `+inf`;
 /// NaN and ±inf never zeroed, the threshold taken at most `+inf`), copying the others, and
@@ -135,11 +133,10 @@ fn mask_in_bracket<E: MaskElement>(
     let task = task_len(n);
     // Each task its share of the cap (the whole cap when there is one task).
     let task_cap = (cap * task.min(n)).div_ceil(n);
-    let stream = task * std::mem::size_of::<E>() >= STREAM_MIN_BYTES;
     let tasks: Vec<TaskPass<E::AbsBits>> = input
         .par_chunks(task)
         .zip(output.par_chunks_mut(task))
-        .map(|(input, output)| edges.pass(input, output, task_cap, stream))
+        .map(|(input, output)| edges.pass(input, output, task_cap))
         .collect();
     let below: u64 = tasks.iter().map(|t| t.below).sum();
     let inside: u64 = tasks.iter().map(|t| t.inside).sum();
@@ -223,17 +220,11 @@ impl<E: MaskElement> Edges<E> {
 
     /// One task's pass (fewer than 2^32 entries): in vector code where the CPU has it (for
     /// `f32`, `f16` and `bf16`), the portable loop otherwise.
-    fn pass(
-        &self,
-        input: &[E],
-        output: &mut [E],
-        cap: usize,
-        stream: bool,
-    ) -> TaskPass<E::AbsBits> {
+    fn pass(&self, input: &[E], output: &mut [E], cap: usize) -> TaskPass<E::AbsBits> {
         let cap = if self.keep { cap } else { 0 };
         let simd = bracket_simd::best().and_then(|isa| match std::mem::size_of::<E::AbsBits>() {
-            4 => self.pass_simd::<u32>(isa, input, output, cap, stream),
-            2 => self.pass_simd::<u16>(isa, input, output, cap, stream),
+            4 => self.pass_simd::<u32>(isa, input, output, cap),
+            2 => self.pass_simd::<u16>(isa, input, output, cap),
             _ => None,
         });
         let mut pass = simd.unwrap_or_else(|| self.pass_portable(input, output, cap));
@@ -252,7 +243,6 @@ impl<E: MaskElement> Edges<E> {
         input: &[E],
         output: &mut [E],
         cap: usize,
-        stream: bool,
     ) -> Option<TaskPass<E::AbsBits>> {
         let lanes: &[L] = bytemuck::try_cast_slice(input).ok()?;
         let values: &mut [L] = bytemuck::try_cast_slice_mut(output).ok()?;
@@ -264,19 +254,32 @@ impl<E: MaskElement> Edges<E> {
             nan: word(self.nan)?,
         };
         let zero = word(self.zero)?;
-        let mut keys = vec![E::AbsBits::default(); cap + 16];
-        let mut positions = vec![0u32; cap + 16];
+        if std::mem::size_of::<L>() != std::mem::size_of::<E::AbsBits>() {
+            return None;
+        }
+        // Uninitialised room: the pass writes the kept ones from the start, and zeroing a
+        // buffer of an eighth of the entries cost more than the pass's writes to it.
+        let mut keys: Vec<E::AbsBits> = Vec::with_capacity(cap + 16);
+        let mut positions: Vec<u32> = Vec::with_capacity(cap + 16);
+        let room = &mut keys.spare_capacity_mut()[..cap + 16];
+        // SAFETY: `L` is `E::AbsBits`'s width (checked above) and both are unsigned integers
+        // of that width (`u32` or `u16`), so the same size and alignment; the slice covers
+        // the same room.
+        let room: &mut [MaybeUninit<L>] =
+            unsafe { std::slice::from_raw_parts_mut(room.as_mut_ptr().cast(), room.len()) };
         let out = MaskOut {
             values,
-            keys: bytemuck::try_cast_slice_mut(&mut keys).ok()?,
-            positions: &mut positions,
+            keys: room,
+            positions: &mut positions.spare_capacity_mut()[..cap + 16],
             cap,
-            stream,
         };
         let (below, non_finite, inside) = bracket_simd::mask_keys(isa, lanes, bounds, zero, out)?;
         let kept = inside.min(cap);
-        keys.truncate(kept);
-        positions.truncate(kept);
+        // SAFETY: the pass wrote the first `min(inside, cap)` keys and positions.
+        unsafe {
+            keys.set_len(kept);
+            positions.set_len(kept);
+        }
         Some(TaskPass {
             below: below.into(),
             inside: inside as u64,
@@ -296,8 +299,13 @@ impl<E: MaskElement> Edges<E> {
         let input: &[E::AbsBits] = bytemuck::cast_slice(input);
         let output: &mut [E::AbsBits] = bytemuck::cast_slice_mut(output);
         let (mut below, mut non_finite) = (0u32, 0u32);
-        let mut keys = vec![E::AbsBits::default(); cap + 1];
-        let mut positions = vec![0u32; cap + 1];
+        // Uninitialised room, as in the vector code.
+        let mut keys: Vec<E::AbsBits> = Vec::with_capacity(cap + 1);
+        let mut positions: Vec<u32> = Vec::with_capacity(cap + 1);
+        let (key_room, position_room) = (
+            &mut keys.spare_capacity_mut()[..cap + 1],
+            &mut positions.spare_capacity_mut()[..cap + 1],
+        );
         let mut kept = 0usize;
         for (at, (o, &bits)) in output.iter_mut().zip(input).enumerate() {
             let x: E = bytemuck::cast(bits);
@@ -306,12 +314,16 @@ impl<E: MaskElement> Edges<E> {
             non_finite = non_finite.wrapping_add(u32::from(key >= inf));
             *o = if key < zero_edge { zero } else { bits };
             let slot = kept.min(cap);
-            keys[slot] = key;
-            positions[slot] = at as u32;
+            key_room[slot] = MaybeUninit::new(key);
+            position_room[slot] = MaybeUninit::new(at as u32);
             kept = kept.wrapping_add(usize::from((key >= lo) & (key <= last)));
         }
-        keys.truncate(kept.min(cap));
-        positions.truncate(kept.min(cap));
+        // SAFETY: each key and position up to the last kept was written before `kept`
+        // advanced past it.
+        unsafe {
+            keys.set_len(kept.min(cap));
+            positions.set_len(kept.min(cap));
+        }
         TaskPass {
             below: below.into(),
             inside: kept as u64,
@@ -439,8 +451,7 @@ mod tests {
         )
     }
 
-    /// Every code of the pass this CPU has (the portable loop, AVX2, AVX-512; plain and
-    /// non-temporal stores), at lengths around the vector widths, output offsets that are
+    /// Every code of the pass this CPU has (the portable loop, AVX2, AVX-512), at lengths around the vector widths, output offsets that are
     /// not aligned, brackets of every width and caps that overflow, against [`plain`].
     fn check_codes<E: MaskElement>(values: &[E], name: &str) {
         let mut sorted: Vec<u64> = values.iter().map(|x| x.abs_key()).collect();
@@ -462,20 +473,20 @@ mod tests {
                         codes.push(("vector", Some(isa)));
                     }
                     for (code, isa) in codes {
-                        for stream in [false, true] {
+                        {
                             let output = &mut buffer[offset..];
                             let pass = match isa {
                                 None => Some(edges.pass_portable(values, output, cap)),
                                 Some(isa) => match std::mem::size_of::<E::AbsBits>() {
-                                    4 => edges.pass_simd::<u32>(isa, values, output, cap, stream),
-                                    2 => edges.pass_simd::<u16>(isa, values, output, cap, stream),
+                                    4 => edges.pass_simd::<u32>(isa, values, output, cap),
+                                    2 => edges.pass_simd::<u16>(isa, values, output, cap),
                                     _ => None,
                                 },
                             };
                             // A vector code this CPU lacks, or a width it does not take.
                             let Some(pass) = pass else { continue };
                             let context = format!(
-                                "{name} {code} {isa:?} n={n} lo={lo:#x} last={last:#x} cap={cap} offset={offset} stream={stream}"
+                                "{name} {code} {isa:?} n={n} lo={lo:#x} last={last:#x} cap={cap} offset={offset}"
                             );
                             let written: &[E::AbsBits] = bytemuck::cast_slice(&buffer[offset..]);
                             assert!(written == expected.0.as_slice(), "{context}: written");
