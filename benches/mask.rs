@@ -1,7 +1,8 @@
 //! Per-tensor GMT mask on every backend compiled in, against one in-place pass over the
 //! gradient (the floor of any mask: each entry read and written where it lies), a plain device
-//! copy and Burn's sort-based threshold; the mask as `GradMask::apply` runs it (one read-write
-//! pass where the backend has it) beside the selection then a masking pass (two passes).
+//! copy and Burn's sort-based threshold; the mask as `GradMask::apply` runs it, beside the one
+//! read-write pass (`mask::mask_smallest_in_one_pass`) and the selection then a masking pass
+//! (two passes).
 //! Prints a markdown table; times are medians of several runs.
 //!
 //! ```sh
@@ -298,16 +299,18 @@ fn main() {
         "- pass: one in-place pass over a uniquely owned gradient (`mul_scalar(-1.0)`: each \
          entry read and written where it lies), the floor of any mask; copy: a copy into new \
          memory\n\
-         - GMT mask: `GradMask::apply` (the one-pass mask where the backend has it); two passes: \
+         - GMT mask: `GradMask::apply` (the backend's way); one pass: \
+         `mask::mask_smallest_in_one_pass`, selected while it is written; two passes: \
          `mask::select_abs` then `mask::mask_below`, the selection then a masking pass\n\
-         - exact: the mask's output compared with a host selection (`GMT_BENCH_CHECK=0` skips)\n"
+         - exact: the outputs of the GMT mask and of the one pass compared with a host \
+         selection (`GMT_BENCH_CHECK=0` skips)\n"
     );
     println!(
-        "| backend | n | pass (ms) | copy (ms) | GMT mask (ms) | two passes (ms) \
-         | sort threshold (ms) | mask / pass | two passes / pass | mask / copy | sort / copy \
-         | exact |"
+        "| backend | n | pass (ms) | copy (ms) | GMT mask (ms) | one pass (ms) | two passes (ms) \
+         | sort threshold (ms) | mask / pass | one pass / pass | two passes / pass | mask / copy \
+         | sort / copy | exact |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     std::io::stdout().flush().unwrap();
 
     for (name, device) in &backends {
@@ -318,7 +321,7 @@ fn main() {
                 Err(message) => {
                     // The innermost cause is the telling line (e.g. a buffer size limit).
                     let cause = failure_cause(&message);
-                    println!("| {name} | {n} | failed: {cause} | | | | | | | | | |");
+                    println!("| {name} | {n} | failed: {cause} | | | | | | | | | | | |");
                 }
             }
             std::io::stdout().flush().unwrap();
@@ -356,6 +359,12 @@ fn row(
         |grads| mask.apply(&module, grads),
     );
     let rank = (RATIO * n as f64).floor() as u64;
+    let one_pass = time(
+        device,
+        reps,
+        || fresh(&g).into_dispatch(),
+        |g| kernels::mask_smallest_in_one_pass(g, rank, false).grad,
+    );
     let two_passes = time(
         device,
         reps,
@@ -367,10 +376,15 @@ fn row(
     );
     let exact = if with_check {
         let mut grads = mask.apply(&module, module.grads(&g));
-        check(
+        let applied = check(
             &values,
             grads.remove(module.weight.id).expect("masked gradient"),
-        )
+        );
+        let one_pass = kernels::mask_smallest_in_one_pass(fresh(&g).into_dispatch(), rank, false);
+        match check(&values, Tensor::from_dispatch(one_pass.grad)) {
+            one_pass if one_pass == "yes" => applied,
+            one_pass => format!("{applied}; one pass: {one_pass}"),
+        }
     } else {
         "-".into()
     };
@@ -382,15 +396,17 @@ fn row(
     };
     let over = |t: Duration, by: Duration| t.as_secs_f64() / by.as_secs_f64();
     format!(
-        "| {name} | {n} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {} \
-         | {exact} |",
+        "| {name} | {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {:.2} \
+         | {:.2} | {} | {exact} |",
         ms(pass),
         ms(copy),
         ms(masked),
+        ms(one_pass),
         ms(two_passes),
         sort.as_ref()
             .map_or_else(Clone::clone, |s| format!("{:.1}", ms(*s))),
         over(masked, pass),
+        over(one_pass, pass),
         over(two_passes, pass),
         over(masked, copy),
         sort.as_ref()

@@ -77,8 +77,9 @@ pub struct MaskedSmallest {
 }
 
 /// Masks the `rank` smallest `|g|` of `grad` (`rank` below its entries): selected and
-/// written in one read-write pass where the backend has that way ([`masks_in_one_pass`]),
-/// else [`select_abs`] then [`mask_below`]. The same mask, threshold and statistics either way.
+/// written in one read-write pass where that is the backend's way ([`masks_in_one_pass`];
+/// [`mask_smallest_in_one_pass`] forces it), else [`select_abs`] then [`mask_below`]. The
+/// same mask, threshold and statistics either way.
 ///
 /// ```
 /// use burn::tensor::{Device, Tensor};
@@ -95,20 +96,30 @@ pub struct MaskedSmallest {
 /// # Panics
 /// If `grad` is not a float the mask supports, or `rank` is not below its entries.
 pub fn mask_smallest(grad: DispatchTensor, rank: u64, collect: bool) -> MaskedSmallest {
+    if masks_in_one_pass(&grad) {
+        return mask_smallest_in_one_pass(grad, rank, collect);
+    }
+    let mut selection = select_abs(std::slice::from_ref(&grad), rank, collect);
+    let threshold = selection.thresholds.remove(0);
+    MaskedSmallest {
+        grad: mask_below(grad, threshold.clone()),
+        threshold,
+        stats: selection.stats.map(|mut s| s.remove(0)),
+    }
+}
+
+/// [`mask_smallest`] in one read-write pass ([`MaskOps::abs_key_mask_rank`]) whatever the
+/// backend's default: on a backend without that way, through its host body (the tensor read
+/// back). For benchmarks and backends that compare the two ways.
+///
+/// # Panics
+/// As [`mask_smallest`].
+pub fn mask_smallest_in_one_pass(grad: DispatchTensor, rank: u64, collect: bool) -> MaskedSmallest {
     let total = grad.shape().num_elements() as u64;
     assert!(
         rank < total,
         "gradient mask: rank {rank} of {total} entries"
     );
-    if !masks_in_one_pass(&grad) {
-        let mut selection = select_abs(std::slice::from_ref(&grad), rank, collect);
-        let threshold = selection.thresholds.remove(0);
-        return MaskedSmallest {
-            grad: mask_below(grad, threshold.clone()),
-            threshold,
-            stats: selection.stats.map(|mut s| s.remove(0)),
-        };
-    }
     let (masked, state) = <Dispatch as MaskOps>::abs_key_mask_rank(grad, rank);
     let threshold = <Dispatch as MaskOps>::radix_select_threshold(&masked, state.clone());
     let stats = collect

@@ -30,7 +30,9 @@ pub struct SelectionCapabilities {
     /// The device steps select among fewer entries than this, in all (their counters' range).
     pub device_max_entries: u64,
     /// The largest tensor whose per-tensor mask [`MaskOps::abs_key_mask_rank`] selects and
-    /// writes in one read-write pass; 0 when the backend selects, then masks (two passes).
+    /// writes in one read-write pass by default; 0 when the backend selects, then masks (two
+    /// passes), as the CPU backends do: on the machine this was measured on, their one pass
+    /// cost more than the selection and an in-place masking pass (`docs/performance.md`).
     pub one_pass_max_entries: u64,
 }
 
@@ -42,7 +44,7 @@ impl SelectionCapabilities {
         one_step_max_entries: u64::MAX,
         device_key_bits: 0,
         device_max_entries: 0,
-        one_pass_max_entries: u64::MAX,
+        one_pass_max_entries: 0,
     };
 
     /// A device that keeps the whole selection in its memory: `u32` counters and 32-bit keys,

@@ -19,16 +19,16 @@ pub fn with_radix_select<R>(f: impl FnOnce() -> R) -> R {
     with_forced(Forced::Radix, f)
 }
 
-/// Runs `f` with every per-tensor magnitude mask on this thread selected, then masked in a
-/// pass of its own (today's two passes), even where the one read-write pass
-/// ([`mask::mask_smallest`](crate::mask::mask_smallest)) is the backend's way: lets tests
-/// check both against each other.
-pub fn with_two_pass_mask<R>(f: impl FnOnce() -> R) -> R {
-    with_forced(Forced::TwoPass, f)
+/// Runs `f` with every per-tensor magnitude mask on this thread selected and written in one
+/// read-write pass ([`mask::mask_smallest`](crate::mask::mask_smallest)), even where the
+/// backend's default is to select, then mask: lets tests check both against each other.
+pub fn with_one_pass_mask<R>(f: impl FnOnce() -> R) -> R {
+    with_forced(Forced::OnePass, f)
 }
 
-/// Runs `f` with every one-pass mask on this thread given a bracket that misses the way
-/// `miss` says: the pass must still give the exact mask, from the input it kept intact.
+/// Runs `f` with every per-tensor magnitude mask on this thread going through the one pass
+/// ([`with_one_pass_mask`]) with a bracket that misses the way `miss` says: the pass must
+/// still give the exact mask, from the input it kept intact.
 pub fn with_bracket_miss<R>(miss: BracketMiss, f: impl FnOnce() -> R) -> R {
     with_forced_miss(miss, f)
 }

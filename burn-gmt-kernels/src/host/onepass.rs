@@ -424,7 +424,7 @@ mod tests {
         values: &[E],
         edges: &Edges<E>,
         cap: usize,
-    ) -> (Vec<E::AbsBits>, u64, u64, u64, Vec<E::AbsBits>, Vec<u32>) {
+    ) -> (Vec<E::AbsBits>, TaskPass<E::AbsBits>) {
         let key = |x: &E| x.abs_bits().min(edges.nan);
         let zero: E::AbsBits = bytemuck::cast(E::zero());
         let written = values
@@ -441,14 +441,14 @@ mod tests {
         let below = values.iter().filter(|x| key(x) < edges.lo).count() as u64;
         let non_finite = values.iter().filter(|x| key(x) >= edges.inf).count() as u64;
         let kept = &inside[..inside.len().min(cap)];
-        (
-            written,
+        let pass = TaskPass {
             below,
-            inside.len() as u64,
+            inside: inside.len() as u64,
             non_finite,
-            kept.iter().map(|p| p.0).collect(),
-            kept.iter().map(|p| p.1).collect(),
-        )
+            keys: kept.iter().map(|p| p.0).collect(),
+            positions: kept.iter().map(|p| p.1).collect(),
+        };
+        (written, pass)
     }
 
     /// Every code of the pass this CPU has (the portable loop, AVX2, AVX-512), at lengths around the vector widths, output offsets that are
@@ -464,7 +464,7 @@ mod tests {
             let last = sorted[(((lo_at + width) * n as f64) as usize).min(n - 1)];
             let edges = Edges::<E>::new(KeyBracket { lo, last });
             for cap in [n, n / 5, 3] {
-                let expected = plain(values, &edges, cap);
+                let (expected_written, expected) = plain(values, &edges, cap);
                 for offset in [0, 1, 3] {
                     // The output starts `offset` entries into a buffer: not aligned.
                     let mut buffer = vec![E::zero(); n + offset];
@@ -489,14 +489,14 @@ mod tests {
                                 "{name} {code} {isa:?} n={n} lo={lo:#x} last={last:#x} cap={cap} offset={offset}"
                             );
                             let written: &[E::AbsBits] = bytemuck::cast_slice(&buffer[offset..]);
-                            assert!(written == expected.0.as_slice(), "{context}: written");
+                            assert!(written == expected_written.as_slice(), "{context}: written");
                             assert_eq!(
                                 (pass.below, pass.inside, pass.non_finite),
-                                (expected.1, expected.2, expected.3),
+                                (expected.below, expected.inside, expected.non_finite),
                                 "{context}: counts"
                             );
-                            assert!(pass.keys == expected.4, "{context}: keys");
-                            assert_eq!(pass.positions, expected.5, "{context}: positions");
+                            assert!(pass.keys == expected.keys, "{context}: keys");
+                            assert_eq!(pass.positions, expected.positions, "{context}: positions");
                         }
                     }
                 }

@@ -26,8 +26,9 @@ pub(crate) enum Forced {
     DeviceSteps,
     /// Through radix passes, with no one-step or bracket shortcut.
     Radix,
-    /// Selected, then masked in a pass of its own: today's two passes, never the one pass.
-    TwoPass,
+    /// Per-tensor magnitude masks through the one read-write pass wherever the dtype allows,
+    /// whatever the backend's default.
+    OnePass,
 }
 
 #[cfg(any(test, feature = "testing"))]
@@ -125,16 +126,23 @@ pub(crate) fn route(grads: &[DispatchTensor], dtype: DType) -> Route {
 
 /// Whether `grad`'s `rank` smallest `|g|` are selected and masked in one read-write pass
 /// ([`MaskOps::abs_key_mask_rank`]) rather than selected, then masked: the one place that
-/// decides, from what the backend says it does ([`SelectionCapabilities::one_pass_max_entries`](crate::SelectionCapabilities::one_pass_max_entries)).
-/// Tests that force a selection route (or the two passes) get the two passes.
+/// decides, from what the backend says it does
+/// ([`SelectionCapabilities::one_pass_max_entries`](crate::SelectionCapabilities::one_pass_max_entries)).
+/// Tests may force the one pass (also by forcing a bracket miss), or a selection route,
+/// which takes the two passes.
 pub(crate) fn one_pass(grad: &DispatchTensor) -> bool {
-    #[cfg(any(test, feature = "testing"))]
-    if FORCED.get().is_some() {
+    if key_bits(grad.dtype()).is_none() {
         return false;
     }
+    #[cfg(any(test, feature = "testing"))]
+    match FORCED.get() {
+        Some(Forced::OnePass) => return true,
+        Some(_) => return false,
+        None if forced_miss().is_some() => return true,
+        None => {}
+    }
     let caps = <Dispatch as MaskOps>::selection_capabilities(grad);
-    let n = grad.shape().num_elements() as u64;
-    key_bits(grad.dtype()).is_some() && n > 0 && n <= caps.one_pass_max_entries
+    grad.shape().num_elements() as u64 <= caps.one_pass_max_entries
 }
 
 /// Whether `grads` live on more than one device.

@@ -31,10 +31,10 @@ fn sized_values() -> impl Strategy<Value = Vec<f64>> {
     ]
 }
 
-/// Checks every selection path: the backend's own (on the CPU backends the one-pass mask),
-/// that one with a bracket forced to miss low, to miss high and to overflow, the selection
-/// then a masking pass, the histogram passes read by the host, and the on-device steps (run
-/// here through the host bodies of `MaskOps`).
+/// Checks every selection path: the backend's own, the one-pass mask (selected while it
+/// writes), that one with a bracket forced to miss low, to miss high and to overflow, the
+/// histogram passes read by the host, and the on-device steps (run here through the host
+/// bodies of `MaskOps`).
 fn check_per_tensor(raw: &[f64], float: Float, ratio: f64) {
     use burn_gmt_kernels::testing::{self, BracketMiss};
     let check = || check_per_tensor_once(raw, float, ratio);
@@ -42,7 +42,7 @@ fn check_per_tensor(raw: &[f64], float: Float, ratio: f64) {
     for miss in [BracketMiss::Low, BracketMiss::High, BracketMiss::Overfull] {
         testing::with_bracket_miss(miss, check);
     }
-    testing::with_two_pass_mask(check);
+    testing::with_one_pass_mask(check);
     testing::with_radix_select(check);
     testing::with_device_select(check);
 }
@@ -80,7 +80,7 @@ fn check_per_tensor_once(raw: &[f64], float: Float, ratio: f64) {
 
 /// The mask of a three-parameter module (a vector, a matrix from `b`, a cube from `c`) with
 /// `scope` through selection path `path` (0: the backend's, 1: radix passes, 2: the device
-/// steps, 3: the backend's with a one-pass bracket forced to miss low), against the reference of the whole model (global) or of each tensor.
+/// steps, 3: the one pass with a bracket forced to miss low), against the reference of the whole model (global) or of each tensor.
 fn check_module(
     scope: MaskScope,
     a: &[f64],
@@ -321,7 +321,7 @@ fn nan_payloads_rank_as_one_nan() {
                 for miss in [BracketMiss::Low, BracketMiss::High, BracketMiss::Overfull] {
                     burn_gmt_kernels::testing::with_bracket_miss(miss, check);
                 }
-                burn_gmt_kernels::testing::with_two_pass_mask(check);
+                burn_gmt_kernels::testing::with_one_pass_mask(check);
                 burn_gmt_kernels::testing::with_radix_select(check);
                 burn_gmt_kernels::testing::with_device_select(check);
             }
@@ -384,8 +384,8 @@ fn strided_and_shared_gradients() {
     type Run = fn(&mut dyn FnMut());
     let paths: [(&str, Run); 4] = [
         ("default", |f| f()),
-        ("two passes", |f| {
-            burn_gmt_kernels::testing::with_two_pass_mask(f)
+        ("one pass", |f| {
+            burn_gmt_kernels::testing::with_one_pass_mask(f)
         }),
         ("radix", |f| burn_gmt_kernels::testing::with_radix_select(f)),
         ("device", |f| {
