@@ -49,8 +49,9 @@ use super::bracket::{KeyBracket, bracket_around, sample_keys, sample_len, select
 use super::parts::{DIRECT_MAX, select_parts};
 use super::pass::task_len;
 
-/// A bracket that misses, forced by tests ([`crate::testing::with_bracket_miss`]) to check
-/// that [`mask_smallest`] stays exact when its bracket does not hold the threshold.
+/// A bracket that misses, forced by tests (`burn_gmt_kernels::testing::with_bracket_miss`,
+/// with the `testing` feature) to check that [`mask_smallest`] stays exact when its bracket
+/// does not hold the threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BracketMiss {
     /// The bracket lies above every key: the pass zeroes every finite entry, and the count
@@ -66,8 +67,8 @@ pub enum BracketMiss {
 /// Zeroes into `output` the `rank` smallest `|x|` of `input` (NaN ranking above `+inf`;
 /// NaN and ±inf never zeroed, the threshold taken at most `+inf`), copying the others, and
 /// returns the exact selection's state, as [`select_abs_key`](super::select_abs_key) gives
-/// it. One read of `input` and one write of `output` in the common case (see the
-/// [module docs](self) for why it is exact in every case).
+/// it. One read of `input` and one write of `output` in the common case; why it is exact in
+/// every case is argued at the top of its source file, `host/onepass.rs`.
 ///
 /// # Panics
 /// If `rank` is not below `input.len()`, or `output` has another length.
