@@ -16,7 +16,7 @@
 //! with the positions of the kept keys packed beside them; a block with no key inside the
 //! bracket (most of them) packs nothing. Plain stores, not non-temporal ones: on this
 //! project's AMD EPYC test machine a pass that streamed its output past the cache took twice
-//! as long (16M f32 entries, one thread: 26 ms against 12.5 ms).
+//! as long (16M f32 entries, one thread, best of 15 on shared cores: 26 ms against 12.5 ms).
 
 /// What one scan found: `(below, non_finite, inside)`, with the first `min(inside, cap)`
 /// keys inside the bracket written to `keys` in order.
