@@ -1,5 +1,9 @@
-//! Per-tensor GMT mask on every backend compiled in, against a plain device copy and Burn's
-//! sort-based threshold. Prints a markdown table; times are medians of several runs.
+//! Per-tensor GMT mask on every backend compiled in, against one in-place pass over the
+//! gradient (the floor of any mask: each entry read and written where it lies), a plain device
+//! copy and Burn's sort-based threshold; the mask as `GradMask::apply` runs it, beside the one
+//! read-write pass (`mask::mask_smallest_in_one_pass`) and the selection then a masking pass
+//! (two passes).
+//! Prints a markdown table; times are medians of several runs.
 //!
 //! ```sh
 //! cargo bench --profile dev --bench mask                          # flex
@@ -39,16 +43,11 @@ use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use burn_gmt::GradMaskConfig;
+use burn_gmt_kernels::mask as kernels;
 use burn_gmt_lab::device::{catch_quietly, describe, failure_cause, open_backends, probe};
 use burn_gmt_lab::hash::stable_hash;
 use burn_gmt_lab::timing::{fresh, median, ms, time, time_once};
 
-/// Memory passes over the gradient that our mask makes on a GPU: one histogram read pass per
-/// 16 bits of key (2 for f32, 1 for f16/bf16) + 1 read/write masking pass. The "mask GB/s"
-/// column is `passes × element bytes × n / mask time`.
-fn mask_passes(dtype: DType) -> usize {
-    dtype.size() * 8 / 16 + 2
-}
 /// Fraction of the gradient masked.
 const RATIO: f64 = 0.3;
 /// Seed of the host-generated gradient.
@@ -297,18 +296,21 @@ fn main() {
         println!("- {name}: {}", describe(name, device));
     }
     println!(
-        "- passes: memory passes over the gradient our mask makes on a GPU (a histogram read per \
-         16 bits of key + 1 read/write masking pass; {} here); mask GB/s = passes × {} B × n / \
-         mask time\n\
-         - exact: the mask's output compared with a host selection (`GMT_BENCH_CHECK=0` skips)\n",
-        mask_passes(dtype),
-        dtype.size()
+        "- pass: one in-place pass over a uniquely owned gradient (`mul_scalar(-1.0)`: each \
+         entry read and written where it lies), the floor of any mask; copy: a copy into new \
+         memory\n\
+         - GMT mask: `GradMask::apply` (the backend's way); one pass: \
+         `mask::mask_smallest_in_one_pass`, selected while it is written; two passes: \
+         `mask::select_abs` then `mask::mask_below`, the selection then a masking pass\n\
+         - exact: the outputs of the GMT mask and of the one pass compared with a host \
+         selection (`GMT_BENCH_CHECK=0` skips)\n"
     );
     println!(
-        "| backend | n | copy (ms) | GMT mask (ms) | sort threshold (ms) | passes | mask / copy \
-         | sort / copy | mask GB/s | exact |"
+        "| backend | n | pass (ms) | copy (ms) | GMT mask (ms) | one pass (ms) | two passes (ms) \
+         | sort threshold (ms) | mask / pass | one pass / pass | two passes / pass | mask / copy \
+         | sort / copy | exact |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     std::io::stdout().flush().unwrap();
 
     for (name, device) in &backends {
@@ -319,7 +321,7 @@ fn main() {
                 Err(message) => {
                     // The innermost cause is the telling line (e.g. a buffer size limit).
                     let cause = failure_cause(&message);
-                    println!("| {name} | {n} | failed: {cause} | | | | | | | |");
+                    println!("| {name} | {n} | failed: {cause} | | | | | | | | | | | |");
                 }
             }
             std::io::stdout().flush().unwrap();
@@ -345,6 +347,7 @@ fn row(
     let reps = if n > 4 << 20 { 5 } else { 11 };
 
     let copy = time(device, reps, || g.clone(), |g| fresh(&g));
+    let pass = time(device, reps, || fresh(&g), |g| g.mul_scalar(-1.0));
     let mut mask = GradMaskConfig::new(RATIO)
         .with_collect_stats(false)
         .init()
@@ -355,12 +358,33 @@ fn row(
         || module.grads(&g),
         |grads| mask.apply(&module, grads),
     );
+    let rank = (RATIO * n as f64).floor() as u64;
+    let one_pass = time(
+        device,
+        reps,
+        || fresh(&g).into_dispatch(),
+        |g| kernels::mask_smallest_in_one_pass(g, rank, false).grad,
+    );
+    let two_passes = time(
+        device,
+        reps,
+        || fresh(&g).into_dispatch(),
+        |g| {
+            let mut selection = kernels::select_abs(std::slice::from_ref(&g), rank, false);
+            kernels::mask_below(g, selection.thresholds.remove(0))
+        },
+    );
     let exact = if with_check {
         let mut grads = mask.apply(&module, module.grads(&g));
-        check(
+        let applied = check(
             &values,
             grads.remove(module.weight.id).expect("masked gradient"),
-        )
+        );
+        let one_pass = kernels::mask_smallest_in_one_pass(fresh(&g).into_dispatch(), rank, false);
+        match check(&values, Tensor::from_dispatch(one_pass.grad)) {
+            one_pass if one_pass == "yes" => applied,
+            one_pass => format!("{applied}; one pass: {one_pass}"),
+        }
     } else {
         "-".into()
     };
@@ -370,18 +394,23 @@ fn row(
     } else {
         Err("skipped".into())
     };
-    let ratio = |t: Duration| t.as_secs_f64() / copy.as_secs_f64();
-    let passes = mask_passes(dtype);
+    let over = |t: Duration, by: Duration| t.as_secs_f64() / by.as_secs_f64();
     format!(
-        "| {name} | {n} | {:.2} | {:.2} | {} | {passes} | {:.2} | {} | {:.1} | {exact} |",
+        "| {name} | {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {:.2} \
+         | {:.2} | {} | {exact} |",
+        ms(pass),
         ms(copy),
         ms(masked),
+        ms(one_pass),
+        ms(two_passes),
         sort.as_ref()
             .map_or_else(Clone::clone, |s| format!("{:.1}", ms(*s))),
-        ratio(masked),
+        over(masked, pass),
+        over(one_pass, pass),
+        over(two_passes, pass),
+        over(masked, copy),
         sort.as_ref()
-            .map_or_else(|_| "-".into(), |s| format!("{:.1}", ratio(*s))),
-        (passes * dtype.size() * n) as f64 / masked.as_secs_f64() / 1e9,
+            .map_or_else(|_| "-".into(), |s| format!("{:.1}", over(*s, copy))),
     )
 }
 

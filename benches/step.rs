@@ -1,8 +1,11 @@
 //! One AdamW optimizer step on a model with the parameter shapes of SmolLM2-135M, without a mask
 //! (SFT), through the optimizer wrapper, through `GradMask`, and through the wrapper with
 //! `reselect_every(4)` (its mean step), on every backend compiled in.
-//! Prints a markdown table and, as its last line, `step overhead: wrapper X.XXx, grad-mask Y.YYx`
-//! (GMT step time over SFT step time, for the last backend run).
+//! Beside them it times one in-place pass over all the gradients (each entry read and written
+//! where it lies: the floor of any mask) and `GradMask::apply` alone.
+//! Prints a markdown table and, as its last line,
+//! `step overhead: wrapper X.XXx, grad-mask Y.YYx, apply Z.ZZ passes` (GMT step time over SFT
+//! step time, and `GradMask::apply` over the in-place pass, for the last backend run).
 //!
 //! ```sh
 //! cargo bench --profile dev --bench step                                   # flex, full size
@@ -184,6 +187,24 @@ impl ModuleVisitor for RandomGrads<'_> {
     }
 }
 
+/// `grads` (uniquely owned) with every entry negated where it lies: one in-place pass over
+/// all the gradients, by an operation no backend can skip.
+fn pass_over(ids: &[(ParamId, Grad)], mut grads: GradientsParams) -> GradientsParams {
+    for (id, grad) in ids {
+        match grad {
+            Grad::Vector(_) => {
+                let g = grads.remove::<1>(*id).expect("a gradient per parameter");
+                grads.register(*id, g.mul_scalar(-1.0));
+            }
+            Grad::Matrix(_) => {
+                let g = grads.remove::<2>(*id).expect("a gradient per parameter");
+                grads.register(*id, g.mul_scalar(-1.0));
+            }
+        }
+    }
+    grads
+}
+
 /// Uniquely owned copies of `grads`, what a backward pass hands the optimizer.
 fn fresh_grads(grads: &[(ParamId, Grad)]) -> GradientsParams {
     let mut out = GradientsParams::new();
@@ -203,12 +224,14 @@ struct Method {
     times: Vec<Timing>,
 }
 
-/// Median step times of the first three methods, of the untimed setup's copy of all gradients
-/// and of `GradMask::apply` alone (the masking of every tensor of a step, no optimizer);
+/// Median step times of the first three methods, of the untimed setup's copy of all gradients,
+/// of one in-place pass over them and of `GradMask::apply` alone (the masking of every tensor
+/// of a step, no optimizer);
 /// the mean step time of the wrapper that reselects every [`RESELECT`] steps (its steps differ
 /// by design, so the mean is what a step costs it on average).
 struct Medians {
     copy: Duration,
+    pass: Duration,
     apply: Duration,
     sft: Duration,
     wrapper: Duration,
@@ -218,8 +241,7 @@ struct Medians {
 
 impl Medians {
     fn of(
-        copies: &[Timing],
-        applies: &[Timing],
+        [copies, passes, applies]: [&[Timing]; 3],
         methods: &[Method; 4],
         pick: impl Fn(&Timing) -> Duration,
     ) -> Self {
@@ -228,12 +250,23 @@ impl Medians {
         let reselect = &methods[3].times;
         Self {
             copy: median(copies.iter().map(&pick).collect()),
+            pass: median(passes.iter().map(&pick).collect()),
             apply: median(applies.iter().map(&pick).collect()),
             sft,
             wrapper,
             grad_mask,
             reselect: reselect.iter().map(&pick).sum::<Duration>() / reselect.len() as u32,
         }
+    }
+
+    /// `GradMask::apply` over the in-place pass over all gradients.
+    fn apply_passes(&self) -> f64 {
+        self.apply.as_secs_f64() / self.pass.as_secs_f64()
+    }
+
+    /// What the wrapper's mask adds to a step: the wrapper's step less the SFT step.
+    fn wrapper_mask(&self) -> f64 {
+        ms(self.wrapper) - ms(self.sft)
     }
 
     /// GMT step time over SFT step time: (wrapper, grad-mask, wrapper reselecting).
@@ -300,10 +333,16 @@ fn run(preset: &Preset, device: &Device, steps: usize) -> Row {
     device.sync().expect("device sync");
 
     let mut copies = Vec::new();
+    let mut passes = Vec::new();
     let mut applies = Vec::new();
     for step in 0..WARM_UP + steps {
-        // What one pass over all the gradients costs (the masks make 3 or 4).
+        // What a copy of all the gradients, and one pass over them in place, cost.
         let copy = time_once(device, &mut || (), &mut |()| fresh_grads(&grads));
+        let pass = time_once(
+            device,
+            &mut || fresh_grads(&grads),
+            &mut |fresh: GradientsParams| pass_over(&grads, fresh),
+        );
         let apply = time_once(
             device,
             &mut || fresh_grads(&grads),
@@ -311,6 +350,7 @@ fn run(preset: &Preset, device: &Device, steps: usize) -> Row {
         );
         if step >= WARM_UP {
             copies.push(copy);
+            passes.push(pass);
             applies.push(apply);
         }
         for method in &mut methods {
@@ -342,8 +382,8 @@ fn run(preset: &Preset, device: &Device, steps: usize) -> Row {
             .kept_fraction(),
     );
     Row {
-        wall: Medians::of(&copies, &applies, &methods, |t| t.wall),
-        cpu: Medians::of(&copies, &applies, &methods, |t| t.cpu),
+        wall: Medians::of([&copies, &passes, &applies], &methods, |t| t.wall),
+        cpu: Medians::of([&copies, &passes, &applies], &methods, |t| t.cpu),
         kept,
     }
 }
@@ -377,8 +417,11 @@ fn main() {
          - copy: a copy of all gradients, one pass (what the setup of each step does, untimed \
          there); times are wall-clock medians; CPU / SFT: the same ratios in CPU time of the whole \
          process (all threads), which other processes on a shared machine do not inflate\n\
-         - apply / copy: `GradMask::apply` alone (every tensor of a step masked, no optimizer) \
-         over the copy of all gradients, wall-clock medians\n\
+         - pass: one in-place pass over all gradients (each entry negated where it lies, on \
+         uniquely owned tensors): the floor of any mask; apply: `GradMask::apply` alone (every \
+         tensor of a step masked, no optimizer); apply / pass and apply / copy: over the pass \
+         and over the copy, wall-clock medians (CPU: in CPU time); wrapper mask: wrapper − SFT, \
+         what the wrapper's mask adds to a step\n\
          - kept: fraction of gradient entries kept at the last step (wrapper / grad-mask)\n         - wrapper µs / tensor: (wrapper − SFT) / tensors, what the wrapper's mask costs a tensor \
          inside a real step (issue 8's GPU target: at most 60 µs); apply (ms) is a whole step's \
          mask through `GradMask` (target: at most 2 ms for the 272 tensors on the H200)\n"
@@ -386,11 +429,12 @@ fn main() {
     println!(
         "| backend | preset | tensors | parameters | copy (ms) | SFT (ms) | wrapper (ms) | grad-mask (ms) \
          | wrapper / SFT | grad-mask / SFT | reselect / SFT | CPU: wrapper / SFT \
-         | CPU: grad-mask / SFT | CPU: reselect / SFT | apply (ms) | apply / copy \
+         | CPU: grad-mask / SFT | CPU: reselect / SFT | pass (ms) | apply (ms) \
+         | wrapper mask (ms) | apply / pass | CPU: apply / pass | apply / copy \
          | wrapper µs / tensor | kept |"
     );
     println!(
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     std::io::stdout().flush().unwrap();
 
@@ -406,34 +450,41 @@ fn main() {
             Ok(row) => {
                 let (wrapper, grad_mask, reselect) = row.wall.overheads();
                 let (cpu_wrapper, cpu_grad_mask, cpu_reselect) = row.cpu.overheads();
+                let apply_passes = row.wall.apply_passes();
                 println!(
                     "{head} {:.1} | {:.1} | {:.1} | {:.1} | {wrapper:.3} | {grad_mask:.3} \
                      | {reselect:.3} | {cpu_wrapper:.3} | {cpu_grad_mask:.3} | {cpu_reselect:.3} \
-                     | {:.1} | {:.2} | {:.0} | {:.3} / {:.3} |",
+                     | {:.1} | {:.1} | {:.1} | {apply_passes:.2} | {:.2} | {:.2} | {:.0} \
+                     | {:.3} / {:.3} |",
                     ms(row.wall.copy),
                     ms(row.wall.sft),
                     ms(row.wall.wrapper),
                     ms(row.wall.grad_mask),
+                    ms(row.wall.pass),
                     ms(row.wall.apply),
+                    row.wall.wrapper_mask(),
+                    row.cpu.apply_passes(),
                     row.wall.apply.as_secs_f64() / row.wall.copy.as_secs_f64(),
                     (row.wall.wrapper.as_secs_f64() - row.wall.sft.as_secs_f64()) * 1e6
                         / preset.tensors() as f64,
                     row.kept.0,
                     row.kept.1,
                 );
-                last = Some((wrapper, grad_mask));
+                last = Some((wrapper, grad_mask, apply_passes));
             }
             Err(message) => println!(
-                "{head} failed: {} | | | | | | | | | | | | | |",
+                "{head} failed: {} | | | | | | | | | | | | | | | | | |",
                 failure_cause(&message)
             ),
         }
         std::io::stdout().flush().unwrap();
     }
 
-    let (wrapper, grad_mask) = last.unwrap_or_else(|| {
+    let (wrapper, grad_mask, apply) = last.unwrap_or_else(|| {
         eprintln!("no backend ran (see the `skipped:` and `failed:` lines)");
         std::process::exit(1)
     });
-    println!("\nstep overhead: wrapper {wrapper:.2}x, grad-mask {grad_mask:.2}x");
+    println!(
+        "\nstep overhead: wrapper {wrapper:.2}x, grad-mask {grad_mask:.2}x, apply {apply:.2} passes"
+    );
 }

@@ -68,7 +68,10 @@ macro_rules! impl_mask_element {
             }
             #[inline(always)]
             fn key_bits(key: u64) -> $bits {
-                debug_assert!(key <= Self::NAN_KEY);
+                assert!(
+                    key <= Self::NAN_KEY,
+                    "gradient mask: key {key:#x} above the NaN key"
+                );
                 key as $bits
             }
             #[inline(always)]

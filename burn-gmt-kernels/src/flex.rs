@@ -3,7 +3,8 @@
 
 use burn::backend::Flex;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn_flex::FlexTensor;
+use burn::tensor::Bytes;
+use burn_flex::{FlexTensor, Layout};
 
 use crate::element::MaskElement;
 use crate::host_ops::{HostAccess, InPlace};
@@ -32,6 +33,30 @@ impl HostAccess<Flex> for InPlace {
         drop(tensor);
         f(out.storage_mut::<E>());
         out
+    }
+
+    fn map_values<E: MaskElement, R>(
+        tensor: FlexTensor,
+        f: impl FnOnce(&[E], &mut [E]) -> R,
+    ) -> (FlexTensor, R) {
+        let shape = tensor.layout().shape().clone();
+        let bytes = shape.num_elements() * std::mem::size_of::<E>();
+        let mut output = crate::spare::take::<Bytes>(bytes)
+            .unwrap_or_else(|| Bytes::from_elems(vec![E::zero(); shape.num_elements()]));
+        let out = <Self as HostAccess<Flex>>::with_values::<E, _>(&tensor, |input| {
+            f(input, bytemuck::cast_slice_mut(&mut output))
+        });
+        // The input's buffer, when it was this tensor's alone and exactly its values, is
+        // the next output of its size.
+        let whole = tensor.layout().contiguous_offsets() == Some((0, shape.num_elements()))
+            && tensor.bytes().len() == bytes;
+        let input = tensor.data_arc();
+        drop(tensor);
+        if let (true, Ok(buffer)) = (whole, std::sync::Arc::try_unwrap(input)) {
+            crate::spare::give(bytes, buffer);
+        }
+        let masked = FlexTensor::new(output, Layout::contiguous(shape), E::DTYPE);
+        (masked, out)
     }
 }
 

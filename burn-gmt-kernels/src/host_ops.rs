@@ -24,6 +24,15 @@ pub(crate) trait HostAccess<B: Backend> {
         tensor: FloatTensor<B>,
         f: impl FnOnce(&mut [E]),
     ) -> FloatTensor<B>;
+
+    /// A tensor of `tensor`'s shape whose row-major values `f` writes, every one, into a
+    /// buffer other than `tensor`'s (which it reads): the one-pass mask's output
+    /// ([`host::mask_smallest`]). `tensor`'s buffer, when this call owned it alone, is kept
+    /// for a later output of its size ([`crate::spare`]).
+    fn map_values<E: MaskElement, R>(
+        tensor: FloatTensor<B>,
+        f: impl FnOnce(&[E], &mut [E]) -> R,
+    ) -> (FloatTensor<B>, R);
 }
 
 /// Any backend: the tensor read back to the host, the result uploaded.
@@ -58,6 +67,21 @@ impl<B: Backend> HostAccess<B> for ViaData {
             .as_mut_slice::<E>()
             .expect("gradient mask: host data has the tensor's dtype"));
         B::float_from_data(data, &device)
+    }
+
+    fn map_values<E: MaskElement, R>(
+        tensor: FloatTensor<B>,
+        f: impl FnOnce(&[E], &mut [E]) -> R,
+    ) -> (FloatTensor<B>, R) {
+        let device = tensor.device();
+        let data = read_float::<B>(tensor);
+        let input = data
+            .as_slice::<E>()
+            .expect("gradient mask: host data has the tensor's dtype");
+        let mut output = vec![E::zero(); input.len()];
+        let out = f(input, &mut output);
+        let masked = TensorData::new(output, data.shape().clone());
+        (B::float_from_data(masked, &device), out)
     }
 }
 
@@ -177,6 +201,20 @@ pub(crate) fn abs_threshold_mask<B: Backend, A: HostAccess<B>>(
     with_mask_element!(grad.dtype(), E => {
         A::update_values::<E>(grad, |g| host::abs_threshold_mask(g, key))
     })
+}
+
+/// [`MaskOps::abs_key_mask_rank`](crate::MaskOps::abs_key_mask_rank): the output and the
+/// state words of [`host::mask_smallest`], the words as an `I64` tensor.
+pub(crate) fn abs_key_mask_rank<B: Backend, A: HostAccess<B>>(
+    grad: FloatTensor<B>,
+    rank: u64,
+) -> (FloatTensor<B>, IntTensor<B>) {
+    let device = grad.device();
+    let (masked, state) = with_mask_element!(grad.dtype(), E => {
+        A::map_values::<E, _>(grad, |input, output| host::mask_smallest(input, output, rank))
+    });
+    let words = B::int_from_data(counter_data(state.to_words().to_vec()), &device);
+    (masked, words)
 }
 
 /// [`MaskOps::abs_threshold_select`](crate::MaskOps::abs_threshold_select).

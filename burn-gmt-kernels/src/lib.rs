@@ -80,5 +80,7 @@ mod flex;
 mod host_ops;
 #[cfg(feature = "ndarray")]
 mod ndarray;
+#[cfg_attr(not(any(feature = "flex", feature = "ndarray")), allow(dead_code))]
+mod spare;
 #[cfg(test)]
 mod test_values;

@@ -30,6 +30,7 @@ use burn::tensor::Tensor;
 
 use crate::MaskOps;
 use crate::select::thresholds_on_devices;
+use crate::stats::DeviceWords;
 
 pub use crate::backend::{BackendNotBuilt, check_backend};
 pub use crate::element::key_bits;
@@ -60,6 +61,82 @@ pub fn hold_below(
     previous: DispatchTensor,
 ) -> DispatchTensor {
     <Dispatch as MaskOps>::abs_threshold_select(marker, threshold, updated, previous)
+}
+
+/// `grad` with its `rank` smallest `|g|` masked (each zeroed, NaN ranking above `+inf` and
+/// never masked, nor `±inf`): the per-tensor magnitude mask in one call.
+#[derive(Debug, Clone)]
+pub struct MaskedSmallest {
+    /// The masked gradient.
+    pub grad: DispatchTensor,
+    /// The threshold it was masked against: entries whose `|g|` is below it were zeroed (a
+    /// one-entry tensor of its dtype on its device, at most `+inf`), as
+    /// [`select_abs`]`(&[grad], rank)` selects it.
+    pub threshold: DispatchTensor,
+    /// Its statistics, when collected: those [`select_abs`] gives.
+    pub stats: Option<PendingStats>,
+}
+
+/// Masks the `rank` smallest `|g|` of `grad` (`rank` below its entries): selected and
+/// written in one read-write pass where that is the backend's way ([`masks_in_one_pass`];
+/// [`mask_smallest_in_one_pass`] forces it), else [`select_abs`] then [`mask_below`]. The
+/// same mask, threshold and statistics either way.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use burn_gmt_kernels::mask;
+///
+/// let grad = Tensor::<1>::from_floats([0.5, -3.0, 0.0, 2.0, -1.0], &Device::flex());
+/// let masked = mask::mask_smallest(grad.into_dispatch(), 2, true);
+/// let values = Tensor::<1>::from_dispatch(masked.grad).into_data();
+/// assert_eq!(values.iter::<f32>().collect::<Vec<_>>(), [0.0, -3.0, 0.0, 2.0, -1.0]);
+/// let stats = mask::resolve_stats(vec![masked.stats.unwrap()]);
+/// assert_eq!((stats[0].masked, stats[0].threshold), (2, Some(1.0)));
+/// ```
+///
+/// # Panics
+/// If `grad` is not a float the mask supports, or `rank` is not below its entries.
+pub fn mask_smallest(grad: DispatchTensor, rank: u64, collect: bool) -> MaskedSmallest {
+    if masks_in_one_pass(&grad) {
+        return mask_smallest_in_one_pass(grad, rank, collect);
+    }
+    let mut selection = select_abs(std::slice::from_ref(&grad), rank, collect);
+    let threshold = selection.thresholds.remove(0);
+    MaskedSmallest {
+        grad: mask_below(grad, threshold.clone()),
+        threshold,
+        stats: selection.stats.map(|mut s| s.remove(0)),
+    }
+}
+
+/// [`mask_smallest`] in one read-write pass ([`MaskOps::abs_key_mask_rank`]) whatever the
+/// backend's default: on a backend without that way, through its host body (the tensor read
+/// back). For benchmarks and backends that compare the two ways.
+///
+/// # Panics
+/// As [`mask_smallest`].
+pub fn mask_smallest_in_one_pass(grad: DispatchTensor, rank: u64, collect: bool) -> MaskedSmallest {
+    let total = grad.shape().num_elements() as u64;
+    assert!(
+        rank < total,
+        "gradient mask: rank {rank} of {total} entries"
+    );
+    let (masked, state) = <Dispatch as MaskOps>::abs_key_mask_rank(grad, rank);
+    let threshold = <Dispatch as MaskOps>::radix_select_threshold(&masked, state.clone());
+    let stats = collect
+        .then(|| PendingStats::selected(&masked, DeviceWords::whole(Tensor::from_dispatch(state))));
+    MaskedSmallest {
+        grad: masked,
+        threshold,
+        stats,
+    }
+}
+
+/// Whether [`mask_smallest`] masks `grad` in one read-write pass on its backend (see
+/// [`SelectionCapabilities::one_pass_max_entries`](crate::SelectionCapabilities::one_pass_max_entries)):
+/// the one place that decides, in the selection's routing.
+pub fn masks_in_one_pass(grad: &DispatchTensor) -> bool {
+    crate::select::route::one_pass(grad)
 }
 
 /// The statistics of `grad` masked against a threshold it did not select (a threshold kept

@@ -30,7 +30,9 @@ pub struct SelectionCapabilities {
     /// The device steps select among fewer entries than this, in all (their counters' range).
     pub device_max_entries: u64,
     /// The largest tensor whose per-tensor mask [`MaskOps::abs_key_mask_rank`] selects and
-    /// writes in one read-write pass; 0 when the backend selects, then masks (two passes).
+    /// writes in one read-write pass; 0 when the backend selects, then masks (two passes), as
+    /// the CPU backends do: on the machine this was measured on, their one pass cost more
+    /// than the selection and an in-place masking pass (`docs/performance.md`).
     pub one_pass_max_entries: u64,
     /// The smallest tensor the one read-write pass is worth it for: below it, the launches
     /// the pass adds cost more than the passes over the gradient it saves (a GPU), and the
@@ -225,14 +227,14 @@ pub trait MaskOps: Backend {
 
     /// `grad` with its `rank` smallest `|g|` zeroed (rank below the entry count; NaN ranks
     /// above `+inf`, and NaN and ±inf are never zeroed: the threshold is taken at most
-    /// `+inf`), with the [`SELECTION_STATE_LEN`](crate::buffer::SELECTION_STATE_LEN) state
-    /// words of the selection, as [`MaskOps::abs_key_select`] returns them: the same result as
+    /// `+inf`), selected and masked in one read-write pass ([`host::mask_smallest`]: a sampled
+    /// bracket, one pass that masks below it and keeps the few entries inside it, the
+    /// selection among those and a fix-up of the ones below the threshold), with the
+    /// [`SELECTION_STATE_LEN`](crate::buffer::SELECTION_STATE_LEN) state words of the
+    /// selection, as [`MaskOps::abs_key_select`] returns them. The same result as
     /// [`abs_key_select`](MaskOps::abs_key_select), then
-    /// [`abs_threshold_mask`](MaskOps::abs_threshold_mask) at its threshold, which the default
-    /// body does (two passes). A backend that selects and masks in one read-write pass
-    /// overrides it (CubeCL: a sampled bracket, one pass that masks below it and compacts the
-    /// entries inside it, the selection among those and a fix-up scatter) and says up to which
-    /// size in [`SelectionCapabilities::one_pass_max_entries`].
+    /// [`abs_threshold_mask`](MaskOps::abs_threshold_mask) at its threshold. Routing calls it
+    /// only where [`SelectionCapabilities::one_pass_max_entries`] allows.
     #[fusion(meta = |grad, _rank| (grad.clone(), burn::backend::fusion::custom::TensorSpec::new(
         burn::tensor::Shape::new([crate::buffer::SELECTION_STATE_LEN]),
         burn::tensor::DType::U32,
@@ -241,9 +243,7 @@ pub trait MaskOps: Backend {
         grad: FloatTensor<Self>,
         rank: u64,
     ) -> (FloatTensor<Self>, IntTensor<Self>) {
-        let state = Self::abs_key_select(&grad, rank);
-        let threshold = Self::radix_select_threshold(&grad, state.clone());
-        (Self::abs_threshold_mask(grad, threshold), state)
+        host_ops::abs_key_mask_rank::<Self, ViaData>(grad, rank)
     }
 
     /// `[masked, non_finite]` of `grad` against `threshold` ([`host::abs_threshold_count`]):
@@ -383,6 +383,13 @@ macro_rules! host_mask_ops {
                 threshold: FloatTensor<Self>,
             ) -> FloatTensor<Self> {
                 $crate::host_ops::abs_threshold_mask::<Self, InPlace>(grad, threshold)
+            }
+
+            fn abs_key_mask_rank(
+                grad: FloatTensor<Self>,
+                rank: u64,
+            ) -> (FloatTensor<Self>, IntTensor<Self>) {
+                $crate::host_ops::abs_key_mask_rank::<Self, InPlace>(grad, rank)
             }
 
             fn abs_threshold_select(

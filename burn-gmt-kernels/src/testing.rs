@@ -28,10 +28,18 @@ pub fn with_backend_left_out<R>(feature: &'static str, f: impl FnOnce() -> R) ->
     crate::backend::with_left_out(feature, f)
 }
 
-/// Runs `f` with every one-pass mask on this thread given a bracket that misses the way
-/// `miss` says: the pass must still give the exact mask, from the input it kept intact. On a
-/// backend that defers its work (a CubeCL device behind `Fusion`), read the results inside
-/// `f`: the mask runs when they are read.
+/// Runs `f` with every per-tensor magnitude mask on this thread selected and written in one
+/// read-write pass ([`mask::mask_smallest`](crate::mask::mask_smallest)), even where the
+/// backend's default is to select, then mask: lets tests check both against each other.
+pub fn with_one_pass_mask<R>(f: impl FnOnce() -> R) -> R {
+    with_forced(Forced::OnePass, f)
+}
+
+/// Runs `f` with every per-tensor magnitude mask on this thread going through the one pass
+/// ([`with_one_pass_mask`]) with a bracket that misses the way `miss` says: the pass must
+/// still give the exact mask, from the input it kept intact. On a backend that defers its
+/// work (a CubeCL device behind `Fusion`), read the results inside `f`: the mask runs when
+/// they are read.
 pub fn with_bracket_miss<R>(miss: BracketMiss, f: impl FnOnce() -> R) -> R {
     with_forced_miss(miss, f)
 }

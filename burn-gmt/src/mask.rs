@@ -6,7 +6,9 @@ use burn::backend::DispatchTensor;
 use burn::tensor::{DType, Device, Tensor};
 
 use crate::error::GradMaskError;
-use burn_gmt_kernels::mask::{self as kernels, check_backend, key_bits, threshold_tensor};
+use burn_gmt_kernels::mask::{
+    self as kernels, PendingStats, check_backend, key_bits, threshold_tensor,
+};
 
 /// What the mask does to one parameter tensor at one step.
 #[derive(Debug, Clone)]
@@ -16,6 +18,10 @@ pub(crate) enum TensorMask {
     /// Entries whose `|g|` is below `threshold` (a one-entry tensor of the gradient's dtype
     /// on its device, at most `+inf`) are masked, never NaN or `±inf`.
     Below { threshold: DispatchTensor },
+    /// The `rank` smallest `|g|` are masked (never NaN or `±inf`), selected while the mask
+    /// is written, in one read-write pass ([`kernels::mask_smallest`]); applying it resolves
+    /// it into the `Below` of the threshold it selected ([`Applied::mask`]).
+    Smallest { rank: u64 },
     /// Finite entries drawn below `bound` under `key` are masked; kept ones are scaled.
     Random { key: u64, bound: u64, scale: f64 },
     /// The whole tensor is frozen (HFT): its gradient is withheld from the optimizer, so
@@ -54,24 +60,45 @@ pub(crate) fn check_gradient(
     Ok(())
 }
 
-/// The gradient with its masked entries zeroed as [`mask_gradient`] does and, with `norms`,
-/// `[‖g‖², ‖kept‖²]` over its finite entries (the kept part before the random mask's rescale).
+/// A mask applied to one gradient.
+pub(crate) struct Applied<const D: usize> {
+    /// The gradient with its masked entries zeroed (in place when the backend can).
+    pub grad: Tensor<D>,
+    /// The mask as applied: a [`TensorMask::Smallest`] resolved into the `Below` of the
+    /// threshold it selected, any other as it was (what holding and reselection reuse).
+    pub mask: TensorMask,
+    /// The statistics a `Smallest` mask counted while it was applied, when collected (the
+    /// others' come with their plan).
+    pub stats: Option<PendingStats>,
+    /// With `norms`: `[‖g‖², ‖kept‖²]` over the finite entries (the kept part before the
+    /// random mask's rescale).
+    pub norms_sq: Option<Tensor<1>>,
+}
+
+/// Applies `mask` to `grad`, measuring its norms with `norms` and, for a `Smallest` mask,
+/// collecting its statistics with `collect`.
 pub(crate) fn mask_measured<const D: usize>(
     grad: Tensor<D>,
     mask: TensorMask,
     norms: bool,
-) -> (Tensor<D>, Option<Tensor<1>>) {
-    if !norms {
-        return (mask_gradient(grad, mask), None);
-    }
-    let before = finite_square_sum(&grad);
+    collect: bool,
+) -> Applied<D> {
+    let before = norms.then(|| finite_square_sum(&grad));
     let unscale = match &mask {
         TensorMask::Random { scale, .. } => 1.0 / (scale * scale),
         _ => 1.0,
     };
-    let masked = mask_gradient(grad, mask);
-    let after = finite_square_sum(&masked).mul_scalar(unscale);
-    (masked, Some(Tensor::cat(vec![before, after], 0)))
+    let (masked, mask, stats) = mask_gradient(grad, mask, collect);
+    let norms_sq = before.map(|before| {
+        let after = finite_square_sum(&masked).mul_scalar(unscale);
+        Tensor::cat(vec![before, after], 0)
+    });
+    Applied {
+        grad: masked,
+        mask,
+        stats,
+        norms_sq,
+    }
 }
 
 /// The sum of the squares of the finite entries, in f32 (an f16 square overflows at 256).
@@ -81,27 +108,38 @@ fn finite_square_sum<const D: usize>(grad: &Tensor<D>) -> Tensor<1> {
     (g.clone() * g).mask_fill(non_finite, 0.0).sum()
 }
 
-/// The gradient with its masked entries zeroed (in place when the backend can).
-fn mask_gradient<const D: usize>(grad: Tensor<D>, mask: TensorMask) -> Tensor<D> {
-    match mask {
-        TensorMask::Keep => grad,
-        // Callers withhold a frozen tensor's gradient; a zero one is its masked form.
-        TensorMask::Frozen => grad.zeros_like(),
-        TensorMask::Below { threshold } => {
-            Tensor::from_dispatch(kernels::mask_below(grad.into_dispatch(), threshold))
-        }
-        TensorMask::Random { key, bound, scale } => Tensor::from_dispatch(kernels::mask_random(
-            grad.into_dispatch(),
-            key,
-            bound,
-            scale,
-        )),
-    }
+/// The gradient with its masked entries zeroed (in place when the backend can), the mask as
+/// applied and, for a `Smallest` mask with `collect`, its statistics.
+fn mask_gradient<const D: usize>(
+    grad: Tensor<D>,
+    mask: TensorMask,
+    collect: bool,
+) -> (Tensor<D>, TensorMask, Option<PendingStats>) {
+    let masked =
+        match &mask {
+            TensorMask::Keep => grad,
+            // Callers withhold a frozen tensor's gradient; a zero one is its masked form.
+            TensorMask::Frozen => grad.zeros_like(),
+            TensorMask::Below { threshold } => {
+                Tensor::from_dispatch(kernels::mask_below(grad.into_dispatch(), threshold.clone()))
+            }
+            TensorMask::Random { key, bound, scale } => Tensor::from_dispatch(
+                kernels::mask_random(grad.into_dispatch(), *key, *bound, *scale),
+            ),
+            &TensorMask::Smallest { rank } => {
+                let masked = kernels::mask_smallest(grad.into_dispatch(), rank, collect);
+                let below = TensorMask::Below {
+                    threshold: masked.threshold,
+                };
+                return (Tensor::from_dispatch(masked.grad), below, masked.stats);
+            }
+        };
+    (masked, mask, None)
 }
 
 /// `updated`, with the masked entries put back to `previous` (for
-/// [`MaskTarget::Update`](crate::MaskTarget::Update)). `masked_grad` is the gradient as
-/// [`mask_gradient`] returned it.
+/// [`MaskTarget::Update`](crate::MaskTarget::Update)). `masked_grad` and `mask` are the
+/// gradient and the mask as [`mask_measured`] applied them ([`Applied`]).
 pub(crate) fn hold_masked<const D: usize>(
     updated: Tensor<D>,
     previous: Tensor<D>,
@@ -114,6 +152,9 @@ pub(crate) fn hold_masked<const D: usize>(
         // An entry was masked exactly when its masked gradient is below the same threshold:
         // masked entries are 0 < T, kept ones keep |g| >= T (and with T = 0 nothing is).
         TensorMask::Below { threshold } => (masked_grad, threshold),
+        TensorMask::Smallest { .. } => {
+            unreachable!("gradient mask: a mask is held as applied, its threshold selected")
+        }
         // 0 where drawn, 1 elsewhere; `g - g` turns non-finite entries (never masked) to NaN.
         TensorMask::Random { key, bound, .. } => {
             let drawn =

@@ -368,15 +368,21 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
                 .remove(0)
             }
         };
-        let threshold = match &planned.mask {
+        // The gradient's only handle again, so the mask zeroes it in place.
+        drop(dispatch);
+        let applied = mask_measured(
+            grad,
+            planned.mask,
+            config.collect_norms,
+            config.collect_stats,
+        );
+        let threshold = match &applied.mask {
             TensorMask::Below { threshold } if config.reselect_every > 1 => {
                 Some(Tensor::from_dispatch(threshold.clone()))
             }
             _ => None,
         };
-        // The gradient's only handle again, so the mask zeroes it in place.
-        drop(dispatch);
-        let (masked, norms_sq) = mask_measured(grad, planned.mask.clone(), config.collect_norms);
+        let masked = applied.grad;
 
         let (updated, inner_state) = match config.target {
             MaskTarget::Gradient => self.inner.step(lr, tensor, masked, inner_state),
@@ -385,15 +391,15 @@ impl<O: Optimizer> Optimizer for GradMasked<O> {
                 let (updated, inner_state) =
                     self.inner.step(lr, tensor, masked.clone(), inner_state);
                 (
-                    hold_masked(updated, previous, masked, planned.mask.clone()),
+                    hold_masked(updated, previous, masked, applied.mask),
                     inner_state,
                 )
             }
         };
 
-        if let Some(counts) = planned.stats {
+        if let Some(counts) = planned.stats.or(applied.stats) {
             let param = self.param_name(stream, &shape);
-            let stats = match norms_sq {
+            let stats = match applied.norms_sq {
                 Some(norms_sq) => counts.with_norms(norms_sq),
                 None => counts,
             };

@@ -15,7 +15,9 @@ use burn_gmt_kernels::mask::{self as kernels, PendingStats};
 /// A decided mask with the statistics that came with deciding it.
 pub(crate) struct Plan {
     pub mask: TensorMask,
-    /// Collected statistics, possibly still on the device.
+    /// Collected statistics, possibly still on the device; for a
+    /// [`TensorMask::Smallest`], none yet: they come when it is applied
+    /// ([`Applied::stats`](crate::mask::Applied::stats)).
     pub stats: Option<PendingStats>,
 }
 
@@ -147,8 +149,10 @@ fn plan_global(
         .collect())
 }
 
-/// The magnitude masks of `grads`, each with its own threshold (per-tensor scope), their
-/// selections made together ([`kernels::select_abs_each`]: on a GPU the steps that read no
+/// The magnitude masks of `grads`, each with its own threshold (per-tensor scope). A gradient
+/// its backend masks in one read-write pass ([`kernels::masks_in_one_pass`]) gets a
+/// [`TensorMask::Smallest`], selected as it is masked (its statistics come then); the others'
+/// selections are made together ([`kernels::select_abs_each`]: on a GPU the steps that read no
 /// gradient are one launch for all of them). A tensor too small for `ratio` (rank 0) keeps
 /// its gradient.
 fn plan_magnitude(grads: &[DispatchTensor], ratio: f64, collect: bool) -> Vec<Plan> {
@@ -156,21 +160,28 @@ fn plan_magnitude(grads: &[DispatchTensor], ratio: f64, collect: bool) -> Vec<Pl
         .iter()
         .map(|g| masked_count(ratio, g.shape().num_elements() as u64))
         .collect();
+    let one_pass: Vec<bool> = grads.iter().map(kernels::masks_in_one_pass).collect();
     let (selected, selected_ranks): (Vec<DispatchTensor>, Vec<u64>) = grads
         .iter()
         .zip(&ranks)
-        .filter(|(_, rank)| **rank > 0)
-        .map(|(g, &rank)| (g.clone(), rank))
+        .zip(&one_pass)
+        .filter(|((_, rank), one_pass)| **rank > 0 && !**one_pass)
+        .map(|((g, &rank), _)| (g.clone(), rank))
         .unzip();
     let selection = kernels::select_abs_each(&selected, &selected_ranks, collect);
     let mut thresholds = selection.thresholds.into_iter();
     let mut stats = selection.stats.map(|s| s.into_iter());
     grads
         .iter()
-        .zip(&ranks)
-        .map(|(grad, &rank)| match rank {
-            0 => plan_frozen(grad, false, collect),
-            _ => Plan {
+        .zip(ranks)
+        .zip(one_pass)
+        .map(|((grad, rank), one_pass)| match (rank, one_pass) {
+            (0, _) => plan_frozen(grad, false, collect),
+            (rank, true) => Plan {
+                mask: TensorMask::Smallest { rank },
+                stats: None,
+            },
+            (_, false) => Plan {
                 mask: TensorMask::Below {
                     threshold: thresholds
                         .next()

@@ -68,18 +68,6 @@ pub fn bracket_positions(samples: usize, rank: u64, n: u64) -> (Option<usize>, O
     )
 }
 
-/// A bracket that misses, which tests force on a one-pass mask (`testing::with_bracket_miss`,
-/// with the `testing` feature): the mask must still be exact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BracketMiss {
-    /// The bracket lies above the threshold: the pass zeroes entries that must stay.
-    Low,
-    /// The bracket lies below the threshold: the pass keeps entries that must be zeroed.
-    High,
-    /// The bracket holds the threshold, but its entries overflow their buffer.
-    Overfull,
-}
-
 /// What one read of a tensor finds against a [`KeyBracket`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BracketScan<K> {

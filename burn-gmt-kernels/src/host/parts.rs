@@ -22,7 +22,7 @@ use super::bracket::{
 use super::pass::{MaskCounts, abs_key_histogram};
 
 /// Up to this many entries, a slice's keys are selected directly.
-const DIRECT_MAX: usize = 4096;
+pub(super) const DIRECT_MAX: usize = 4096;
 
 /// The parts of one input a selection reads, and how their keys are reached: each method reads
 /// every part once (a device reads them back with one read per device).

@@ -285,6 +285,7 @@ mod tests {
                 None => select(),
                 Some(Forced::Radix) => with_radix_select(select),
                 Some(Forced::DeviceSteps) => with_device_select(select),
+                Some(Forced::OnePass) => crate::testing::with_one_pass_mask(select),
             };
             let key = sorted[rank as usize].min(inf);
             let value = key_to_f64(dtype, key).unwrap();
@@ -341,6 +342,14 @@ mod tests {
         );
         // The forcing ends with its closure.
         assert_eq!(route(&one, DType::F32), Route::OneStep);
+        // A per-tensor mask is selected, then masked, unless tests force the one pass.
+        use crate::testing::{BracketMiss, with_bracket_miss, with_one_pass_mask};
+        let one_pass = || route::one_pass(&one[0]);
+        assert!(!one_pass());
+        assert!(with_one_pass_mask(one_pass));
+        assert!(with_bracket_miss(BracketMiss::Low, one_pass));
+        assert!(!with_radix_select(one_pass));
+        assert!(!one_pass());
     }
 
     /// Gradients on two devices: the host passes, each threshold on its gradient's device.

@@ -26,6 +26,9 @@ pub(crate) enum Forced {
     DeviceSteps,
     /// Through radix passes, with no one-step or bracket shortcut.
     Radix,
+    /// Per-tensor magnitude masks through the one read-write pass wherever the dtype allows,
+    /// whatever the backend's default.
+    OnePass,
 }
 
 #[cfg(any(test, feature = "testing"))]
@@ -59,14 +62,12 @@ pub(crate) fn with_forced_miss<R>(miss: BracketMiss, f: impl FnOnce() -> R) -> R
 
 /// The bracket miss tests forced on this thread, if any.
 #[cfg(any(test, feature = "testing"))]
-#[cfg_attr(not(feature = "cube"), allow(dead_code))]
 pub(crate) fn forced_miss() -> Option<BracketMiss> {
     FORCED_MISS.get()
 }
 
 /// Nothing is forced outside tests.
 #[cfg(not(any(test, feature = "testing")))]
-#[cfg_attr(not(feature = "cube"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn forced_miss() -> Option<BracketMiss> {
     None
@@ -121,6 +122,32 @@ pub(crate) fn route(grads: &[DispatchTensor], dtype: DType) -> Route {
     } else {
         Route::HostPasses
     }
+}
+
+/// Whether `grad`'s `rank` smallest `|g|` are selected and masked in one read-write pass
+/// ([`MaskOps::abs_key_mask_rank`]) rather than selected, then masked: the one place that
+/// decides, from what the backend says it does
+/// ([`SelectionCapabilities::one_pass_max_entries`](crate::SelectionCapabilities::one_pass_max_entries)).
+/// Tests may force the one pass (also by forcing a bracket miss), or a selection route,
+/// which takes the two passes.
+pub(crate) fn one_pass(grad: &DispatchTensor) -> bool {
+    let Some(bits) = key_bits(grad.dtype()) else {
+        return false;
+    };
+    let caps = <Dispatch as MaskOps>::selection_capabilities(grad);
+    // A device pass keeps its keys in the device's own width (f64 on a GPU goes the host way).
+    if !caps.host_memory && bits > caps.device_key_bits {
+        return false;
+    }
+    #[cfg(any(test, feature = "testing"))]
+    match FORCED.get() {
+        Some(Forced::OnePass) => return true,
+        Some(_) => return false,
+        None if forced_miss().is_some() => return true,
+        None => {}
+    }
+    let entries = grad.shape().num_elements() as u64;
+    (caps.one_pass_min_entries..=caps.one_pass_max_entries).contains(&entries)
 }
 
 /// Whether `grads` live on more than one device.

@@ -18,6 +18,7 @@ use crate::error::GradMaskError;
 use crate::mask::{TensorMask, check_gradient, mask_measured};
 use crate::plan::{PlanEntry, path_key, plan_reused, plan_step};
 use crate::stats::{MaskStats, MaskStatsHandle, resolve_named};
+use burn_gmt_kernels::mask::PendingStats;
 use hold::{collect_held, restore_held};
 use shard::Sharded;
 
@@ -405,32 +406,36 @@ impl GradMask {
             None => self.step.lazy_device(),
         };
         let mut masks = HashMap::new();
+        // Every entry's statistics, in entry order: from its plan, or (a one-pass mask's)
+        // from its masking.
         let mut pending = Vec::new();
         let ids: Vec<ParamId> = entries.iter().map(|e| e.id).collect();
         for (entry, plan) in entries.iter().zip(plans) {
-            if let Some(counts) = plan.stats {
-                pending.push((entry.id, entry.path.clone(), counts));
-            }
+            pending.push((entry.id, entry.path.clone(), plan.stats));
             masks.insert(entry.id, plan.mask);
         }
         // The gradients are only borrowed now: drop the borrows so masking can be in place.
         drop(entries);
         let mut masking = MaskGrads {
-            masks: &masks,
+            masks: &mut masks,
             grads: &mut grads,
+            collect,
             norms: self.config.collect_norms.then(HashMap::new),
+            stats: HashMap::new(),
         };
         module.visit(&mut masking);
         let mut norms = masking.norms.unwrap_or_default();
+        let mut applied_stats = masking.stats;
 
         let named = pending
             .into_iter()
-            .map(|(id, path, counts)| {
+            .filter_map(|(id, path, counts)| {
+                let counts = counts.or_else(|| applied_stats.remove(&id))?;
                 let counts = match norms.remove(&id) {
                     Some(norms_sq) => counts.with_norms(norms_sq),
                     None => counts,
                 };
-                (path, counts)
+                Some((path, counts))
             })
             .collect();
         let stats = MaskStats {
@@ -495,10 +500,15 @@ impl ModuleVisitor for CollectEntries<'_> {
 }
 
 struct MaskGrads<'a> {
-    masks: &'a HashMap<ParamId, TensorMask>,
+    /// Each parameter's mask, replaced by the mask as applied ([`Applied::mask`](crate::mask::Applied::mask)).
+    masks: &'a mut HashMap<ParamId, TensorMask>,
     grads: &'a mut GradientsParams,
+    /// Whether statistics are collected.
+    collect: bool,
     /// With `collect_norms`: each masked gradient's `[‖g‖², ‖kept‖²]`.
     norms: Option<HashMap<ParamId, Tensor<1>>>,
+    /// The statistics one-pass masks counted as they were applied.
+    stats: HashMap<ParamId, PendingStats>,
 }
 
 impl ModuleVisitor for MaskGrads<'_> {
@@ -515,12 +525,16 @@ impl ModuleVisitor for MaskGrads<'_> {
         if frozen && self.norms.is_none() {
             return;
         }
-        let (masked, norms_sq) = mask_measured(grad, mask.clone(), self.norms.is_some());
+        let applied = mask_measured(grad, mask.clone(), self.norms.is_some(), self.collect);
         if !frozen {
-            self.grads.register::<D>(param.id, masked);
+            self.grads.register::<D>(param.id, applied.grad);
         }
-        if let (Some(norms), Some(norms_sq)) = (&mut self.norms, norms_sq) {
+        if let (Some(norms), Some(norms_sq)) = (&mut self.norms, applied.norms_sq) {
             norms.insert(param.id, norms_sq);
         }
+        if let Some(stats) = applied.stats {
+            self.stats.insert(param.id, stats);
+        }
+        self.masks.insert(param.id, applied.mask);
     }
 }

@@ -590,9 +590,15 @@ fn groups_have_their_own_ratio_and_scope() {
 }
 
 /// `reselect_every(3)`: the threshold selected at steps 0, 3, 6 masks the steps after it; each
-/// step checked against a host sort (selection steps) or the kept threshold (the others).
+/// step checked against a host sort (selection steps) or the kept threshold (the others), on
+/// the backend's own way of masking and through the one-pass mask.
 #[test]
 fn reselect_every_keeps_the_threshold_between_selections() {
+    check_reselect_every();
+    burn_gmt_kernels::testing::with_one_pass_mask(check_reselect_every);
+}
+
+fn check_reselect_every() {
     let device = Device::flex();
     let module = common::Single::new(500, Float::F32, &device);
     let mut mask = GradMaskConfig::new(0.4)

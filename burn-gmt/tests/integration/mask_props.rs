@@ -31,12 +31,20 @@ fn sized_values() -> impl Strategy<Value = Vec<f64>> {
     ]
 }
 
-/// Checks every selection path: the host select for small inputs, the histogram passes read
-/// by the host, and the on-device steps (run here through the host bodies of `MaskOps`).
+/// Checks every selection path: the backend's own, the one-pass mask (selected while it
+/// writes), that one with a bracket forced to miss low, to miss high and to overflow, the
+/// histogram passes read by the host, and the on-device steps (run here through the host
+/// bodies of `MaskOps`).
 fn check_per_tensor(raw: &[f64], float: Float, ratio: f64) {
-    check_per_tensor_once(raw, float, ratio);
-    burn_gmt_kernels::testing::with_radix_select(|| check_per_tensor_once(raw, float, ratio));
-    burn_gmt_kernels::testing::with_device_select(|| check_per_tensor_once(raw, float, ratio));
+    use burn_gmt_kernels::testing::{self, BracketMiss};
+    let check = || check_per_tensor_once(raw, float, ratio);
+    check();
+    for miss in [BracketMiss::Low, BracketMiss::High, BracketMiss::Overfull] {
+        testing::with_bracket_miss(miss, check);
+    }
+    testing::with_one_pass_mask(check);
+    testing::with_radix_select(check);
+    testing::with_device_select(check);
 }
 
 fn check_per_tensor_once(raw: &[f64], float: Float, ratio: f64) {
@@ -72,7 +80,7 @@ fn check_per_tensor_once(raw: &[f64], float: Float, ratio: f64) {
 
 /// The mask of a three-parameter module (a vector, a matrix from `b`, a cube from `c`) with
 /// `scope` through selection path `path` (0: the backend's, 1: radix passes, 2: the device
-/// steps), against the reference of the whole model (global) or of each tensor.
+/// steps, 3: the one pass with a bracket forced to miss low), against the reference of the whole model (global) or of each tensor.
 fn check_module(
     scope: MaskScope,
     a: &[f64],
@@ -124,7 +132,11 @@ fn check_module(
         let mut grads = match path {
             0 => mask.apply(&module, grads),
             1 => burn_gmt_kernels::testing::with_radix_select(|| mask.apply(&module, grads)),
-            _ => burn_gmt_kernels::testing::with_device_select(|| mask.apply(&module, grads)),
+            2 => burn_gmt_kernels::testing::with_device_select(|| mask.apply(&module, grads)),
+            _ => burn_gmt_kernels::testing::with_bracket_miss(
+                burn_gmt_kernels::testing::BracketMiss::Low,
+                || mask.apply(&module, grads),
+            ),
         };
         let got: Vec<f64> = values(grads.remove::<1>(module.vector.id).unwrap())
             .into_iter()
@@ -172,7 +184,7 @@ proptest! {
         c in prop::collection::vec(entry(), 1..5),
         float in float(),
         ratio in 0.0f64..0.999,
-        path in 0..3u8,
+        path in 0..4u8,
     ) {
         check_module(MaskScope::Global, &a, &b, &c, float, ratio, path);
     }
@@ -186,7 +198,7 @@ proptest! {
         c in prop::collection::vec(entry(), 1..5),
         float in float(),
         ratio in 0.0f64..0.999,
-        path in 0..3u8,
+        path in 0..4u8,
     ) {
         check_module(MaskScope::PerTensor, &a, &b, &c, float, ratio, path);
     }
@@ -255,6 +267,7 @@ fn edge_sizes_and_special_patterns() {
 /// masks match the reference (which knows one NaN), and each NaN entry keeps its bits.
 #[test]
 fn nan_payloads_rank_as_one_nan() {
+    use burn_gmt_kernels::testing::BracketMiss;
     for float in [Float::F32, Float::F16, Float::BF16] {
         let nans = float.nan_bits();
         for n in [300usize, 70_000] {
@@ -305,6 +318,10 @@ fn nan_payloads_rank_as_one_nan() {
                     }
                 };
                 check();
+                for miss in [BracketMiss::Low, BracketMiss::High, BracketMiss::Overfull] {
+                    burn_gmt_kernels::testing::with_bracket_miss(miss, check);
+                }
+                burn_gmt_kernels::testing::with_one_pass_mask(check);
                 burn_gmt_kernels::testing::with_radix_select(check);
                 burn_gmt_kernels::testing::with_device_select(check);
             }
@@ -365,8 +382,11 @@ fn strided_and_shared_gradients() {
         .collect();
     let (expected, expected_masked, _) = reference_mask(&logical, 0.4);
     type Run = fn(&mut dyn FnMut());
-    let paths: [(&str, Run); 3] = [
+    let paths: [(&str, Run); 4] = [
         ("default", |f| f()),
+        ("one pass", |f| {
+            burn_gmt_kernels::testing::with_one_pass_mask(f)
+        }),
         ("radix", |f| burn_gmt_kernels::testing::with_radix_select(f)),
         ("device", |f| {
             burn_gmt_kernels::testing::with_device_select(f)

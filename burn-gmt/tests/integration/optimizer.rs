@@ -170,8 +170,15 @@ fn gradient_target_equals_the_inner_optimizer_fed_the_masked_gradient() {
     }
 }
 
+/// The Update target's check, on the backends' own way of masking and through the one-pass
+/// mask (whose threshold is selected while it masks, then holds the parameters).
 #[test]
 fn update_target_holds_masked_parameters_still() {
+    check_update_target();
+    burn_gmt_kernels::testing::with_one_pass_mask(check_update_target);
+}
+
+fn check_update_target() {
     for device in common::devices() {
         let device = device.autodiff();
         for (name, inner) in [
@@ -530,8 +537,16 @@ fn config_round_trips_through_json() {
 /// The wrapper with `reselect_every(3)`: between selections each tensor is masked against the
 /// threshold kept in its state (statistics count what that masks), and a checkpoint taken
 /// mid-window resumes with that threshold: bitwise the uninterrupted run.
+///
+/// Checked on the backend's own way of masking and through the one-pass mask, whose threshold
+/// is kept as the one it selected.
 #[test]
 fn wrapper_keeps_the_threshold_between_selections_and_across_records() {
+    check_kept_threshold();
+    burn_gmt_kernels::testing::with_one_pass_mask(check_kept_threshold);
+}
+
+fn check_kept_threshold() {
     let device = Device::flex().autodiff();
     let config = GradMaskConfig::new(0.5).with_reselect_every(3);
     let make = || {
