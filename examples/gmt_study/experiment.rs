@@ -331,6 +331,8 @@ fn shuffle(order: &mut [usize], rng: &mut SplitMix64) {
 }
 
 /// The model a run trains: alone (SFT), or with its mask through `burn_gmt::MaskedModel`.
+// One value per run, moved once a step: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Trainee {
     Plain(TinyLm),
     Masked(MaskedModel<TinyLm>),
