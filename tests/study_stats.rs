@@ -1,7 +1,10 @@
 //! The study's statistics against closed forms and tabulated values: Student's t tail
 //! probabilities and quantiles, the paired comparison and Welch's test.
 
-use burn_gmt_lab::stats::{incomplete_beta, paired, t_quantile_two_sided, t_two_sided_p, welch};
+use burn_gmt_lab::stats::{
+    holm, interpolate, paired, t_quantile_two_sided, t_two_sided_p, tost, welch,
+};
+use statrs::function::beta::beta_reg as incomplete_beta;
 
 fn close(a: f64, b: f64, tol: f64, what: &str) {
     assert!((a - b).abs() <= tol, "{what}: {a} vs {b}");
@@ -94,4 +97,55 @@ fn welch_with_equal_variances_is_the_pooled_t_test() {
     let same = welch(&a, &c);
     let pooled_se = (2.0 * va / 4.0).sqrt();
     close(same.p, t_two_sided_p(2.0 / pooled_se, 6.0), 1e-10, "pooled");
+}
+
+/// Student's t with 2 degrees of freedom has a closed-form distribution function.
+fn t2_cdf(t: f64) -> f64 {
+    0.5 + t / (2.0 * (2.0 + t * t).sqrt())
+}
+
+#[test]
+fn equivalence_test_of_three_pairs() {
+    let a = [0.5, 0.25, 0.75];
+    let b = [1.5, 2.25, 4.75]; // differences 1, 2, 4: mean 7/3, df 2
+    let mean: f64 = 7.0 / 3.0;
+    let variance = ((1.0 - mean).powi(2) + (2.0 - mean).powi(2) + (4.0 - mean).powi(2)) / 2.0;
+    let se = (variance / 3.0).sqrt();
+    for margin in [1.0, 5.0, 10.0] {
+        let below_upper = t2_cdf((mean - margin) / se);
+        let above_lower = 1.0 - t2_cdf((mean + margin) / se);
+        let expected = below_upper.max(above_lower);
+        close(tost(&a, &b, margin), expected, 1e-10, "TOST p");
+    }
+    // A margin the mean lies outside of is never equivalent; a wide one is.
+    assert!(tost(&a, &b, 1.0) > 0.5);
+    assert!(tost(&a, &b, 10.0) < 0.05);
+    // Identical scores: exactly equivalent.
+    assert_eq!(tost(&a, &a, 0.01), 0.0);
+}
+
+#[test]
+fn holm_adjusts_step_down_by_hand() {
+    // Sorted: 0.005 × 4 = 0.02, 0.01 × 3 = 0.03, 0.03 × 2 = 0.06, 0.04 × 1 = 0.04 → 0.06.
+    let adjusted = holm(&[0.01, 0.04, 0.03, 0.005]);
+    for (got, want) in adjusted.iter().zip([0.03, 0.06, 0.06, 0.02]) {
+        close(*got, want, 1e-15, "Holm");
+    }
+    // Capped at 1, and monotone in the sorted order.
+    assert_eq!(holm(&[0.5, 0.6]), vec![1.0, 1.0]);
+    assert_eq!(holm(&[0.2]), vec![0.2]);
+}
+
+#[test]
+fn interpolation_along_a_frontier_by_hand() {
+    let points = [(3.0, 30.0), (1.0, 10.0), (2.0, 40.0)];
+    assert_eq!(interpolate(&points, 1.5), (25.0, true));
+    assert_eq!(interpolate(&points, 2.5), (35.0, true));
+    assert_eq!(interpolate(&points, 3.0), (30.0, true));
+    // Outside the range the end segments are extended, and said to be.
+    assert_eq!(interpolate(&points, 0.0), (-20.0, false));
+    assert_eq!(interpolate(&points, 4.0), (20.0, false));
+    // Two points at x = 2 count as their mean, 40.
+    let tied = [(1.0, 10.0), (2.0, 30.0), (2.0, 50.0), (3.0, 30.0)];
+    assert_eq!(interpolate(&tied, 1.5), (25.0, true));
 }

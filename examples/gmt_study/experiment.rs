@@ -6,19 +6,23 @@ use std::sync::Arc;
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataloader::batcher::Batcher;
-use burn::module::Module;
-use burn::optim::AdamWConfig;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
 use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining, TrainStep};
+use burn_gmt::{GradMask, MaskedModel};
 
-use burn_gmt_lab::data::{self, BASE, DATA_VERSION, Draw, LmBatcher, PAD, Problem, Split, TARGET};
+use burn_gmt_lab::data::{
+    self, BASE, DATA_VERSION, Draw, LmBatch, LmBatcher, PAD, Problem, Split, TARGET,
+};
 use burn_gmt_lab::hash::stable_hash_bytes;
-use burn_gmt_lab::methods::{MaskedModel, Method, launch_timed, method_parts};
+use burn_gmt_lab::methods::Method;
 use burn_gmt_lab::model::{LmConfig, TinyLm, answer_loss};
 use burn_gmt_lab::progress;
 use burn_gmt_lab::random::{Rng, SplitMix64, stream};
+use burn_gmt_lab::testing::param_values;
 use burn_gmt_lab::timing::{Timing, median, ms, time_once};
 
 /// Optimizer steps of each fine-tuning run left out of the step time: the first builds the
@@ -47,14 +51,22 @@ pub struct Preset {
     pub test_items: usize,
     /// Base-skill items scored for retention (all skills in turn).
     pub base_items: usize,
-    /// Learning rates tried for every method.
+    /// AdamW's epsilon in fine-tuning (Burn's default is 1e-5; the paper's stack uses 1e-8).
+    pub adam_epsilon: f64,
+    /// Learning rates tried for every method, ×√2 apart.
     pub lr_grid: Vec<f64>,
-    /// The grid runs on the first `grid_checkpoints` checkpoints × `grid_seeds` seeds.
+    /// How many times a method's grid may be extended by a ×√2 step where its choice lands
+    /// on an edge.
+    pub max_grid_extensions: usize,
+    /// The grid runs on the first `grid_checkpoints` checkpoints with the `selection_seed`,
+    /// which no test run uses (test seeds are `0..seeds`).
     pub grid_checkpoints: usize,
-    pub grid_seeds: u64,
+    pub selection_seed: u64,
     /// The test runs: every checkpoint × every seed.
     pub checkpoints: usize,
     pub seeds: u64,
+    /// HFT re-draws its frozen half every `hft_stage_epochs` epochs.
+    pub hft_stage_epochs: usize,
     pub methods: Vec<Method>,
 }
 
@@ -65,6 +77,11 @@ impl Preset {
 
     pub fn pretrain_steps(&self) -> usize {
         self.pretrain_items.div_ceil(self.batch) * self.pretrain_epochs
+    }
+
+    /// Optimizer steps of one HFT stage.
+    pub fn hft_stage_steps(&self) -> usize {
+        self.finetune_items.div_ceil(self.batch) * self.hft_stage_epochs
     }
 }
 
@@ -122,6 +139,8 @@ pub struct Checkpoint {
     pub base: f64,
     /// Exact match on the target test split (before any fine-tuning).
     pub target: f64,
+    /// Its parameters, flat in module order (θ₀ of the mechanism's distances).
+    pub params: Vec<f64>,
     /// Whether it came from the cache.
     pub cached: bool,
 }
@@ -188,6 +207,7 @@ pub fn checkpoint(
     Checkpoint {
         base: evaluate(&lm, &sets.base, device).0,
         target: evaluate(&lm, &sets.test, device).0,
+        params: param_values(&lm).concat(),
         path,
         cached,
     }
@@ -227,7 +247,7 @@ fn pretrain(
             .init()
             .expect("valid schedule");
     let learner = Learner::new(
-        MaskedModel { lm, mask: None },
+        lm,
         AdamWConfig::new().with_weight_decay(0.01).init(),
         scheduler,
     );
@@ -241,9 +261,11 @@ fn pretrain(
     .renderer(Box::new(progress::LineRenderer::new(format!(
         "pretrain-{seed}"
     ))));
-    launch_timed(training, learner, None)
-        .unwrap_or_else(|error| panic!("pre-training failed: {error}"))
-        .0
+    let result = training.launch(learner);
+    if let Some(error) = result.error {
+        panic!("pre-training failed: {error}");
+    }
+    result.model
 }
 
 /// One fine-tuning run.
@@ -272,9 +294,27 @@ pub struct RunResult {
     /// the warm-up: wall clock and process CPU time, in ms.
     pub step_ms: f64,
     pub step_cpu_ms: f64,
-    /// Fraction of gradient entries the mask kept at the last step (1 for SFT).
-    pub kept: f64,
+    /// What the mask did over the run.
+    pub mechanism: Mechanism,
+    /// The parameters at the end, flat in module order.
+    pub params: Vec<f64>,
 }
+
+/// What a run's mask did (SFT: nothing masked, everything kept).
+#[derive(Debug, Clone, Copy)]
+pub struct Mechanism {
+    /// Mean over the steps of the fraction of gradient entries kept.
+    pub kept: f64,
+    /// Mean over the steps of the share of the gradient's L2 norm kept (the library's
+    /// `MaskStats::kept_norm_fraction`).
+    pub kept_norm: f64,
+    /// Share of the parameter entries masked in more than 90% of the steps.
+    pub persistently_masked: f64,
+}
+
+/// The mask observer's threshold: an entry masked in more than this share of the steps is
+/// held (nearly) still by the mask.
+pub const PERSISTENT_SHARE: f64 = 0.9;
 
 impl RunResult {
     pub fn dev_final(&self) -> f64 {
@@ -290,9 +330,182 @@ fn shuffle(order: &mut [usize], rng: &mut SplitMix64) {
     }
 }
 
+/// The model a run trains: alone (SFT), or with its mask through `burn_gmt::MaskedModel`.
+// One value per run, moved once a step: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Trainee {
+    Plain(TinyLm),
+    Masked(MaskedModel<TinyLm>),
+}
+
+impl Trainee {
+    fn lm(&self) -> &TinyLm {
+        match self {
+            Trainee::Plain(lm) => lm,
+            Trainee::Masked(model) => model.model(),
+        }
+    }
+
+    fn into_lm(self) -> TinyLm {
+        match self {
+            Trainee::Plain(lm) => lm,
+            Trainee::Masked(model) => model.into_model(),
+        }
+    }
+
+    /// One optimizer step on `batch` through `TrainStep` (the path burn-train takes), and,
+    /// for a masked model, the gradients before masking (tensors shared with the step's;
+    /// the mask copies a shared buffer before writing it).
+    fn step(
+        self,
+        optim: &mut ModuleOptimizer,
+        lr: f64,
+        batch: LmBatch,
+    ) -> (Self, Option<GradientsParams>) {
+        match self {
+            Trainee::Plain(lm) => {
+                let output = TrainStep::step(&lm, batch);
+                (
+                    Trainee::Plain(lm.optimize(optim, lr.into(), output.grads)),
+                    None,
+                )
+            }
+            Trainee::Masked(model) => {
+                let output = TrainStep::step(&model, batch);
+                let seen = share_grads(model.model(), &output.grads);
+                let model = model.optimize(optim, lr.into(), output.grads);
+                (Trainee::Masked(model), Some(seen))
+            }
+        }
+    }
+}
+
+/// A second `GradientsParams` holding the same tensors as `grads` for `module`'s parameters.
+fn share_grads(module: &TinyLm, grads: &GradientsParams) -> GradientsParams {
+    struct Share<'a> {
+        from: &'a GradientsParams,
+        to: GradientsParams,
+    }
+    impl ModuleVisitor for Share<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(grad) = self.from.get::<D>(param.id) {
+                self.to.register(param.id, grad);
+            }
+        }
+    }
+    let mut share = Share {
+        from: grads,
+        to: GradientsParams::new(),
+    };
+    module.visit(&mut share);
+    share.to
+}
+
+/// Each float parameter's gradient in `grads` as host values, in module order (`None`: no
+/// gradient), with the parameter's entry count.
+fn grad_values(module: &TinyLm, grads: &GradientsParams) -> Vec<(usize, Option<Vec<f32>>)> {
+    struct Read<'a> {
+        grads: &'a GradientsParams,
+        values: Vec<(usize, Option<Vec<f32>>)>,
+    }
+    impl ModuleVisitor for Read<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let grad = self.grads.get::<D>(param.id);
+            self.values.push((
+                param.shape().num_elements(),
+                grad.map(|g| g.into_data().iter::<f32>().collect()),
+            ));
+        }
+    }
+    let mut read = Read {
+        grads,
+        values: Vec::new(),
+    };
+    module.visit(&mut read);
+    read.values
+}
+
+/// Watches a run's mask: a second `GradMask` of the same configuration (the same strategy,
+/// seed and step count, so the same draws and thresholds) masks the gradients the training
+/// mask saw, and each entry's masked steps are counted. An entry is masked at a step when
+/// its gradient was not zero and the mask made it zero (or dropped the tensor's gradient,
+/// as HFT does for a frozen tensor).
+struct MaskObserver {
+    mask: GradMask,
+    masked_steps: Vec<u32>,
+    steps: u32,
+    kept_sum: f64,
+    kept_norm_sum: f64,
+}
+
+impl MaskObserver {
+    fn new(method: Method, seed: u64, hft_stage_steps: u64, entries: usize) -> Option<Self> {
+        let config = method.mask_config(seed, hft_stage_steps)?;
+        Some(Self {
+            mask: config
+                .with_collect_norms(true)
+                .init()
+                .expect("valid mask config"),
+            masked_steps: vec![0; entries],
+            steps: 0,
+            kept_sum: 0.0,
+            kept_norm_sum: 0.0,
+        })
+    }
+
+    /// One step: `grads` are what the training mask saw, `trained_kept` what it kept.
+    fn observe(&mut self, lm: &TinyLm, grads: GradientsParams, trained_kept: u64) {
+        let before = grad_values(lm, &grads);
+        let masked = self.mask.apply(lm, grads);
+        let stats = self.mask.last_stats();
+        assert_eq!(
+            stats.kept(),
+            trained_kept,
+            "the observing mask must mask as the training mask does"
+        );
+        self.steps += 1;
+        self.kept_sum += stats.kept_fraction();
+        self.kept_norm_sum += stats.kept_norm_fraction().unwrap_or(1.0);
+        let after = grad_values(lm, &masked);
+        let mut offset = 0;
+        for ((len, before), (_, after)) in before.iter().zip(&after) {
+            if let Some(before) = before {
+                let counts = &mut self.masked_steps[offset..offset + len];
+                match after {
+                    Some(after) => {
+                        for ((count, b), a) in counts.iter_mut().zip(before).zip(after) {
+                            *count += u32::from(*b != 0.0 && *a == 0.0);
+                        }
+                    }
+                    None => {
+                        for (count, b) in counts.iter_mut().zip(before) {
+                            *count += u32::from(*b != 0.0);
+                        }
+                    }
+                }
+            }
+            offset += len;
+        }
+    }
+
+    fn mechanism(&self) -> Mechanism {
+        let steps = f64::from(self.steps.max(1));
+        let persistent = self
+            .masked_steps
+            .iter()
+            .filter(|&&c| f64::from(c) > PERSISTENT_SHARE * steps)
+            .count();
+        Mechanism {
+            kept: self.kept_sum / steps,
+            kept_norm: self.kept_norm_sum / steps,
+            persistently_masked: persistent as f64 / self.masked_steps.len() as f64,
+        }
+    }
+}
+
 /// Fine-tunes checkpoint `spec.checkpoint` with `spec.method` at a constant learning rate:
-/// AdamW (weight decay 0.01), one optimizer step per batch through the model's
-/// `TrainStep` (the path burn-train takes), the dev split scored after every epoch.
+/// AdamW (weight decay 0.01, the preset's epsilon), one optimizer step per batch through the
+/// model's `TrainStep` (the path burn-train takes), the dev split scored after every epoch.
 pub fn finetune(
     preset: &Preset,
     checkpoints: &[Checkpoint],
@@ -302,15 +515,26 @@ pub fn finetune(
 ) -> RunResult {
     let train_device = device.clone().autodiff();
     let train_set = finetune_set(preset, spec.seed);
-    let adamw = AdamWConfig::new().with_weight_decay(0.01);
-    // HFT: one stage over the whole fine-tuning, as in the paper's single-task setting.
-    let stage_steps = preset.finetune_steps() as u64;
-    let (mut optim, mask, stats) = method_parts(spec.method, &adamw, spec.seed, stage_steps);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(0.01)
+        .with_epsilon(preset.adam_epsilon as f32)
+        .init();
+    let hft_stage_steps = preset.hft_stage_steps() as u64;
     let checkpoint = &checkpoints[spec.checkpoint];
-    let mut model = Some(MaskedModel {
-        lm: load(preset, &checkpoint.path, &train_device),
-        mask,
+    let lm = load(preset, &checkpoint.path, &train_device);
+    let mut trainee = Some(match spec.method.mask_config(spec.seed, hft_stage_steps) {
+        None => Trainee::Plain(lm),
+        Some(config) => Trainee::Masked(MaskedModel::new(
+            lm,
+            config.init().expect("valid mask config"),
+        )),
     });
+    let mut observer = MaskObserver::new(
+        spec.method,
+        spec.seed,
+        hft_stage_steps,
+        checkpoint.params.len(),
+    );
     let mut rng = stream(0x5EED_0000 ^ spec.seed);
     let mut order: Vec<usize> = (0..train_set.len()).collect();
     let mut timings: Vec<Timing> = Vec::new();
@@ -319,21 +543,29 @@ pub fn finetune(
         shuffle(&mut order, &mut rng);
         for chunk in order.chunks(preset.batch) {
             let items: Vec<Problem> = chunk.iter().map(|&i| train_set[i].clone()).collect();
+            let mut seen = None;
             let timing = time_once(
                 device,
                 &mut || LmBatcher.batch(items.clone(), &train_device),
                 &mut |batch| {
-                    let current = model.take().expect("the model");
-                    let output = TrainStep::step(&current, batch);
-                    model = Some(current.optimize(&mut optim, spec.lr.into(), output.grads));
+                    let current = trainee.take().expect("the model");
+                    let (next, grads) = current.step(&mut optim, spec.lr, batch);
+                    trainee = Some(next);
+                    seen = grads;
                 },
             );
             timings.push(timing);
+            // Outside the timed step: the observer's work is the study's, not the method's.
+            if let (Some(observer), Some(Trainee::Masked(model)), Some(grads)) =
+                (observer.as_mut(), trainee.as_ref(), seen)
+            {
+                observer.observe(model.model(), grads, model.mask().last_stats().kept());
+            }
         }
-        let lm = model.as_ref().expect("the model").lm.valid();
+        let lm = trainee.as_ref().expect("the model").lm().valid();
         dev_curve.push(evaluate(&lm, &sets.dev, device).0);
     }
-    let lm = model.expect("the model").lm.valid();
+    let lm = trainee.expect("the model").into_lm().valid();
     let (target, target_loss) = evaluate(&lm, &sets.test, device);
     let (target_shifted, _) = evaluate(&lm, &sets.test_shifted, device);
     let (base, _) = evaluate(&lm, &sets.base, device);
@@ -347,7 +579,15 @@ pub fn finetune(
         retention: base / checkpoint.base.max(f64::MIN_POSITIVE),
         step_ms: ms(median(steady.iter().map(|t| t.wall).collect())),
         step_cpu_ms: ms(median(steady.iter().map(|t| t.cpu).collect())),
-        kept: stats.map_or(1.0, |s| s.latest().kept_fraction()),
+        mechanism: observer.map_or(
+            Mechanism {
+                kept: 1.0,
+                kept_norm: 1.0,
+                persistently_masked: 0.0,
+            },
+            |o| o.mechanism(),
+        ),
+        params: param_values(&lm).concat(),
     }
 }
 

@@ -2,15 +2,21 @@
 
 use std::fmt::Write;
 
-/// A scatter plot: each series' points small, its mean large.
+/// A scatter plot: each series' points small, its mean large; with `curve`, a named black
+/// line through its points in order (a reference such as a frontier).
 pub fn scatter_chart(
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
+    curve: Option<(&str, &[(f64, f64)])>,
 ) -> String {
     let (w, h, left, right, top, bottom) = (720.0, 440.0, 70.0, 230.0, 40.0, 50.0);
-    let all = series.iter().flat_map(|(_, p)| p.iter().copied());
+    let curve_points = curve.map_or(&[][..], |(_, points)| points);
+    let all = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().copied())
+        .chain(curve_points.iter().copied());
     let (mut x0, mut x1, mut y0, mut y1) = all.fold(
         (f64::MAX, f64::MIN, f64::MAX, f64::MIN),
         |(a, b, c, d), (x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
@@ -23,6 +29,25 @@ pub fn scatter_chart(
     let frame = Frame::new((w, h, left, right, top, bottom), (x0, x1), (y0, y1));
     let mut svg = frame.open(title, x_label, y_label);
     frame.ticks(&mut svg, false);
+    if let Some((name, points)) = curve {
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", frame.px(x), frame.py(y)))
+            .collect();
+        writeln!(
+            svg,
+            r#"<polyline points="{}" fill="none" stroke="black" stroke-width="1.5"/>"#,
+            path.join(" ")
+        )
+        .unwrap();
+        writeln!(
+            svg,
+            r#"<text x="{}" y="{}">— {name}</text>"#,
+            w - right + 10.0,
+            top + 10.0 + 18.0 * series.len() as f64
+        )
+        .unwrap();
+    }
     for (i, (name, points)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         for &(x, y) in points {
@@ -150,8 +175,9 @@ impl Frame {
         buffer
     }
 }
-const COLORS: [&str; 6] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#7f7f7f",
+const COLORS: [&str; 10] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#7f7f7f", "#8c564b", "#e377c2",
+    "#bcbd22", "#17becf",
 ];
 
 /// Points of a series: (x, mean, standard deviation).

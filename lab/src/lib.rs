@@ -5,7 +5,9 @@
 //! - [`methods`]: the fine-tuning methods compared (SFT, GMT, random masks, HFT), set up with
 //!   burn-gmt, and the model wrapper burn-train trains.
 //! - [`data`], [`model`]: the study's generated digit tasks and its small transformer.
-//! - [`stats`]: mean ± std, paired and Welch comparisons; [`charts`]: the SVG plots.
+//! - [`stats`]: mean ± std, paired and Welch comparisons (t distribution from `statrs`), the
+//!   equivalence test (TOST), Holm's correction, interpolation along a frontier; [`charts`]: the
+//!   SVG plots.
 //! - [`progress`]: a one-line progress display for burn-train.
 //! - [`device`]: a backend by name, the backends compiled in; [`timing`]: timed runs with the
 //!   device synchronised.

@@ -22,6 +22,9 @@ pub enum Method {
     Gmt(f64),
     /// GMT with one threshold over the whole model.
     GmtGlobal(f64),
+    /// GMT per tensor with [`MaskTarget::Update`]: the masked entries are held still, AdamW's
+    /// momentum and weight decay included.
+    GmtUpdate(f64),
     /// A random fraction `r` of each gradient tensor is zeroed (the control for GMT).
     Random(f64),
     /// As [`Method::Random`], the kept entries scaled by `1 / (1 - r)` (ChildTuning-F).
@@ -38,6 +41,7 @@ impl Method {
             Method::Sft => "SFT".into(),
             Method::Gmt(r) => format!("GMT r={r}"),
             Method::GmtGlobal(r) => format!("GMT global r={r}"),
+            Method::GmtUpdate(r) => format!("GMT-update r={r}"),
             Method::Random(r) => format!("Random mask r={r}"),
             Method::RandomRescaled(r) => format!("Random mask r={r} rescaled"),
             Method::Hft => "HFT".into(),
@@ -49,10 +53,42 @@ impl Method {
         match self {
             Method::Gmt(r)
             | Method::GmtGlobal(r)
+            | Method::GmtUpdate(r)
             | Method::Random(r)
             | Method::RandomRescaled(r) => Some(*r),
             Method::Sft | Method::Hft => None,
         }
+    }
+
+    /// The mask of the method (`None` for SFT). `seed` varies the random draws; HFT re-draws
+    /// its frozen half every `hft_stage_steps` optimizer steps.
+    pub fn mask_config(&self, seed: u64, hft_stage_steps: u64) -> Option<GradMaskConfig> {
+        let random = |r: f64, rescale| {
+            GradMaskConfig::new(r).with_strategy(MaskStrategy::Random {
+                seed: 1000 + seed,
+                rescale,
+            })
+        };
+        Some(match *self {
+            Method::Sft => return None,
+            Method::Gmt(r) => GradMaskConfig::new(r),
+            Method::GmtGlobal(r) => GradMaskConfig::new(r).with_scope(MaskScope::Global),
+            Method::GmtUpdate(r) => GradMaskConfig::new(r).with_target(MaskTarget::Update),
+            Method::Random(r) => random(r, false),
+            Method::RandomRescaled(r) => random(r, true),
+            Method::Hft => GradMaskConfig::new(0.5)
+                .with_strategy(MaskStrategy::Hft {
+                    seed: 2000 + seed,
+                    stage_steps: hft_stage_steps.max(1),
+                })
+                .with_target(MaskTarget::Update),
+        })
+    }
+
+    /// Whether the method needs the whole module (a global threshold, HFT's blocks), so the
+    /// module-level [`GradMask`] rather than the optimizer wrapper.
+    pub fn module_level(&self) -> bool {
+        matches!(self, Method::GmtGlobal(_) | Method::Hft)
     }
 }
 
@@ -159,23 +195,9 @@ pub fn method_parts(
         let stats = wrapped.stats_handle();
         (ModuleOptimizer::from(wrapped), None, Some(stats))
     };
-    match method {
-        Method::Sft => (adamw.init(), None, None),
-        Method::Gmt(r) => per_tensor(GradMaskConfig::new(r)),
-        Method::Random(r) | Method::RandomRescaled(r) => {
-            per_tensor(GradMaskConfig::new(r).with_strategy(MaskStrategy::Random {
-                seed: 1000 + seed,
-                rescale: matches!(method, Method::RandomRescaled(_)),
-            }))
-        }
-        Method::GmtGlobal(r) => module_level(GradMaskConfig::new(r).with_scope(MaskScope::Global)),
-        Method::Hft => module_level(
-            GradMaskConfig::new(0.5)
-                .with_strategy(MaskStrategy::Hft {
-                    seed: 2000 + seed,
-                    stage_steps: hft_stage_steps.max(1),
-                })
-                .with_target(MaskTarget::Update),
-        ),
+    match method.mask_config(seed, hft_stage_steps) {
+        None => (adamw.init(), None, None),
+        Some(config) if method.module_level() => module_level(config),
+        Some(config) => per_tensor(config),
     }
 }

@@ -9,7 +9,7 @@ use burn::nn::transformer::{
 };
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
-use burn::train::ClassificationOutput;
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 
 use crate::data::{LmBatch, PAD, SEQ_LEN, VOCAB};
 use crate::methods::LossModel;
@@ -72,6 +72,26 @@ impl TinyLm {
     /// Loss on the answer tokens and the flattened logits and targets.
     pub fn forward_loss(&self, batch: LmBatch) -> ClassificationOutput {
         answer_loss(self.forward(batch.inputs), batch.targets)
+    }
+}
+
+/// burn-train trains the model alone (SFT, pre-training) or inside `burn_gmt::MaskedModel`.
+impl TrainStep for TinyLm {
+    type Input = LmBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: LmBatch) -> TrainOutput<ClassificationOutput> {
+        let item = self.forward_loss(batch);
+        TrainOutput::new(self, item.loss.backward(), item)
+    }
+}
+
+impl InferenceStep for TinyLm {
+    type Input = LmBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: LmBatch) -> ClassificationOutput {
+        self.forward_loss(batch)
     }
 }
 

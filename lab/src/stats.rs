@@ -1,7 +1,9 @@
 //! Mean ± standard deviation, and comparisons: the mean difference of paired scores (or of two
-//! independent samples), its 95% Student-t interval and the two-sided p-value of a t-test (no
-//! statistics dependency: the t distribution through the regularized incomplete beta
-//! function).
+//! independent samples), its 95% Student-t interval and the two-sided p-value of a t-test
+//! (the t distribution from `statrs`); the equivalence test (TOST), Holm's correction for a
+//! family of tests, and piecewise-linear interpolation along a curve (the study's frontier).
+
+use statrs::distribution::{ContinuousCDF, StudentsT};
 
 /// Mean and sample standard deviation (0 for fewer than two values).
 pub fn mean_std(values: &[f64]) -> (f64, f64) {
@@ -20,8 +22,12 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 pub struct Paired {
     /// Pairs compared.
     pub n: usize,
+    /// Degrees of freedom of the t distribution the interval and p-value come from.
+    pub df: f64,
     /// Mean of the differences.
     pub mean: f64,
+    /// Its standard error.
+    pub se: f64,
     /// The 95% confidence interval of the mean difference: its lower end...
     pub low: f64,
     /// ...and its upper end.
@@ -49,7 +55,9 @@ fn t_comparison(n: usize, mean: f64, se: f64, df: f64) -> Paired {
         let p = if mean == 0.0 { 1.0 } else { 0.0 };
         return Paired {
             n,
+            df,
             mean,
+            se,
             low: mean,
             high: mean,
             p,
@@ -58,102 +66,28 @@ fn t_comparison(n: usize, mean: f64, se: f64, df: f64) -> Paired {
     let half = t_quantile_two_sided(0.05, df) * se;
     Paired {
         n,
+        df,
         mean,
+        se,
         low: mean - half,
         high: mean + half,
         p: t_two_sided_p(mean / se, df),
     }
 }
 
+/// Student's t with `df` degrees of freedom.
+fn students_t(df: f64) -> StudentsT {
+    StudentsT::new(0.0, 1.0, df).unwrap_or_else(|e| panic!("t distribution, df {df}: {e}"))
+}
+
 /// `P(|T| >= |t|)` for Student's t with `df` degrees of freedom.
 pub fn t_two_sided_p(t: f64, df: f64) -> f64 {
-    incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    (2.0 * students_t(df).sf(t.abs())).min(1.0)
 }
 
-/// The `t` with `P(|T| >= t) = alpha`, by bisection on [`t_two_sided_p`].
+/// The `t` with `P(|T| >= t) = alpha`.
 pub fn t_quantile_two_sided(alpha: f64, df: f64) -> f64 {
-    let (mut lo, mut hi) = (0.0, 1e3);
-    for _ in 0..200 {
-        let mid = (lo + hi) / 2.0;
-        if t_two_sided_p(mid, df) > alpha {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    (lo + hi) / 2.0
-}
-
-/// `ln Γ(x)` for `x > 0` (Lanczos, g = 7, 9 terms: about 15 significant digits).
-fn ln_gamma(x: f64) -> f64 {
-    const C: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        // Reflection.
-        let pi = std::f64::consts::PI;
-        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
-    }
-    let x = x - 1.0;
-    let t = x + 7.5;
-    let sum = C[1..]
-        .iter()
-        .enumerate()
-        .fold(C[0], |acc, (i, c)| acc + c / (x + i as f64 + 1.0));
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
-}
-
-/// The regularized incomplete beta function `I_x(a, b)` (continued fraction, modified Lentz).
-pub fn incomplete_beta(a: f64, b: f64, x: f64) -> f64 {
-    if x <= 0.0 {
-        return 0.0;
-    }
-    if x >= 1.0 {
-        return 1.0;
-    }
-    let front =
-        (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
-    // The fraction converges fast for x < (a + 1) / (a + b + 2); use the symmetry otherwise.
-    if x < (a + 1.0) / (a + b + 2.0) {
-        front * beta_fraction(a, b, x) / a
-    } else {
-        1.0 - front * beta_fraction(b, a, 1.0 - x) / b
-    }
-}
-
-fn beta_fraction(a: f64, b: f64, x: f64) -> f64 {
-    const TINY: f64 = 1e-300;
-    let mut c = 1.0;
-    let mut d = 1.0 - (a + b) * x / (a + 1.0);
-    d = 1.0 / if d.abs() < TINY { TINY } else { d };
-    let mut h = d;
-    for m in 1..300 {
-        let m = m as f64;
-        for numerator in [
-            m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0)),
-        ] {
-            d = 1.0 + numerator * d;
-            d = 1.0 / if d.abs() < TINY { TINY } else { d };
-            c = 1.0 + numerator / c;
-            if c.abs() < TINY {
-                c = TINY;
-            }
-            h *= d * c;
-        }
-        if (d * c - 1.0).abs() < 1e-15 {
-            break;
-        }
-    }
-    h
+    students_t(df).inverse_cdf(1.0 - alpha / 2.0)
 }
 
 /// Welch's comparison of two independent samples: the difference of means `b - a`, its 95%
@@ -170,4 +104,70 @@ pub fn welch(a: &[f64], b: &[f64]) -> Paired {
     let df =
         (va + vb).powi(2) / (va * va / (a.len() as f64 - 1.0) + vb * vb / (b.len() as f64 - 1.0));
     t_comparison(a.len() + b.len(), mean, se, df)
+}
+
+/// The equivalence test (two one-sided t-tests, TOST) of the paired differences `b - a`
+/// against the margin `±margin`: the p-value of "the mean difference lies outside
+/// (−margin, margin)", the larger of the two one-sided p-values. Below 0.05, the 90% interval
+/// lies inside the margin and the two are equivalent at the 5% level.
+pub fn tost(a: &[f64], b: &[f64], margin: f64) -> f64 {
+    assert!(
+        margin > 0.0,
+        "tost: the margin must be positive, got {margin}"
+    );
+    let d = paired(a, b);
+    if d.se == 0.0 {
+        return if d.mean.abs() < margin { 0.0 } else { 1.0 };
+    }
+    let t = students_t(d.df);
+    let above_lower = t.sf((d.mean + margin) / d.se);
+    let below_upper = t.cdf((d.mean - margin) / d.se);
+    above_lower.max(below_upper)
+}
+
+/// Holm's step-down adjustment of a family of p-values, in their order: the smallest is
+/// multiplied by the family's size, the next by one less, and so on, each kept at least as
+/// large as the one before it and at most 1. Rejecting where the adjusted p is below α holds
+/// the family-wise error rate at α.
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&i, &j| p[i].total_cmp(&p[j]));
+    let mut adjusted = vec![0.0; p.len()];
+    let mut running = 0.0f64;
+    for (rank, &i) in order.iter().enumerate() {
+        running = running.max(((p.len() - rank) as f64 * p[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
+/// The value at `x` of the piecewise-linear curve through `points` `(x, y)` (any order, at
+/// least two distinct x; points at the same x count as their mean), and whether `x` lies within the points' range; outside it the end
+/// segment is extended.
+pub fn interpolate(points: &[(f64, f64)], x: f64) -> (f64, bool) {
+    let mut sorted = points.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Points at the same x: their mean.
+    let mut merged: Vec<(f64, f64, f64)> = Vec::new();
+    for &(x, y) in &sorted {
+        match merged.last_mut() {
+            Some(last) if last.0 == x => {
+                last.1 += y;
+                last.2 += 1.0;
+            }
+            _ => merged.push((x, y, 1.0)),
+        }
+    }
+    let sorted: Vec<(f64, f64)> = merged.iter().map(|&(x, y, n)| (x, y / n)).collect();
+    assert!(
+        sorted.len() >= 2,
+        "interpolate: needs two points with distinct x, got {points:?}"
+    );
+    let inside = (sorted[0].0..=sorted[sorted.len() - 1].0).contains(&x);
+    let segment = sorted
+        .windows(2)
+        .position(|w| x <= w[1].0)
+        .unwrap_or(sorted.len() - 2);
+    let ((x0, y0), (x1, y1)) = (sorted[segment], sorted[segment + 1]);
+    (y0 + (y1 - y0) * (x - x0) / (x1 - x0), inside)
 }
