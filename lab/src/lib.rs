@@ -5,7 +5,8 @@
 //! - [`methods`]: the fine-tuning methods compared (SFT, GMT, random masks, HFT), set up with
 //!   burn-gmt, and the model wrapper burn-train trains.
 //! - [`data`], [`model`]: the study's generated digit tasks and its small transformer.
-//! - [`stats`]: mean ± std, paired and Welch comparisons; [`charts`]: the SVG plots.
+//! - [`stats`]: mean ± std, paired and Welch comparisons; [`item_tests`]: per-item paired
+//!   permutation and McNemar tests; [`charts`]: the SVG plots.
 //! - [`progress`]: a one-line progress display for burn-train.
 //! - [`device`]: a backend by name, the backends compiled in; [`timing`]: timed runs with the
 //!   device synchronised.
@@ -17,6 +18,7 @@ pub mod charts;
 pub mod data;
 pub mod device;
 pub mod hash;
+pub mod item_tests;
 pub mod methods;
 pub mod model;
 pub mod progress;
