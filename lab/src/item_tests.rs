@@ -73,7 +73,7 @@ mod tests {
     #[test]
     fn mcnemar_matches_the_binomial_tail() {
         // 10 discordant items split 2 / 8: 2 · (1 + 10 + 45) / 1024.
-        let a: Vec<bool> = (0..30).map(|i| i < 2 || i >= 20).collect();
+        let a: Vec<bool> = (0..30).map(|i| !(2..20).contains(&i)).collect();
         let b: Vec<bool> = (0..30).map(|i| (2..10).contains(&i) || i >= 20).collect();
         let m = mcnemar(&a, &b);
         assert_eq!((m.only_a, m.only_b), (2, 8));
