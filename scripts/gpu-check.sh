@@ -21,8 +21,10 @@
 # stub fails) is put on LD_LIBRARY_PATH, and the bundle's libvulkan.so.1 when the machine has
 # no Vulkan loader. Environment: GMT_BENCH_SIZES (mask benchmark and anchor sizes; default
 # 4096 to 45M), GMT_STEP_PRESET (default full), GMT_CHECK_STUDY_PRESET (default smoke),
-# GMT_CHECK_LLM_ARGS (arguments to run the llm example with, when the bundle has it; not run
-# otherwise: it needs a model file), GMT_CHECK_PYTHON (default python3).
+# GMT_CHECK_LLM_MODEL (the SmolLM2 GGUF; default models/SmolLM2-135M-Instruct.Q4_1.gguf: when
+# it is there and the bundle has the llm example, `llm finetune --preset gpu --device cuda` runs,
+# report in $log_dir/llm), GMT_CHECK_LLM_ARGS (other arguments for it), GMT_CHECK_LLM_TIMEOUT_S
+# (default 300), GMT_CHECK_PYTHON (default python3).
 #
 # 1. prints the GPU (`nvidia-smi`) and what the CUDA run time will find;
 # 2. builds the workspace and every target with `--features cuda` (flex stays on);
@@ -365,11 +367,15 @@ run_bundle() {
     run_step "GMT study (cuda, preset $preset, 1 seed)" 60 "$log_dir/study.log" \
         "${rust_env[@]}" "$root/bin/examples/gmt_study" --device cuda --preset "$preset" \
         --seeds 1 --out "$log_dir/study"
-    if [[ -x $root/bin/examples/llm && -n ${GMT_CHECK_LLM_ARGS:-} ]]; then
+    # The LLM fine-tuning at its gpu preset (all 30 blocks trained), when the bundle has the
+    # example and the model file is there (scripts/fetch-smollm2.sh; GMT_CHECK_LLM_MODEL).
+    local llm_model=${GMT_CHECK_LLM_MODEL:-$caller_dir/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+    local llm_default="finetune --preset gpu --device cuda --model $llm_model --out $log_dir/llm"
+    if [[ -x $root/bin/examples/llm && ( -n ${GMT_CHECK_LLM_ARGS:-} || -f $llm_model ) ]]; then
         local -a llm_args
-        read -r -a llm_args <<<"$GMT_CHECK_LLM_ARGS"
-        run_step "llm example" 120 "$log_dir/llm.log" "${rust_env[@]}" \
-            "$root/bin/examples/llm" "${llm_args[@]}"
+        read -r -a llm_args <<<"${GMT_CHECK_LLM_ARGS:-$llm_default}"
+        run_step "llm example" "${GMT_CHECK_LLM_TIMEOUT_S:-300}" "$log_dir/llm.log" \
+            "${rust_env[@]}" "$root/bin/examples/llm" "${llm_args[@]}"
     fi
 
     section "summary (logs in $log_dir)"

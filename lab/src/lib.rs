@@ -6,8 +6,8 @@
 //!   burn-gmt, and the model wrapper burn-train trains.
 //! - [`data`], [`model`]: the study's generated digit tasks and its small transformer.
 //! - [`stats`]: mean ± std, paired and Welch comparisons (t distribution from `statrs`), the
-//!   equivalence test (TOST), Holm's correction, interpolation along a frontier; [`charts`]: the
-//!   SVG plots.
+//!   equivalence test (TOST), Holm's correction, interpolation along a frontier;
+//!   [`item_tests`]: per-item paired permutation and McNemar tests; [`charts`]: the SVG plots.
 //! - [`progress`]: a one-line progress display for burn-train.
 //! - [`device`]: a backend by name, the backends compiled in; [`timing`]: timed runs with the
 //!   device synchronised.
@@ -19,6 +19,7 @@ pub mod charts;
 pub mod data;
 pub mod device;
 pub mod hash;
+pub mod item_tests;
 pub mod methods;
 pub mod model;
 pub mod progress;

@@ -3,6 +3,8 @@
 use burn::tensor::Device;
 
 use crate::LlmError;
+use burn::tensor::{Int, Tensor, TensorData};
+
 use crate::model::{KvCache, Llama, token_row};
 
 /// What [`greedy`] produced.
@@ -81,9 +83,96 @@ pub fn greedy(
     Ok(out)
 }
 
+/// Greedy continuations of several prompts at once (at most `max_new` tokens each, each
+/// stopping after `stop`): the prompts are left-padded to one length and decoded as a batch,
+/// each row masked from its padding. Each answer is the one [`greedy`] gives, up to rounding
+/// (a batched matrix product sums in another order, so a near-tie can break the other way).
+pub fn greedy_batch(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    max_new: usize,
+    stop: Option<u32>,
+    device: &Device,
+) -> Result<Vec<Vec<u32>>, LlmError> {
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if prompts.iter().any(Vec::is_empty) {
+        return Err(LlmError::Usage("a prompt has no token".into()));
+    }
+    if longest + max_new > model.max_seq_len() {
+        return Err(LlmError::Usage(format!(
+            "{longest} prompt tokens + {max_new} new tokens exceed the {} positions the model is set up for",
+            model.max_seq_len()
+        )));
+    }
+    let rows = prompts.len();
+    let pad: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    let mut input: Vec<i64> = prompts
+        .iter()
+        .flat_map(|p| {
+            std::iter::repeat_n(0, longest - p.len()).chain(p.iter().map(|&t| i64::from(t)))
+        })
+        .collect();
+    let mut width = longest;
+    let mut cache = KvCache::default();
+    let mut answers = vec![Vec::new(); rows];
+    let mut done = vec![false; rows];
+    for _ in 0..max_new {
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        let tokens: Tensor<2, Int> =
+            Tensor::from_data(TensorData::new(input, [rows, width]), device);
+        let hidden = model.hidden_padded(tokens, Some(&mut cache), &pad);
+        let [_, _, d] = hidden.dims();
+        let last = hidden.slice([0..rows, width - 1..width]).reshape([rows, d]);
+        let next: Vec<i64> = model
+            .logits(last)
+            .argmax(1)
+            .reshape([rows])
+            .into_data()
+            .try_into_vec_as::<i64>()
+            .map_err(|e| LlmError::Format(format!("reading the argmax: {e:?}")))?;
+        for (r, &t) in next.iter().enumerate() {
+            if !done[r] {
+                answers[r].push(t as u32);
+                done[r] = Some(t as u32) == stop;
+            }
+        }
+        input = next;
+        width = 1;
+    }
+    Ok(answers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_decodes_as_each_prompt_alone() {
+        use crate::model::LlamaConfig;
+        use crate::testing::{self, tiny_model_file};
+        let device = testing::device();
+        let (gguf, _, _) = tiny_model_file(8);
+        let config = LlamaConfig::from_gguf(&gguf, 64).unwrap();
+        let model = Llama::from_gguf(&gguf, &config, &device).unwrap();
+        let prompts = vec![vec![1, 40, 7, 200, 3], vec![5], vec![9, 99, 260]];
+        // A stop token the tiny model produces for some row, to test stopping.
+        let alone: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| greedy(&model, p, 6, None, 0, &device).unwrap().ids)
+            .collect();
+        let stop = alone[1][2];
+        let batch = greedy_batch(&model, &prompts, 6, Some(stop), &device).unwrap();
+        for (got, full) in batch.iter().zip(&alone) {
+            let end = full
+                .iter()
+                .position(|&t| t == stop)
+                .map_or(full.len(), |i| i + 1);
+            assert_eq!(got, &full[..end]);
+        }
+        assert_eq!(batch[1].len(), 3);
+    }
 
     #[test]
     fn top_k_orders_by_logit_then_id() {
@@ -107,7 +196,7 @@ mod tests {
         let tokenizer = Tokenizer::from_gguf(&gguf).unwrap();
         let device = crate::testing::device();
         let config = LlamaConfig::from_gguf(&gguf, 128).unwrap();
-        let model = Llama::from_gguf(&gguf, &config, None, &device).unwrap();
+        let model = Llama::from_gguf(&gguf, &config, &device).unwrap();
         let prompt = tokenizer
             .chat_prompt("What is the capital of France?")
             .unwrap();
@@ -117,5 +206,20 @@ mod tests {
         assert_eq!(out.ids.last(), Some(&tokenizer.im_end));
         assert_eq!(out.first_top.len(), 5);
         assert_eq!(out.first_top[0].0, out.ids[0]);
+        // The model's own tokens, decoded and encoded again, are the same ids: the tokenizer
+        // splits text as the model was trained to see it (words, code, digits one by one).
+        let prompts = [
+            "What is the capital of France?",
+            "Write a Python function that returns the square of a number.",
+            "What is 347 - 58?",
+            "Give me three tips for better sleep.",
+        ]
+        .map(|p| tokenizer.chat_prompt(p).unwrap());
+        for answer in greedy_batch(&model, &prompts, 40, Some(tokenizer.im_end), &device).unwrap() {
+            let body =
+                &answer[..answer.len() - usize::from(answer.last() == Some(&tokenizer.im_end))];
+            let text = tokenizer.decode(body);
+            assert_eq!(tokenizer.encode(&text).unwrap(), body, "{text}");
+        }
     }
 }

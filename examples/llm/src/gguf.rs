@@ -199,13 +199,22 @@ impl Gguf {
                 raw.dims
             )));
         }
-        dequantize(raw.kind, &raw.bytes, raw.len())
+        let values = dequantize(raw.kind, &raw.bytes, raw.len())?;
+        // A corrupted scale or value is often NaN or infinite: refuse it rather than load it.
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(LlmError::Format(format!(
+                "tensor `{name}` holds a non-finite weight at index {i} ({})",
+                values[i]
+            )));
+        }
+        Ok(values)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::QK;
     use crate::testing::{self, tiny_model_file};
 
     #[test]
@@ -253,5 +262,158 @@ mod tests {
         );
         assert!(gguf.raw("output.weight").is_err());
         assert!(Gguf::read(std::io::Cursor::new(b"not a gguf file".to_vec())).is_err());
+    }
+
+    /// The corruption tests' file: metadata and one tensor of each storage type but F16, with
+    /// random (finite) quantised blocks.
+    fn corruptible_gguf() -> (Vec<u8>, Vec<(&'static str, usize)>) {
+        use gguf_rs_lib::format::metadata::MetadataValue;
+        use gguf_rs_lib::prelude::GGUFBuilder;
+        use gguf_rs_lib::tensor::TensorType;
+        let mut state = 0x5EED_u64;
+        let mut byte = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 56) as u8
+        };
+        let scale = |b: &mut dyn FnMut() -> u8| {
+            half::f16::from_f32(0.01 + f32::from(b()) / 2048.0).to_le_bytes()
+        };
+        let mut block = |kind: QuantType| -> Vec<u8> {
+            let (_, size) = kind.block();
+            let mut out = Vec::with_capacity(size);
+            let scales = match kind {
+                QuantType::Q4_1 | QuantType::Q5_1 => 2,
+                _ => 1,
+            };
+            for _ in 0..scales {
+                out.extend(scale(&mut byte));
+            }
+            while out.len() < size {
+                out.push(byte());
+            }
+            out
+        };
+        let tensors: Vec<(&str, QuantType, TensorType, usize)> = vec![
+            ("a.f32", QuantType::F32, TensorType::F32, 8),
+            ("b.q4_0", QuantType::Q4_0, TensorType::Q4_0, 64),
+            ("c.q4_1", QuantType::Q4_1, TensorType::Q4_1, 64),
+            ("d.q5_0", QuantType::Q5_0, TensorType::Q5_0, 32),
+            ("e.q5_1", QuantType::Q5_1, TensorType::Q5_1, 32),
+            ("f.q8_0", QuantType::Q8_0, TensorType::Q8_0, 64),
+        ];
+        let mut builder = GGUFBuilder::new()
+            .add_metadata(
+                "general.architecture",
+                MetadataValue::String("llama".into()),
+            )
+            .add_metadata("llama.block_count", MetadataValue::U32(1));
+        for &(name, kind, tensor_type, count) in &tensors {
+            let bytes: Vec<u8> = match kind {
+                QuantType::F32 => (0..count)
+                    .flat_map(|i| (i as f32 * 0.25 - 1.0).to_le_bytes())
+                    .collect(),
+                _ => (0..count / QK).flat_map(|_| block(kind)).collect(),
+            };
+            builder = builder
+                .add_tensor(name.to_string(), vec![count as u64], tensor_type, bytes)
+                .unwrap();
+        }
+        let bytes = builder.build_to_bytes().unwrap().0;
+        (bytes, tensors.iter().map(|t| (t.0, t.3)).collect())
+    }
+
+    /// Every tensor of a file, dequantised, or the first error.
+    fn load(bytes: &[u8], tensors: &[(&str, usize)]) -> Result<Vec<Vec<f32>>, LlmError> {
+        let gguf = Gguf::read(std::io::Cursor::new(bytes.to_vec()))?;
+        tensors
+            .iter()
+            .map(|&(name, count)| gguf.tensor(name, &[count]))
+            .collect()
+    }
+
+    mod corruption {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Where the tensor payloads start: the first tensor's (the F32 one's) known bytes.
+        fn data_start(bytes: &[u8], _tensors: &[(&str, usize)]) -> usize {
+            let first: Vec<u8> = (0..8)
+                .flat_map(|i| (i as f32 * 0.25 - 1.0).to_le_bytes())
+                .collect();
+            bytes
+                .windows(first.len())
+                .rposition(|w| w == first)
+                .expect("the F32 payload is in the file")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(96))]
+
+            /// A file cut short is an error, never a panic (or, cut in trailing padding, the
+            /// same tensors).
+            #[test]
+            fn a_truncated_file_is_an_error(cut in 0.0f64..1.0) {
+                let (bytes, tensors) = corruptible_gguf();
+                let original = load(&bytes, &tensors).unwrap();
+                let cut = (cut * bytes.len() as f64) as usize;
+                match load(&bytes[..cut], &tensors) {
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                    Ok(loaded) => prop_assert_eq!(loaded, original),
+                }
+            }
+
+            /// A flipped byte anywhere: an error with a message, or tensors that read without
+            /// a panic or an out-of-range access. A flip in a tensor's payload changes at most
+            /// the weights of the block it falls in (no checksum can tell a changed weight from
+            /// a trained one), or is refused when it makes a weight non-finite.
+            #[test]
+            fn a_flipped_byte_is_an_error_or_a_bounded_change(at in 0.0f64..1.0, mask in 1u8..=255) {
+                let (mut bytes, tensors) = corruptible_gguf();
+                let original = load(&bytes, &tensors).unwrap();
+                let start = data_start(&bytes, &tensors);
+                let at = ((at * bytes.len() as f64) as usize).min(bytes.len() - 1);
+                bytes[at] ^= mask;
+                match load(&bytes, &tensors) {
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                    Ok(loaded) if at >= start => {
+                        let changed: Vec<(usize, usize)> = loaded
+                            .iter()
+                            .zip(&original)
+                            .enumerate()
+                            .flat_map(|(t, (a, b))| {
+                                a.iter().zip(b).enumerate()
+                                    .filter(|(_, (x, y))| x != y)
+                                    .map(move |(i, _)| (t, i / QK))
+                                    .collect::<Vec<_>>()
+                            })
+                            .collect();
+                        // One tensor, one block (the F32 tensor: one weight).
+                        prop_assert!(changed.windows(2).all(|w| w[0] == w[1]), "{changed:?}");
+                    }
+                    Ok(loaded) => {
+                        for t in &loaded {
+                            prop_assert!(t.iter().all(|v| v.is_finite()));
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_non_finite_scale_is_refused_with_the_tensor_named() {
+            let (mut bytes, tensors) = corruptible_gguf();
+            let start = data_start(&bytes, &tensors);
+            // The first Q4_0 block's scale (after the 8 F32 weights, padded to 32 bytes) set
+            // to an f16 infinity.
+            let at = start + 32;
+            bytes[at..at + 2].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
+            let err = load(&bytes, &tensors).unwrap_err().to_string();
+            assert!(
+                err.contains("b.q4_0") && err.contains("non-finite"),
+                "{err}"
+            );
+        }
     }
 }

@@ -12,6 +12,8 @@
 //!
 //! Run it with `cargo run --release --example llm -- generate|finetune ...` (see the README).
 
+pub mod cache;
+pub mod cli;
 pub mod experiment;
 pub mod generate;
 pub mod gguf;

@@ -7,10 +7,8 @@
 //! row-major; Burn's [`Linear`] holds `in × out`, hence one transpose on the host at load time.
 
 use burn::module::{Module, Param};
-use burn::nn::{
-    Embedding, Linear, RmsNorm, RmsNormConfig, RotaryEncoding, RotaryEncodingConfig, SwiGlu,
-};
-use burn::tensor::activation::softmax;
+use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig, RotaryEncoding, RotaryEncodingConfig};
+use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::LlmError;
@@ -79,20 +77,33 @@ impl LlamaConfig {
     }
 }
 
-/// One transformer block: pre-norm attention and pre-norm SwiGLU feed-forward.
+/// Grouped-query self-attention: the query, key, value and output projections (one HFT
+/// category, as in the paper).
 #[derive(Module, Debug)]
-pub struct Block {
-    attn_norm: RmsNorm,
+pub struct Attention {
     wq: Linear,
     wk: Linear,
     wv: Linear,
     wo: Linear,
-    ffn_norm: RmsNorm,
-    /// `silu(gate x) * (up x)`: `linear_inner` is the gate, `linear_outer` the up projection.
-    ffn: SwiGlu,
-    down: Linear,
     heads: usize,
     kv_heads: usize,
+}
+
+/// SwiGLU feed-forward `down(silu(gate x) * up x)` (the other HFT category of a block).
+#[derive(Module, Debug)]
+pub struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// One transformer block: pre-norm attention and pre-norm SwiGLU feed-forward.
+#[derive(Module, Debug)]
+pub struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    ffn_norm: RmsNorm,
+    mlp: Mlp,
 }
 
 /// Keys and values of the positions seen so far, per block: `[batch, kv_heads, len, head_dim]`.
@@ -114,6 +125,18 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The cache of one sequence repeated for `batch` sequences that continue it alike.
+    pub fn repeat(&self, batch: usize) -> Self {
+        let widen = |t: &Tensor<4>| t.clone().repeat_dim(0, batch);
+        Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| l.as_ref().map(|(k, v)| (widen(k), widen(v))))
+                .collect(),
+        }
+    }
 }
 
 /// One sequence of token ids as a `[1, len]` input.
@@ -125,28 +148,40 @@ pub fn token_row(ids: &[u32], device: &Device) -> Tensor<2, Int> {
 /// Additive causal mask `[1, 1, new, start + new]`: query `i` (at position `start + i`) sees
 /// keys up to its own position.
 fn causal_mask(start: usize, new: usize, device: &Device) -> Tensor<4> {
-    let total = start + new;
-    let values: Vec<f32> = (0..new)
-        .flat_map(|i| (0..total).map(move |j| if j <= start + i { 0.0 } else { -1e9 }))
-        .collect();
-    Tensor::from_data(TensorData::new(values, [1, 1, new, total]), device)
+    attention_mask(start, new, &[0], device)
 }
 
-impl Block {
+/// Additive attention mask `[rows, 1, new, start + new]` of left-padded rows: query `i` of
+/// row `r` sees keys up to its own position and from `pad[r]` on (its own tokens). Rotary
+/// attention depends only on the distance between positions, so a left-padded row attends
+/// as the same row unpadded.
+fn attention_mask(start: usize, new: usize, pad: &[usize], device: &Device) -> Tensor<4> {
+    let total = start + new;
+    let values: Vec<f32> = pad
+        .iter()
+        .flat_map(|&p| {
+            (0..new).flat_map(move |i| {
+                (0..total).map(move |j| if j <= start + i && j >= p { 0.0 } else { -1e9 })
+            })
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, [pad.len(), 1, new, total]), device)
+}
+
+impl Attention {
     fn forward(
         &self,
-        x: Tensor<3>,
+        h: Tensor<3>,
         rope: &RotaryEncoding,
         mask: &Tensor<4>,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
-        let [batch, new, d_model] = x.dims();
+        let [batch, new, d_model] = h.dims();
         let head_dim = d_model / self.heads;
         let start = cache
             .as_ref()
             .and_then(|c| c.as_ref())
             .map_or(0, |(k, _)| k.dims()[2]);
-        let h = self.attn_norm.forward(x.clone());
         let split =
             |t: Tensor<3>, heads: usize| t.reshape([batch, new, heads, head_dim]).swap_dims(1, 2);
         let q = rope.apply(split(self.wq.forward(h.clone()), self.heads), start);
@@ -172,11 +207,30 @@ impl Block {
             .matmul(widen(v))
             .swap_dims(1, 2)
             .reshape([batch, new, d_model]);
-        let x = x + self.wo.forward(attn);
-        let ffn = self
-            .down
-            .forward(self.ffn.forward(self.ffn_norm.forward(x.clone())));
-        x + ffn
+        self.wo.forward(attn)
+    }
+}
+
+impl Mlp {
+    fn forward(&self, h: Tensor<3>) -> Tensor<3> {
+        self.down
+            .forward(silu(self.gate.forward(h.clone())) * self.up.forward(h))
+    }
+}
+
+impl Block {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &RotaryEncoding,
+        mask: &Tensor<4>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let x = x.clone()
+            + self
+                .attn
+                .forward(self.attn_norm.forward(x), rope, mask, cache);
+        x.clone() + self.mlp.forward(self.ffn_norm.forward(x))
     }
 }
 
@@ -187,6 +241,69 @@ pub struct Llama {
     blocks: Vec<Block>,
     norm: RmsNorm,
     rope: RotaryEncoding,
+}
+
+/// The trainable top of a [`Llama`] ([`Llama::top`]): its last blocks, its final norm and its
+/// tied embedding as a frozen output head. It reads the residual stream of the frozen blocks
+/// below, so the frozen prefix runs once per example rather than once per step.
+#[derive(Module, Debug)]
+pub struct Top {
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    /// The tied embedding `[vocab, d_model]`, frozen.
+    head: Param<Tensor<2>>,
+    rope: RotaryEncoding,
+}
+
+impl Top {
+    /// Number of blocks.
+    pub fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Final-norm hidden states `[batch, len - shared, d_model]` from the residual stream
+    /// `residual` `[batch, len, d_model]` of the frozen prefix (every sequence starting at
+    /// position 0), at the positions from `shared` on. The first `shared` positions are the
+    /// same in every row: they run once, as one row, and the rows continue from their keys
+    /// and values (their own hidden states are not needed: no answer is predicted there).
+    pub fn hidden(&self, residual: Tensor<3>, shared: usize) -> Tensor<3> {
+        let [batch, len, d] = residual.dims();
+        let mut cache = KvCache {
+            layers: vec![None; self.blocks.len()],
+        };
+        if shared > 0 {
+            let mask = causal_mask(0, shared, &residual.device());
+            let prefix = residual.clone().slice([0..1, 0..shared, 0..d]);
+            self.blocks
+                .iter()
+                .zip(&mut cache.layers)
+                .fold(prefix, |x, (block, slot)| {
+                    block.forward(x, &self.rope, &mask, Some(slot))
+                });
+            cache = cache.repeat(batch);
+        }
+        let mask = causal_mask(shared, len - shared, &residual.device());
+        let own = residual.slice([0..batch, shared..len, 0..d]);
+        let x = self
+            .blocks
+            .iter()
+            .zip(&mut cache.layers)
+            .fold(own, |x, (block, slot)| {
+                block.forward(x, &self.rope, &mask, Some(slot))
+            });
+        self.norm.forward(x)
+    }
+
+    /// Next-token logits of hidden states `[n, d_model]`.
+    pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        hidden.matmul(self.head.val().transpose())
+    }
+
+    /// Visits the trained parameters: the blocks, then the final norm (not the frozen head).
+    pub fn visit_trained<V: burn::module::ModuleVisitor>(&self, visitor: &mut V) {
+        self.blocks.visit(visitor);
+        self.norm.visit(visitor);
+    }
 }
 
 /// A [`Linear`] from a GGUF `out × in` matrix.
@@ -211,24 +328,8 @@ fn rms_norm(gamma: Vec<f32>, eps: f64, device: &Device) -> RmsNorm {
 }
 
 impl Llama {
-    /// Loads the first `layers` blocks (all when `None`) of the model in `gguf` as `f32`
-    /// weights on `device`.
-    pub fn from_gguf(
-        gguf: &Gguf,
-        config: &LlamaConfig,
-        layers: Option<usize>,
-        device: &Device,
-    ) -> Result<Self, LlmError> {
-        let layers = match layers {
-            Some(l) if l == 0 || l > config.layers => {
-                return Err(LlmError::Usage(format!(
-                    "--layers must be in 1..={} for this model, got {l}",
-                    config.layers
-                )));
-            }
-            Some(l) => l,
-            None => config.layers,
-        };
+    /// Loads the model in `gguf` as `f32` weights on `device`.
+    pub fn from_gguf(gguf: &Gguf, config: &LlamaConfig, device: &Device) -> Result<Self, LlmError> {
         if gguf.has_tensor("output.weight") {
             return Err(LlmError::Format(
                 "the model has an untied output head (`output.weight`); only tied embeddings are supported".into(),
@@ -243,8 +344,8 @@ impl Llama {
                 device,
             )),
         };
-        let mut blocks = Vec::with_capacity(layers);
-        for i in 0..layers {
+        let mut blocks = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
             let name = |part: &str| format!("blk.{i}.{part}.weight");
             let matrix = |part: &str, d_in: usize, d_out: usize| -> Result<Linear, LlmError> {
                 Ok(linear(
@@ -256,18 +357,20 @@ impl Llama {
             };
             blocks.push(Block {
                 attn_norm: rms_norm(gguf.tensor(&name("attn_norm"), &[d])?, config.eps, device),
-                wq: matrix("attn_q", d, d)?,
-                wk: matrix("attn_k", d, kv)?,
-                wv: matrix("attn_v", d, kv)?,
-                wo: matrix("attn_output", d, d)?,
-                ffn_norm: rms_norm(gguf.tensor(&name("ffn_norm"), &[d])?, config.eps, device),
-                ffn: SwiGlu {
-                    linear_inner: matrix("ffn_gate", d, ff)?,
-                    linear_outer: matrix("ffn_up", d, ff)?,
+                attn: Attention {
+                    wq: matrix("attn_q", d, d)?,
+                    wk: matrix("attn_k", d, kv)?,
+                    wv: matrix("attn_v", d, kv)?,
+                    wo: matrix("attn_output", d, d)?,
+                    heads: config.heads,
+                    kv_heads: config.kv_heads,
                 },
-                down: matrix("ffn_down", ff, d)?,
-                heads: config.heads,
-                kv_heads: config.kv_heads,
+                ffn_norm: rms_norm(gguf.tensor(&name("ffn_norm"), &[d])?, config.eps, device),
+                mlp: Mlp {
+                    gate: matrix("ffn_gate", d, ff)?,
+                    up: matrix("ffn_up", d, ff)?,
+                    down: matrix("ffn_down", ff, d)?,
+                },
             });
         }
         Ok(Self {
@@ -292,20 +395,101 @@ impl Llama {
 
     /// Final-norm hidden states `[batch, len, d_model]` of `tokens`, continuing the sequence in
     /// `cache` when given (and extending it).
-    pub fn hidden(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn hidden(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        let [batch, _] = tokens.dims();
+        self.hidden_padded(tokens, cache, &vec![0; batch])
+    }
+
+    /// [`Llama::hidden`] of left-padded rows: row `r`'s first `pad[r]` positions (of the whole
+    /// sequence, cache included) are padding that no position attends to.
+    pub fn hidden_padded(
+        &self,
+        tokens: Tensor<2, Int>,
+        cache: Option<&mut KvCache>,
+        pad: &[usize],
+    ) -> Tensor<3> {
+        self.norm
+            .forward(self.run_blocks(tokens, self.blocks.len(), cache, pad))
+    }
+
+    /// The embedding and the first `blocks` blocks over `tokens`, continuing `cache`.
+    fn run_blocks(
+        &self,
+        tokens: Tensor<2, Int>,
+        blocks: usize,
+        mut cache: Option<&mut KvCache>,
+        pad: &[usize],
+    ) -> Tensor<3> {
         let [_, new] = tokens.dims();
-        let device = tokens.device();
         let start = cache.as_ref().map_or(0, |c| c.len());
-        let mask = causal_mask(start, new, &device);
+        let mask = attention_mask(start, new, pad, &tokens.device());
         let mut x = self.embed.forward(tokens);
         if let Some(cache) = cache.as_mut() {
             cache.layers.resize_with(self.blocks.len(), || None);
         }
-        for (i, block) in self.blocks.iter().enumerate() {
+        for (i, block) in self.blocks[..blocks].iter().enumerate() {
             let slot = cache.as_mut().map(|c| &mut c.layers[i]);
             x = block.forward(x, &self.rope, &mask, slot);
         }
-        self.norm.forward(x)
+        x
+    }
+
+    /// The residual stream `[batch, len, d_model]` of `tokens` after the embedding and the
+    /// first `blocks` blocks: the input of block `blocks`, what [`Top::hidden`] continues from.
+    /// With `cache`, the tokens continue the cached sequence (and extend the cache).
+    pub fn residual(
+        &self,
+        tokens: Tensor<2, Int>,
+        blocks: usize,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let [batch, _] = tokens.dims();
+        self.run_blocks(
+            tokens,
+            blocks.min(self.blocks.len()),
+            cache,
+            &vec![0; batch],
+        )
+    }
+
+    /// The last `trainable` blocks and the final norm, to train on the residual stream of the
+    /// frozen blocks below them ([`Llama::residual`] of `layers() - trainable` blocks). The tied
+    /// embedding comes along as the output head, frozen: it is also the input embedding of
+    /// the frozen prefix, so training it would make the cached residual stream stale.
+    pub fn top(&self, trainable: usize) -> Result<Top, LlmError> {
+        if trainable == 0 || trainable > self.blocks.len() {
+            return Err(LlmError::Usage(format!(
+                "--trainable-blocks must be in 1..={} for this model, got {trainable}",
+                self.blocks.len()
+            )));
+        }
+        Ok(Top {
+            blocks: self.blocks[self.blocks.len() - trainable..].to_vec(),
+            norm: self.norm.clone(),
+            head: Param::from_tensor(self.embed.weight.val()).set_require_grad(false),
+            rope: self.rope.clone(),
+        })
+    }
+
+    /// This model with the embedding and all but the last `trainable` blocks frozen (no
+    /// gradient): the whole-model counterpart of training [`Llama::top`] on the cache.
+    #[cfg(test)]
+    pub(crate) fn freeze_below(mut self, trainable: usize) -> Self {
+        let frozen = self.blocks.len() - trainable;
+        self.embed = self.embed.no_grad();
+        for block in &mut self.blocks[..frozen] {
+            *block = block.clone().no_grad();
+        }
+        self
+    }
+
+    /// This model with its last blocks and final norm replaced by `top`'s (after training).
+    pub fn with_top(mut self, top: Top) -> Self {
+        let keep = self.blocks.len() - top.blocks.len();
+        self.blocks.truncate(keep);
+        self.blocks.extend(top.blocks);
+        self.norm = top.norm;
+        self
     }
 
     /// Next-token logits of hidden states `[n, d_model]`: the tied embedding as output head.
@@ -362,7 +546,7 @@ mod tests {
         let device = testing::device();
         let (gguf, weights, _) = tiny_model_file(2);
         let config = LlamaConfig::from_gguf(&gguf, 64).unwrap();
-        let model = Llama::from_gguf(&gguf, &config, None, &device).unwrap();
+        let model = Llama::from_gguf(&gguf, &config, &device).unwrap();
         let tokens = [1u32, 40, 7, 200, 3, 99, 260, 2];
         let got = logits_of(&model, &tokens, &device);
         let expected = reference_logits(&weights, &tokens);
@@ -388,7 +572,7 @@ mod tests {
         let device = testing::device();
         let (gguf, _, _) = tiny_model_file(3);
         let config = LlamaConfig::from_gguf(&gguf, 64).unwrap();
-        let model = Llama::from_gguf(&gguf, &config, None, &device).unwrap();
+        let model = Llama::from_gguf(&gguf, &config, &device).unwrap();
         let tokens = [1u32, 40, 7, 200, 3, 99];
         let full = logits_of(&model, &tokens, &device);
         let vocab = config.vocab;
@@ -411,22 +595,5 @@ mod tests {
             }
         }
         assert_eq!(cache.len(), tokens.len());
-    }
-
-    #[test]
-    fn layers_keeps_the_first_blocks_and_rejects_bad_counts() {
-        let device = testing::device();
-        let (gguf, _, _) = tiny_model_file(4);
-        let config = LlamaConfig::from_gguf(&gguf, 64).unwrap();
-        assert_eq!(
-            Llama::from_gguf(&gguf, &config, Some(1), &device)
-                .unwrap()
-                .layers(),
-            1
-        );
-        for bad in [0, 3] {
-            let err = Llama::from_gguf(&gguf, &config, Some(bad), &device).unwrap_err();
-            assert!(err.to_string().contains("--layers"), "{err}");
-        }
     }
 }
