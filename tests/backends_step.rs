@@ -25,10 +25,14 @@
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::optim::AdamWConfig;
+use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
+use burn::train::ClassificationOutput;
 use burn::train::TrainStep;
+use burn_gmt::MaskedModel;
+use burn_gmt_lab::data::LmBatch;
 use burn_gmt_lab::data::{BASE, Draw, LmBatcher, Split, TARGET};
-use burn_gmt_lab::methods::{MaskedModel, Method, method_parts};
+use burn_gmt_lab::methods::{Method, method_parts};
 use burn_gmt_lab::model::LmConfig;
 use burn_gmt_lab::testing;
 
@@ -75,13 +79,27 @@ fn one_step(
     let lm = config.init(&device).load_file(weights);
     let adamw = AdamWConfig::new().with_weight_decay(0.01);
     let (mut optim, mask, _) = method_parts(method, &adamw, 3, 100);
-    let model = MaskedModel { lm, mask };
     let mut items = Draw::clean(BASE, Split::Train, 24, 5).problems();
     items.extend(Draw::clean(TARGET, Split::Train, 8, 6).problems());
-    let output = TrainStep::step(&model, LmBatcher.batch(items, &device));
+    let batch = LmBatcher.batch(items, &device);
+    let (loss, lm) = match mask {
+        None => train_once(lm, batch, &mut optim),
+        Some(mask) => {
+            let (loss, model) = train_once(MaskedModel::new(lm, mask), batch, &mut optim);
+            (loss, model.into_model())
+        }
+    };
+    (loss, testing::param_values(&lm))
+}
+
+/// One training step of `model` on `batch`: its loss and the model after the step.
+fn train_once<M>(model: M, batch: LmBatch, optim: &mut ModuleOptimizer) -> (f64, M)
+where
+    M: TrainStep<Input = LmBatch, Output = ClassificationOutput> + Module,
+{
+    let output = TrainStep::step(&model, batch);
     let loss = output.item.loss.clone().into_scalar::<f64>();
-    let model = model.optimize(&mut optim, LR.into(), output.grads);
-    (loss, testing::param_values(&model.lm))
+    (loss, model.optimize(optim, LR.into(), output.grads))
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! experiments' code, not the library's.
 //!
 //! - [`methods`]: the fine-tuning methods compared (SFT, GMT, random masks, HFT), set up with
-//!   burn-gmt, and the model wrapper burn-train trains.
+//!   burn-gmt (the module-level ones train inside `burn_gmt::MaskedModel`).
 //! - [`data`], [`model`]: the study's generated digit tasks and its small transformer.
 //! - [`stats`]: mean ± std, paired and Welch comparisons (t distribution from `statrs`), the
 //!   equivalence test (TOST), Holm's correction, interpolation along a frontier;

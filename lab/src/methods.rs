@@ -1,14 +1,7 @@
 //! The fine-tuning methods compared (SFT, GMT per tensor and with a global threshold, random
 //! masks, HFT) and how each is set up with burn-gmt, for the study and the LLM example alike.
 
-use burn::module::Module;
-use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::train::{
-    ClassificationOutput, InferenceStep, Learner, LearnerModel, SupervisedTraining, TrainOutput,
-    TrainStep,
-};
-use burn_gmt::metric::MaskMetric;
+use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn_gmt::{
     GradMask, GradMaskConfig, MaskScope, MaskStatsHandle, MaskStrategy, MaskTarget, WithGradMask,
 };
@@ -89,90 +82,6 @@ impl Method {
     /// module-level [`GradMask`] rather than the optimizer wrapper.
     pub fn module_level(&self) -> bool {
         matches!(self, Method::GmtGlobal(_) | Method::Hft)
-    }
-}
-
-/// A model the methods fine-tune: a classification loss (on the answer tokens) of a batch.
-pub trait LossModel: Module + burn::module::ModuleDisplay {
-    /// What a training step takes.
-    type Batch: Send + 'static;
-
-    /// The loss and the logits it was computed from.
-    fn loss(&self, batch: Self::Batch) -> ClassificationOutput;
-}
-
-/// What burn-train trains: the model, plus the module-level mask of the methods that have one.
-#[derive(Module, Debug)]
-pub struct MaskedModel<M: LossModel> {
-    /// The model proper (what is saved and evaluated). Named `lm` because parameter paths
-    /// (`lm.blocks.0...`) seed HFT's per-category draws: renaming it changes which tensors HFT
-    /// freezes.
-    pub lm: M,
-    /// The module-level mask (global GMT, HFT): a module field, so it moves (and is saved)
-    /// with the model.
-    pub mask: Option<GradMask>,
-}
-
-impl<M: LossModel> TrainStep for MaskedModel<M> {
-    type Input = M::Batch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: M::Batch) -> TrainOutput<ClassificationOutput> {
-        let item = self.lm.loss(batch);
-        TrainOutput::new(self, item.loss.backward(), item)
-    }
-
-    /// burn-train hands over the gradients accumulated over `grads_accumulation`
-    /// micro-batches: the module-level mask (global threshold, per-layer HFT) applies to them.
-    fn optimize(
-        mut self,
-        optim: &mut ModuleOptimizer,
-        lr: ModuleLearningRate,
-        grads: GradientsParams,
-    ) -> Self {
-        match self.mask.take() {
-            Some(mut mask) => {
-                let mut model = mask.step(optim, lr, self, grads);
-                model.mask = Some(mask);
-                model
-            }
-            None => optim.step(lr, self, grads),
-        }
-    }
-}
-
-impl<M: LossModel> InferenceStep for MaskedModel<M> {
-    type Input = M::Batch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: M::Batch) -> ClassificationOutput {
-        self.lm.loss(batch)
-    }
-}
-
-/// Shows the mask statistics (kept share, mean threshold, non-finite entries: burn-gmt's
-/// metrics) among the training metrics when the method has a mask, then runs the training:
-/// the trained model and the wall time in seconds, or burn-train's error.
-pub fn launch_timed<M: LossModel>(
-    mut training: SupervisedTraining<MaskedModel<M>>,
-    learner: Learner<MaskedModel<M>>,
-    stats: Option<MaskStatsHandle>,
-) -> Result<(M, f64), String>
-where
-    MaskedModel<M>: LearnerModel,
-{
-    if let Some(stats) = stats {
-        training = training
-            .metric_train_numeric(MaskMetric::kept(&stats))
-            .metric_train_numeric(MaskMetric::threshold(&stats))
-            .metric_train_numeric(MaskMetric::non_finite(&stats));
-    }
-    let start = std::time::Instant::now();
-    let result = training.launch(learner);
-    let elapsed = start.elapsed().as_secs_f64();
-    match result.error {
-        Some(error) => Err(error.to_string()),
-        None => Ok((result.model.lm, elapsed)),
     }
 }
 

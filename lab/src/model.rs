@@ -12,7 +12,6 @@ use burn::tensor::{Device, Int, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 
 use crate::data::{LmBatch, PAD, SEQ_LEN, VOCAB};
-use crate::methods::LossModel;
 
 /// The model's sizes.
 #[derive(burn::config::Config, Debug)]
@@ -91,14 +90,6 @@ impl InferenceStep for TinyLm {
     type Output = ClassificationOutput;
 
     fn step(&self, batch: LmBatch) -> ClassificationOutput {
-        self.forward_loss(batch)
-    }
-}
-
-impl LossModel for TinyLm {
-    type Batch = LmBatch;
-
-    fn loss(&self, batch: LmBatch) -> ClassificationOutput {
         self.forward_loss(batch)
     }
 }
