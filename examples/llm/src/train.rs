@@ -2,7 +2,7 @@
 //! `Learner`: AdamW (epsilon 1e-8) on `f32` master weights, linear warm-up then cosine decay,
 //! the dev split scored after every epoch, and one of the arms: plain SFT, GMT per tensor on
 //! the gradient or on the update (the optimizer wrapper), a random mask of the same ratio, and
-//! HFT or GMT with one global threshold (a [`GradMask`](burn_gmt::GradMask) in a
+//! HFT or GMT with one global threshold (a [`GradMask`] in a
 //! [`burn_gmt::MaskedModel`]). SFT, GMT, random and HFT are set up as in the GMT study
 //! ([`burn_gmt_lab::methods::method_parts`]).
 
