@@ -128,6 +128,25 @@ pub fn selection_histogram(words: &[u64]) -> &[u64] {
 /// 16 KiB of one cube's shared memory.
 pub const SMALL_SELECT_MAX_ENTRIES: usize = 4096;
 
+// The work words of a CubeCL one-pass mask, after its selection buffer's segment: the
+// bracket kernel writes them, the pass and the start read them (`cube/small.rs`,
+// `cube/onepass.rs`).
+/// The bracket's lowest key.
+pub const WORK_LO: usize = 0;
+/// The bracket's highest key (`u32::MAX`: above every key).
+pub const WORK_LAST: usize = 1;
+/// Entries below the bracket, counted by the pass.
+pub const WORK_BELOW: usize = 2;
+/// NaN and infinite entries, counted by the pass (the word after [`WORK_BELOW`]: the two are
+/// added together).
+pub const WORK_NON_FINITE: usize = 3;
+/// Entries inside the bracket, counted by the pass (also past the buffer's capacity).
+pub const WORK_INSIDE: usize = 4;
+/// The route the one-pass start chose (the bracket's entries, or the fallback from the input).
+pub const WORK_ROUTE: usize = 5;
+/// Work words of a one-pass mask.
+pub const WORK_LEN: usize = 6;
+
 /// Entries a threshold of key `key` masks in a tensor of `total` entries, `non_finite` of them
 /// NaN or infinite: those below it (`below`, asked only when needed), except that a threshold
 /// at or above `+inf` (the sought rank fell among the non-finite keys) masks every finite

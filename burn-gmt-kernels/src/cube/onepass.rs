@@ -63,7 +63,8 @@ use super::radix;
 use super::small::{self, BracketSample};
 use crate::buffer::{
     SELECTION_LEN, SELECTION_STATE_LEN, SMALL_SELECT_MAX_ENTRIES, STATE_BELOW, STATE_KEY,
-    STATE_NON_FINITE, STATE_REMAINING, radix_passes,
+    STATE_NON_FINITE, STATE_REMAINING, WORK_BELOW, WORK_INSIDE, WORK_LAST, WORK_LEN, WORK_LO,
+    WORK_NON_FINITE, WORK_ROUTE, radix_passes,
 };
 #[cfg(not(gmt_cuda_codegen))]
 use crate::host::{BracketMiss, bracket_positions, sample_len};
@@ -74,22 +75,6 @@ use burn_cubecl::ops::numeric::{empty_device_dtype, zeros_client};
 #[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::tensor::CubeTensor;
 
-// The work words of a one-pass mask, after its selection buffer's segment.
-/// The bracket's lowest key.
-pub const WORK_LO: usize = 0;
-/// The bracket's highest key (`u32::MAX`: above every key).
-pub const WORK_LAST: usize = 1;
-/// Entries below the bracket, counted by the pass.
-pub const WORK_BELOW: usize = 2;
-/// NaN and infinite entries, counted by the pass (the word after [`WORK_BELOW`]: the two are
-/// added together).
-pub const WORK_NON_FINITE: usize = 3;
-/// Entries inside the bracket, counted by the pass (also past the buffer's capacity).
-pub const WORK_INSIDE: usize = 4;
-/// The route the start chose: [`ROUTE_BRACKET`] or [`ROUTE_FALLBACK`].
-pub const WORK_ROUTE: usize = 5;
-/// Work words of a one-pass mask.
-pub const WORK_LEN: usize = 6;
 /// The bracket holds the rank and the buffer all its entries.
 const ROUTE_BRACKET: u32 = 0;
 /// The bracket missed or the buffer overflowed: the mask runs from the input.

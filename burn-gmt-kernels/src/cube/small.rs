@@ -13,12 +13,10 @@ use cubecl::prelude::*;
 use super::key::{KeyKind, narrow_key, wide_key};
 #[cfg(not(gmt_cuda_codegen))]
 use super::launch::{LaunchPlan, count_launch};
-use super::onepass::{
-    WORK_BELOW, WORK_INSIDE, WORK_LAST, WORK_LEN, WORK_LO, WORK_NON_FINITE, WORK_ROUTE,
-};
 use crate::buffer::{
     SELECTION_STATE_LEN, SMALL_SELECT_MAX_ENTRIES, STATE_BELOW, STATE_KEY, STATE_NON_FINITE,
-    STATE_REMAINING,
+    STATE_REMAINING, WORK_BELOW, WORK_INSIDE, WORK_LAST, WORK_LEN, WORK_LO, WORK_NON_FINITE,
+    WORK_ROUTE,
 };
 #[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::tensor::CubeTensor;
