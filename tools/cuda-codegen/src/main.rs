@@ -25,14 +25,14 @@ use cubecl_cpp::shared::{CompilationOptions, CppCompiler};
 use cubecl_cpp::target::Cuda;
 use cubecl_runtime::kernel::{CubeKernel, KernelDefinition};
 
-use buffer::{SELECTION_LEN, SELECTION_STATE_LEN};
+use buffer::{SELECTION_LEN, SELECTION_STATE_LEN, WORK_LEN};
 use cube::count::{CountArgsLaunch, ThresholdCount};
 use cube::histogram::{Histogram, HistogramArgsLaunch};
 use cube::hold::{Hold, HoldArgsLaunch};
 use cube::key::KeyKind;
 use cube::launch::{PlannedKernel, plan_kernel};
 use cube::mask::{Mask, MaskArgsLaunch};
-use cube::onepass::{BracketPass, BracketPassArgsLaunch, WORK_LEN};
+use cube::onepass::{BracketPass, BracketPassArgsLaunch};
 use cube::radix;
 use cube::random::{
     DrawLaunch, RandomCount, RandomCountArgsLaunch, RandomMask, RandomMaskArgsLaunch,
