@@ -163,16 +163,10 @@ pub fn select_in_bracket<K: Copy + Ord + Into<u64>>(
     let below = scans.iter().map(|s| s.below).sum::<u64>();
     let inside = scans.iter().map(|s| s.inside).sum::<u64>();
     let non_finite = scans.iter().map(|s| s.non_finite).sum::<u64>();
-    if rank < below || rank >= below + inside {
-        return None;
-    }
-    if bracket.lo == bracket.last {
-        return Some(SelectionState {
-            key: bracket.lo,
-            remaining: rank - below,
-            below,
-            non_finite,
-        });
+    match locate_rank(bracket, below, inside, non_finite, rank) {
+        RankInBracket::Missed => return None,
+        RankInBracket::Found(state) => return Some(state),
+        RankInBracket::AmongKeys => {}
     }
     if scans.iter().any(|s| s.overflow) {
         return None;
@@ -185,6 +179,40 @@ pub fn select_in_bracket<K: Copy + Ord + Into<u64>>(
         }
     };
     Some(state)
+}
+
+/// Where the `(rank + 1)`-th smallest key lies against a bracket, from what a read counted:
+/// the rule the bracket selection and the one-pass mask share.
+pub(super) enum RankInBracket {
+    /// Below or above the bracket: the read cannot give it.
+    Missed,
+    /// The bracket holds one key, which is therefore the one sought.
+    Found(SelectionState),
+    /// Among the bracket's keys, at rank `rank - below` there.
+    AmongKeys,
+}
+
+/// Places `rank` against `bracket`, given the entries a read found `below` it, `inside` it
+/// and `non_finite`.
+pub(super) fn locate_rank(
+    bracket: KeyBracket,
+    below: u64,
+    inside: u64,
+    non_finite: u64,
+    rank: u64,
+) -> RankInBracket {
+    if rank < below || rank >= below + inside {
+        RankInBracket::Missed
+    } else if bracket.lo == bracket.last {
+        RankInBracket::Found(SelectionState {
+            key: bracket.lo,
+            remaining: rank - below,
+            below,
+            non_finite,
+        })
+    } else {
+        RankInBracket::AmongKeys
+    }
 }
 
 /// The key of rank `rank` among `keys`, with `below_keys` entries known to lie below all

@@ -45,7 +45,9 @@ use crate::buffer::SelectionState;
 use crate::element::MaskElement;
 use crate::select::route::forced_miss;
 
-use super::bracket::{KeyBracket, bracket_around, sample_keys, sample_len, select_among};
+use super::bracket::{
+    KeyBracket, RankInBracket, bracket_around, locate_rank, sample_keys, sample_len, select_among,
+};
 use super::parts::{DIRECT_MAX, select_parts};
 use super::pass::task_len;
 
@@ -142,17 +144,11 @@ fn mask_in_bracket<E: MaskElement>(
     let below: u64 = tasks.iter().map(|t| t.below).sum();
     let inside: u64 = tasks.iter().map(|t| t.inside).sum();
     let non_finite: u64 = tasks.iter().map(|t| t.non_finite).sum();
-    if rank < below || rank >= below + inside {
-        return None;
-    }
-    if bracket.lo == bracket.last {
+    match locate_rank(bracket, below, inside, non_finite, rank) {
+        RankInBracket::Missed => return None,
         // One key inside: it is the threshold, and the pass kept every entry at it.
-        return Some(SelectionState {
-            key: bracket.lo,
-            remaining: rank - below,
-            below,
-            non_finite,
-        });
+        RankInBracket::Found(state) => return Some(state),
+        RankInBracket::AmongKeys => {}
     }
     if tasks.iter().any(|t| t.keys.len() as u64 != t.inside) {
         return None;
