@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
+use burn::module::{Module, Param, ParamGroup};
 use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource};
 use burn::tensor::{Device, Shape, Tensor};
 use burn_pack::Scalar;
@@ -10,7 +10,7 @@ use burn_pack::Scalar;
 use crate::config::{GradMaskConfig, MaskScope, MaskStrategy, MaskTarget};
 use crate::error::GradMaskError;
 use crate::mask::{TensorMask, check_gradient, hold_masked, mask_measured};
-use crate::plan::{PlanEntry, plan, plan_reused};
+use crate::plan::{PlanEntry, VisitWithPath, plan, plan_reused, visit_with_paths};
 use crate::stats::MaskStatsHandle;
 
 /// An optimizer whose gradients are masked, tensor by tensor, before the inner optimizer
@@ -237,18 +237,10 @@ impl<O: Optimizer> GradMasked<O> {
     pub fn with_group_paths<M: Module>(mut self, module: &M, group: &ParamGroup) -> Self {
         struct Collect<'a> {
             group: &'a ParamGroup,
-            path: Vec<String>,
             params: Vec<ParamPath>,
         }
-        impl ModuleVisitor for Collect<'_> {
-            fn enter_module(&mut self, name: &str, _container_type: &str) {
-                self.path.push(name.to_string());
-            }
-            fn exit_module(&mut self, _name: &str, _container_type: &str) {
-                self.path.pop();
-            }
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                let path = self.path.join(".");
+        impl VisitWithPath for Collect<'_> {
+            fn visit_float<const D: usize>(&mut self, path: String, param: &Param<Tensor<D>>) {
                 if param.val().is_require_grad() && self.group.matches(&param.id, Some(&path)) {
                     self.params.push(ParamPath {
                         path,
@@ -259,10 +251,9 @@ impl<O: Optimizer> GradMasked<O> {
         }
         let mut collect = Collect {
             group,
-            path: Vec::new(),
             params: Vec::new(),
         };
-        module.visit(&mut collect);
+        visit_with_paths(module, &mut collect);
         self.paths = Some(Arc::new(collect.params));
         self
     }

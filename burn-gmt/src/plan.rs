@@ -4,6 +4,8 @@
 //! of the same [`plan`].
 
 use burn::backend::{DispatchTensor, TensorMetadata};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
 use burn_gmt_kernels::random::{draw, draw_key, mix64, ratio_bound};
 
 use crate::config::{GradMaskConfig, MaskScope, MaskStrategy};
@@ -30,6 +32,38 @@ pub(crate) struct PlanEntry<'a> {
     pub stream: u64,
     /// The first of the config's groups the parameter belongs to, if any.
     pub group: Option<usize>,
+}
+
+/// What [`visit_with_paths`] shows each float parameter to, with its module path
+/// (`blocks.0.attn.q.weight`).
+pub(crate) trait VisitWithPath {
+    /// Sees `param`, whose module path is `path`.
+    fn visit_float<const D: usize>(&mut self, path: String, param: &Param<Tensor<D>>);
+}
+
+/// Runs `visitor` over the float parameters of `module`, each with its module path: the one
+/// place that turns Burn's module walk into paths, for the statistics' names and the masks'
+/// groups alike.
+pub(crate) fn visit_with_paths<M: Module, V: VisitWithPath>(module: &M, visitor: &mut V) {
+    struct Paths<'a, V> {
+        path: Vec<String>,
+        visitor: &'a mut V,
+    }
+    impl<V: VisitWithPath> ModuleVisitor for Paths<'_, V> {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.visitor.visit_float(self.path.join("."), param);
+        }
+    }
+    module.visit(&mut Paths {
+        path: Vec::new(),
+        visitor,
+    });
 }
 
 /// A stable 64-bit key of a module path: the random draw stream of a parameter, or the HFT

@@ -16,7 +16,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::config::{GradMaskConfig, MaskTarget};
 use crate::error::GradMaskError;
 use crate::mask::{TensorMask, check_gradient, mask_measured};
-use crate::plan::{PlanEntry, path_key, plan_reused, plan_step};
+use crate::plan::{PlanEntry, VisitWithPath, path_key, plan_reused, plan_step, visit_with_paths};
 use crate::stats::{MaskStats, MaskStatsHandle, resolve_named};
 use burn_gmt_kernels::mask::PendingStats;
 use hold::{collect_held, restore_held};
@@ -362,12 +362,14 @@ impl GradMask {
         mut grads: GradientsParams,
     ) -> Result<(GradientsParams, HashMap<ParamId, TensorMask>), GradMaskError> {
         let mut entries = Vec::new();
-        module.visit(&mut CollectEntries {
-            grads: &grads,
-            config: &self.config,
-            path: Vec::new(),
-            entries: &mut entries,
-        });
+        visit_with_paths(
+            module,
+            &mut CollectEntries {
+                grads: &grads,
+                config: &self.config,
+                entries: &mut entries,
+            },
+        );
         for entry in &entries {
             check_gradient(entry.grad.dtype(), &entry.grad.device().into(), || {
                 entry.path.clone()
@@ -463,21 +465,11 @@ impl GradMask {
 struct CollectEntries<'a> {
     grads: &'a GradientsParams,
     config: &'a GradMaskConfig,
-    path: Vec<String>,
     entries: &'a mut Vec<Entry>,
 }
 
-impl ModuleVisitor for CollectEntries<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let path = self.path.join(".");
+impl VisitWithPath for CollectEntries<'_> {
+    fn visit_float<const D: usize>(&mut self, path: String, param: &Param<Tensor<D>>) {
         if let Some(group) = &self.config.unmasked
             && group.matches(&param.id, Some(&path))
         {
