@@ -1,21 +1,16 @@
-//! The byte-level BPE tokenizer of GPT-2-style GGUF models (`tokenizer.ggml.model = gpt2`),
-//! built from the vocabulary and merges in the GGUF metadata, and SmolLM2's ChatML template.
+//! SmolLM2's tokenizer through the `tokenizers` crate (Hugging Face's, built with its pure-Rust
+//! `fancy-regex` instead of the C library `onig`), and its ChatML template.
 //!
-//! Hand-written rather than the `tokenizers` crate: that one pulls in a C regex library
-//! (`onig`) and much more than a pre-tokenizer, a merge loop and two byte tables.
-//!
-//! Encoding: the text is split into pieces (SmolLM's pre-tokenizer: every digit alone, then
-//! GPT-2's pattern), each piece's UTF-8 bytes are mapped to GPT-2's printable stand-in
-//! characters, and adjacent symbols are merged by merge rank, lowest first. A final symbol
-//! missing from the vocabulary falls back to its single-byte tokens. Decoding maps the stand-in
-//! characters back to bytes, so any UTF-8 text round-trips.
-//!
-//! The pre-tokenizer follows `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
-//! with Rust's `char::is_alphabetic` / `char::is_numeric` / `char::is_whitespace` for `\p{L}`,
-//! `\p{N}` and `\s`: identical on ASCII, and close elsewhere (`is_alphabetic` also counts a few
-//! marks). A different split only changes which tokens are chosen, never the round trip.
+//! A GGUF file carries the tokenizer as metadata (`tokenizer.ggml.*`: the byte-level BPE
+//! vocabulary, its merges, the token types and the pre-tokenizer's name); [`Tokenizer::from_gguf`]
+//! writes it as a `tokenizer.json` (what [`Tokenizer::from_file`] reads) with the pipeline of
+//! the model's own `tokenizer.json`: SmolLM's pre-tokenizer (every digit alone, then GPT-2's
+//! byte-level pattern), byte-level BPE, the byte-level decoder, and the control tokens as
+//! special tokens (left out of decoded text).
 
-use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
 
 use crate::LlmError;
 use crate::gguf::Gguf;
@@ -23,16 +18,10 @@ use crate::gguf::Gguf;
 /// ggml's token type of control tokens (`<|im_start|>` and friends).
 const CONTROL: i64 = 3;
 
-/// Byte-level BPE tokenizer.
+/// Byte-level BPE tokenizer with SmolLM2's chat template.
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
-    tokens: Vec<String>,
-    ids: HashMap<String, u32>,
-    ranks: HashMap<(String, String), usize>,
-    control: Vec<bool>,
-    split_digits: bool,
-    byte_char: [char; 256],
-    char_byte: HashMap<char, u8>,
+    inner: tokenizers::Tokenizer,
     /// `<|im_start|>`.
     pub im_start: u32,
     /// `<|im_end|>`: also the end of a generated answer.
@@ -41,135 +30,81 @@ pub struct Tokenizer {
     pub default_system: Option<String>,
 }
 
-/// GPT-2's table from bytes to printable characters: printable Latin-1 bytes stand for
-/// themselves, the others (controls, space, ...) take the code points from 256 up, in order.
-fn byte_chars() -> [char; 256] {
-    let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
-    let mut table = ['\0'; 256];
-    let mut next = 256;
-    for b in 0..256u32 {
-        table[b as usize] = if printable(b) {
-            char::from_u32(b).expect("Latin-1")
-        } else {
-            next += 1;
-            char::from_u32(next - 1).expect("below the surrogates")
-        };
-    }
-    table
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Class {
-    Letter,
-    Number,
-    Space,
-    Other,
-}
-
-fn class(c: char) -> Class {
-    if c.is_alphabetic() {
-        Class::Letter
-    } else if c.is_numeric() {
-        Class::Number
-    } else if c.is_whitespace() {
-        Class::Space
+/// The `tokenizer.json` of a byte-level BPE vocabulary (`tokens` in id order, `merges` as
+/// `"left right"` by rank), `control` marking the special tokens; with `split_digits`, every
+/// digit is a piece of its own (SmolLM's pre-tokenizer).
+pub fn tokenizer_json(
+    tokens: &[String],
+    merges: &[String],
+    control: &[bool],
+    split_digits: bool,
+) -> String {
+    let vocab: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(id, t)| (t.clone(), json!(id)))
+        .collect();
+    let added: Vec<Value> = tokens
+        .iter()
+        .enumerate()
+        .filter(|&(id, _)| control.get(id).copied().unwrap_or(false))
+        .map(|(id, t)| {
+            json!({"id": id, "content": t, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false,
+                            "trim_offsets": true, "use_regex": true});
+    let pre_tokenizer = if split_digits {
+        json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level]})
     } else {
-        Class::Other
-    }
-}
-
-/// GPT-2's pre-tokenizer pattern (see the module docs).
-fn split_gpt2(text: &str) -> Vec<&str> {
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let at = |i: usize| chars.get(i).map_or(text.len(), |&(b, _)| b);
-    let run = |mut i: usize, kind: Class| {
-        while i < chars.len() && class(chars[i].1) == kind {
-            i += 1;
-        }
-        i
+        byte_level.clone()
     };
-    let mut pieces = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i].1;
-        let next = chars.get(i + 1).map(|&(_, c)| c);
-        let end = if c == '\'' {
-            let rest = &text[at(i) + 1..];
-            match ["s", "t", "re", "ve", "m", "ll", "d"]
-                .iter()
-                .find(|s| rest.starts_with(*s))
-            {
-                Some(s) => i + 1 + s.len(),
-                None => run(i, Class::Other),
-            }
-        } else if c == ' ' && next.is_some_and(|n| class(n) != Class::Space) {
-            run(i + 1, class(next.expect("checked")))
-        } else if class(c) == Class::Space {
-            let end = run(i, Class::Space);
-            // `\s+(?!\S)`: before a non-space, the last blank goes with what follows.
-            if end < chars.len() && end - i > 1 {
-                end - 1
-            } else {
-                end
-            }
-        } else {
-            run(i, class(c))
-        };
-        pieces.push(&text[at(i)..at(end)]);
-        i = end;
-    }
-    pieces
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": null,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges},
+    })
+    .to_string()
 }
 
 impl Tokenizer {
-    /// Builds the tokenizer from a vocabulary (id order), merges (`"left right"`, by rank) and
-    /// the control flags. With `split_digits`, every digit is a piece of its own (SmolLM).
-    pub fn new(
-        tokens: Vec<String>,
-        merges: &[String],
-        control: Vec<bool>,
-        split_digits: bool,
-    ) -> Result<Self, LlmError> {
-        let ids: HashMap<String, u32> = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let ranks = merges
-            .iter()
-            .enumerate()
-            .map(|(rank, m)| {
-                let (a, b) = m
-                    .split_once(' ')
-                    .ok_or_else(|| LlmError::Format(format!("merge `{m}` is not two symbols")))?;
-                Ok(((a.to_string(), b.to_string()), rank))
-            })
-            .collect::<Result<_, LlmError>>()?;
-        let byte_char = byte_chars();
-        let char_byte = byte_char
-            .iter()
-            .enumerate()
-            .map(|(b, &c)| (c, b as u8))
-            .collect();
+    /// The tokenizer of a `tokenizer.json`'s contents; `<|im_start|>` and `<|im_end|>` must be
+    /// in its vocabulary.
+    pub fn from_json(json: &str) -> Result<Self, LlmError> {
+        let inner: tokenizers::Tokenizer = json
+            .parse()
+            .map_err(|e| LlmError::Format(format!("tokenizer.json: {e}")))?;
         let special = |name: &str| {
-            ids.get(name)
-                .copied()
-                .ok_or_else(|| LlmError::Format(format!("the vocabulary has no `{name}` token")))
+            inner.token_to_id(name).ok_or_else(|| {
+                LlmError::Format(format!("tokenizer: the vocabulary has no `{name}` token"))
+            })
         };
         Ok(Self {
             im_start: special("<|im_start|>")?,
             im_end: special("<|im_end|>")?,
-            control: (0..tokens.len())
-                .map(|i| control.get(i).copied().unwrap_or(false))
-                .collect(),
-            tokens,
-            ids,
-            ranks,
-            split_digits,
-            byte_char,
-            char_byte,
+            inner,
             default_system: None,
         })
+    }
+
+    /// The tokenizer of a `tokenizer.json` file.
+    pub fn from_file(path: &Path) -> Result<Self, LlmError> {
+        let json = std::fs::read_to_string(path).map_err(|source| LlmError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_json(&json)
     }
 
     /// The tokenizer of a GGUF file (`tokenizer.ggml.*`), with the default system prompt of its
@@ -178,12 +113,17 @@ impl Tokenizer {
         let model = gguf.string("tokenizer.ggml.model")?;
         if model != "gpt2" {
             return Err(LlmError::Format(format!(
-                "tokenizer model `{model}` is not supported (only gpt2 byte-level BPE)"
+                "tokenizer.ggml.model: `{model}` is not supported (only gpt2 byte-level BPE)"
             )));
         }
         let tokens = gguf.strings("tokenizer.ggml.tokens")?;
         let merges = gguf.strings("tokenizer.ggml.merges")?;
-        let control = if gguf.has("tokenizer.ggml.token_type") {
+        if let Some(bad) = merges.iter().find(|m| m.split(' ').count() != 2) {
+            return Err(LlmError::Format(format!(
+                "tokenizer.ggml.merges: `{bad}` is not two symbols"
+            )));
+        }
+        let control: Vec<bool> = if gguf.has("tokenizer.ggml.token_type") {
             gguf.ints("tokenizer.ggml.token_type")?
                 .into_iter()
                 .map(|t| t == CONTROL)
@@ -197,7 +137,8 @@ impl Tokenizer {
                 gguf.string("tokenizer.ggml.pre")?,
                 "smollm" | "starcoder" | "refact" | "codeshell"
             );
-        let mut tokenizer = Self::new(tokens, &merges, control, split_digits)?;
+        let mut tokenizer =
+            Self::from_json(&tokenizer_json(&tokens, &merges, &control, split_digits))?;
         if gguf.has("tokenizer.chat_template") {
             tokenizer.default_system =
                 default_system_prompt(gguf.string("tokenizer.chat_template")?);
@@ -205,93 +146,30 @@ impl Tokenizer {
         Ok(tokenizer)
     }
 
-    /// Vocabulary size.
+    /// Vocabulary size (special tokens included).
     pub fn vocab_size(&self) -> usize {
-        self.tokens.len()
+        self.inner.get_vocab_size(true)
     }
 
-    /// The pieces the pre-tokenizer splits `text` into.
-    fn pieces<'a>(&self, text: &'a str) -> Vec<&'a str> {
-        if !self.split_digits {
-            return split_gpt2(text);
-        }
-        let mut pieces = Vec::new();
-        let mut start = 0;
-        for (i, c) in text.char_indices() {
-            if c.is_numeric() {
-                pieces.extend(split_gpt2(&text[start..i]));
-                pieces.push(&text[i..i + c.len_utf8()]);
-                start = i + c.len_utf8();
-            }
-        }
-        pieces.extend(split_gpt2(&text[start..]));
-        pieces
-    }
-
-    /// Merges the symbols of one piece by rank, lowest first.
-    fn bpe(&self, piece: &str) -> Vec<String> {
-        let mut symbols: Vec<String> = piece
-            .bytes()
-            .map(|b| self.byte_char[b as usize].to_string())
-            .collect();
-        loop {
-            let best = symbols
-                .windows(2)
-                .enumerate()
-                .filter_map(|(i, pair)| {
-                    self.ranks
-                        .get(&(pair[0].clone(), pair[1].clone()))
-                        .map(|&rank| (rank, i))
-                })
-                .min();
-            let Some((_, i)) = best else { break };
-            let right = symbols.remove(i + 1);
-            symbols[i].push_str(&right);
-        }
-        symbols
-    }
-
-    /// Token ids of plain text (special-token names in `text` are ordinary text here).
+    /// Token ids of text (a special token's name in `text` becomes that token, as in the
+    /// model's own tokenizer).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, LlmError> {
-        let mut ids = Vec::new();
-        for piece in self.pieces(text) {
-            for symbol in self.bpe(piece) {
-                if let Some(&id) = self.ids.get(&symbol) {
-                    ids.push(id);
-                    continue;
-                }
-                // Byte fallback: a merged symbol the vocabulary lacks, as its bytes.
-                for c in symbol.chars() {
-                    let id = self.ids.get(&c.to_string()).ok_or_else(|| {
-                        LlmError::Format(format!(
-                            "the vocabulary has no token for byte {:#04x}",
-                            self.char_byte[&c]
-                        ))
-                    })?;
-                    ids.push(*id);
-                }
-            }
-        }
-        Ok(ids)
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(|e| LlmError::Format(format!("encoding {text:?}: {e}")))?
+            .get_ids()
+            .to_vec())
     }
 
-    /// Text of token ids; control tokens are left out.
+    /// Text of token ids; special tokens and ids outside the vocabulary are left out.
     pub fn decode(&self, ids: &[u32]) -> String {
-        let mut bytes = Vec::new();
-        for &id in ids {
-            let id = id as usize;
-            if id >= self.tokens.len() || self.control[id] {
-                continue;
-            }
-            for c in self.tokens[id].chars() {
-                match self.char_byte.get(&c) {
-                    Some(&b) => bytes.push(b),
-                    // Not a stand-in character (a user-defined token): its own UTF-8.
-                    None => bytes.extend(c.to_string().as_bytes()),
-                }
-            }
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
+        let known: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| (id as usize) < self.vocab_size())
+            .collect();
+        self.inner.decode(&known, true).unwrap_or_default()
     }
 
     /// The ChatML prompt of one user message, ready for the assistant's answer:
@@ -337,56 +215,74 @@ fn default_system_prompt(template: &str) -> Option<String> {
 pub(crate) mod tests {
     use super::*;
 
+    /// GPT-2's stand-in characters of the 256 bytes: printable Latin-1 bytes stand for
+    /// themselves, the others take the code points from 256 up, in order.
+    fn byte_chars() -> Vec<char> {
+        let printable =
+            |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
+        let mut next = 256;
+        (0..256u32)
+            .map(|b| {
+                if printable(b) {
+                    char::from_u32(b).unwrap()
+                } else {
+                    next += 1;
+                    char::from_u32(next - 1).unwrap()
+                }
+            })
+            .collect()
+    }
+
     /// A hand-made vocabulary: the control tokens, the 256 byte tokens and a few merges.
-    /// "hell" is the product of a merge but not a token: it falls back to its bytes unless
-    /// merged further into "hello".
     pub(crate) fn tiny_vocab() -> (Vec<String>, Vec<String>) {
         let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
             .map(String::from)
             .to_vec();
         tokens.extend(byte_chars().iter().map(|c| c.to_string()));
-        tokens.extend(["he", "ll", "hello", "Ġw", "Ġwo", "rl"].map(String::from));
+        tokens.extend(["he", "ll", "hell", "hello", "Ġw", "Ġwo", "rl"].map(String::from));
         let merges = ["h e", "l l", "he ll", "hell o", "Ġ w", "Ġw o", "r l"]
             .map(String::from)
             .to_vec();
         (tokens, merges)
     }
 
-    /// The tokenizer of [`tiny_vocab`], digits split as SmolLM's.
-    pub(crate) fn tiny_tokenizer() -> Tokenizer {
+    /// The tiny vocabulary's `tokenizer.json`, digits split as SmolLM's.
+    fn tiny_json() -> String {
         let (tokens, merges) = tiny_vocab();
-        let control = (0..tokens.len()).map(|i| i < 3).collect();
-        Tokenizer::new(tokens, &merges, control, true).unwrap()
+        let control: Vec<bool> = (0..tokens.len()).map(|i| i < 3).collect();
+        tokenizer_json(&tokens, &merges, &control, true)
+    }
+
+    /// The tokenizer of [`tiny_vocab`], read from a `tokenizer.json` file this test writes.
+    pub(crate) fn tiny_tokenizer() -> Tokenizer {
+        let path = std::env::temp_dir().join(format!(
+            "burn-gmt-llm-tokenizer-{}-{:?}.json",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, tiny_json()).unwrap();
+        let tokenizer = Tokenizer::from_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        tokenizer
     }
 
     fn text_of(t: &Tokenizer, ids: &[u32]) -> Vec<String> {
-        ids.iter().map(|&i| t.tokens[i as usize].clone()).collect()
+        ids.iter()
+            .map(|&i| t.inner.id_to_token(i).unwrap())
+            .collect()
     }
 
     #[test]
-    fn gpt2_pre_tokenizer_matches_the_pattern() {
-        assert_eq!(
-            split_gpt2("Hello world's  end!! 123\n\n  x"),
-            [
-                "Hello", " world", "'s", " ", " end", "!!", " 123", "\n\n ", " x"
-            ]
-        );
-        assert_eq!(split_gpt2("a  \nb"), ["a", "  ", "\n", "b"]);
-        assert_eq!(split_gpt2("trailing  "), ["trailing", "  "]);
-        assert_eq!(split_gpt2(" 'x"), [" '", "x"]);
-    }
-
-    #[test]
-    fn merges_apply_by_rank_and_unknown_symbols_fall_back_to_bytes() {
+    fn merges_apply_by_rank_after_the_pre_tokenizer() {
         let t = tiny_tokenizer();
         let ids = t.encode("hello world").unwrap();
         assert_eq!(text_of(&t, &ids), ["hello", "Ġwo", "rl", "d"]);
-        // "hell" (merged, not in the vocabulary) becomes its four byte tokens.
         let ids = t.encode("hell").unwrap();
-        assert_eq!(text_of(&t, &ids), ["h", "e", "l", "l"]);
-        // Digits are split one by one before merging.
-        let ids = t.encode("x12").unwrap();
-        assert_eq!(text_of(&t, &ids), ["x", "1", "2"]);
+        assert_eq!(text_of(&t, &ids), ["hell"]);
+        // Digits are split one by one before merging; GPT-2's pattern splits the rest.
+        let ids = t.encode("x12 he's").unwrap();
+        assert_eq!(text_of(&t, &ids), ["x", "1", "2", "Ġ", "he", "'s"]);
+        assert_eq!(t.vocab_size(), 3 + 256 + 7);
     }
 
     #[test]
@@ -412,6 +308,17 @@ pub(crate) mod tests {
         assert_eq!(ids[0], t.im_start);
         assert_eq!(t.decode(&ids), "system\nbe brief\nuser\nhi\nassistant\n");
         assert_eq!(ids.iter().filter(|&&i| i == t.im_end).count(), 2);
+        // Ids outside the vocabulary are left out too.
+        assert_eq!(t.decode(&[10_000, ids[1]]), t.decode(&[ids[1]]));
+    }
+
+    #[test]
+    fn a_vocabulary_without_the_chat_tokens_is_refused() {
+        let (mut tokens, merges) = tiny_vocab();
+        tokens[2] = "<|end|>".into();
+        let err = Tokenizer::from_json(&tokenizer_json(&tokens, &merges, &[], true)).unwrap_err();
+        assert!(err.to_string().contains("<|im_end|>"), "{err}");
+        assert!(Tokenizer::from_json("{").is_err());
     }
 
     #[test]
@@ -434,7 +341,6 @@ pub(crate) mod tests {
         let (gguf, _, tiny) = crate::testing::tiny_model_file(9);
         let t = Tokenizer::from_gguf(&gguf).unwrap();
         assert_eq!(t.default_system.as_deref(), Some("Be brief."));
-        assert!(t.split_digits);
         assert_eq!(
             t.encode("hello world 42").unwrap(),
             tiny.encode("hello world 42").unwrap()
