@@ -26,6 +26,14 @@ pub const SELECTION_LEN: usize = SELECTION_STATE_LEN + HISTOGRAM_LEN;
 /// with more tensors is selected in several buffers, one after the other).
 pub const SELECTION_MAX_SEGMENTS: usize = 256;
 
+/// Most gradients one batched launch reads or writes
+/// ([`MaskOps::radix_select_count_each`](crate::MaskOps::radix_select_count_each) and
+/// [`MaskOps::abs_threshold_mask_each`](crate::MaskOps::abs_threshold_mask_each) on CubeCL):
+/// each is a buffer binding of its own, and the kernel is unrolled once per binding. Fewer on
+/// a device that binds fewer buffers per kernel (Metal: about 30); a longer list takes one
+/// launch more per this many.
+pub const LIST_MAX_TENSORS: usize = 128;
+
 /// The selections held by `len` counters: a selection buffer's segments, or 1 for the state
 /// words alone (what a one-step selection returns).
 ///

@@ -69,6 +69,8 @@ pub mod stats;
 pub mod testing;
 
 mod backend;
+mod list;
+pub use list::GradList;
 mod bracket_simd;
 mod ops;
 pub use ops::{MaskOps, SelectionCapabilities};

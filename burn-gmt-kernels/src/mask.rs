@@ -28,13 +28,15 @@
 use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
 use burn::tensor::Tensor;
 
-use crate::MaskOps;
 use crate::select::thresholds_on_devices;
 use crate::stats::DeviceWords;
+use crate::{GradList, MaskOps};
 
 pub use crate::backend::{BackendNotBuilt, check_backend};
 pub use crate::element::key_bits;
-pub use crate::select::{Selection, select_abs, select_abs_each, threshold_tensor};
+pub use crate::select::{
+    Selection, SharedThreshold, select_abs, select_abs_each, threshold_tensor,
+};
 pub use crate::stats::{PendingStats, TensorStats, resolve_stats};
 
 /// `grad` with the entries whose `|g|` is below `threshold` (a one-entry tensor of its dtype
@@ -42,6 +44,25 @@ pub use crate::stats::{PendingStats, TensorStats, resolve_stats};
 /// backend can.
 pub fn mask_below(grad: DispatchTensor, threshold: DispatchTensor) -> DispatchTensor {
     <Dispatch as MaskOps>::abs_threshold_mask(grad, threshold)
+}
+
+/// Each of `grads` masked as [`mask_below`] masks it, gradient `i` against entry `slots[i]`
+/// of `thresholds` (a [`SharedThreshold`]'s tensor: gradients of one dtype on its device), in
+/// one batched operation: on CubeCL one launch for all of them (per vector width in use and
+/// per [`LIST_MAX_TENSORS`](crate::buffer::LIST_MAX_TENSORS) gradients), in place where the
+/// backend can.
+///
+/// # Panics
+/// If `grads` and `slots` differ in length or a slot is past `thresholds`.
+pub fn mask_below_each(
+    grads: Vec<DispatchTensor>,
+    thresholds: DispatchTensor,
+    slots: Vec<u32>,
+) -> Vec<DispatchTensor> {
+    if grads.is_empty() {
+        return grads;
+    }
+    <Dispatch as MaskOps>::abs_threshold_mask_each(GradList::new(grads), thresholds, slots).tensors
 }
 
 /// `grad` with the finite entries drawn under `key` below `bound` zeroed

@@ -14,6 +14,7 @@ use crate::buffer::{
 use crate::element::{MaskElement, inf_key};
 use crate::host;
 use crate::host_ops::{self, ViaData, counter_data};
+use crate::list::GradList;
 use crate::with_mask_element;
 
 /// What a backend's [`MaskOps`] selection does well, which decides the way a selection goes
@@ -185,6 +186,29 @@ pub trait MaskOps: Backend {
         Self::int_from_data(counter_data(words), &device)
     }
 
+    /// [`radix_select_count`](MaskOps::radix_select_count) of every gradient of `grads`,
+    /// gradient `i` into segment `segments[i]`. On CubeCL this is one launch for all of them
+    /// (one per vector width in use and per [`LIST_MAX_TENSORS`] gradients), so the launches
+    /// of a step do not grow with its tensors.
+    ///
+    /// [`LIST_MAX_TENSORS`]: crate::buffer::LIST_MAX_TENSORS
+    #[fusion(dtype = selection, shape = selection)]
+    fn radix_select_count_each(
+        #[extension_type] grads: GradList<Self>,
+        selection: IntTensor<Self>,
+        shift: u32,
+        segments: Vec<u32>,
+    ) -> IntTensor<Self> {
+        check_list(grads.tensors.len(), segments.len(), "segment");
+        grads
+            .tensors
+            .iter()
+            .zip(segments)
+            .fold(selection, |selection, (grad, segment)| {
+                Self::radix_select_count(grad, selection, shift, segment)
+            })
+    }
+
     /// In every segment of `selection`: picks the digit of the sought rank from the counted
     /// histogram, appends it to the prefix, records the counts below it (and, on the first
     /// pass, where `inf_digit` is the digit of the `+inf` key rather than `DIGITS`, the
@@ -265,6 +289,33 @@ pub trait MaskOps: Backend {
         host_ops::abs_threshold_mask::<Self, ViaData>(grad, threshold)
     }
 
+    /// Every gradient of `grads` masked as [`abs_threshold_mask`](MaskOps::abs_threshold_mask)
+    /// masks one, gradient `i` against `thresholds[slots[i]]` (a step's thresholds, as
+    /// [`radix_select_threshold`](MaskOps::radix_select_threshold) writes them). On CubeCL one
+    /// launch for all of them, as [`radix_select_count_each`](MaskOps::radix_select_count_each).
+    #[fusion(meta = |grads, _thresholds, _slots| grads.clone())]
+    fn abs_threshold_mask_each(
+        #[extension_type] grads: GradList<Self>,
+        thresholds: FloatTensor<Self>,
+        slots: Vec<u32>,
+    ) -> GradList<Self> {
+        check_list(grads.tensors.len(), slots.len(), "threshold slot");
+        let count = thresholds.shape().num_elements();
+        let masked = grads.tensors.into_iter().zip(slots).map(|(grad, slot)| {
+            assert!(
+                (slot as usize) < count,
+                "gradient mask: threshold slot {slot} of {count} thresholds"
+            );
+            let slot = slot as isize;
+            let threshold = Self::float_slice(
+                thresholds.clone(),
+                &[burn::tensor::Slice::new(slot, Some(slot + 1), 1)],
+            );
+            Self::abs_threshold_mask(grad, threshold)
+        });
+        GradList::new(masked.collect())
+    }
+
     /// `updated`, except that entries whose gradient `|g|` is below `threshold` take their
     /// `previous` value: masked parameters do not move.
     #[fusion(dtype = updated, shape = updated)]
@@ -290,6 +341,14 @@ pub trait MaskOps: Backend {
     fn random_mask_count(grad: &FloatTensor<Self>, key: u64, bound: u64) -> IntTensor<Self> {
         host_ops::random_mask_count::<Self, ViaData>(grad, key, bound)
     }
+}
+
+/// Checks that a batched operation has one `what` per gradient.
+pub(crate) fn check_list(tensors: usize, per_tensor: usize, what: &str) {
+    assert_eq!(
+        tensors, per_tensor,
+        "gradient mask: one {what} per gradient of a batched operation"
+    );
 }
 
 /// Shape of a selection buffer of `segments` segments (the Fusion output metadata).

@@ -55,3 +55,14 @@ pub fn kernel_launches() -> u64 {
     #[cfg(not(feature = "cube"))]
     0
 }
+
+/// The most gradients one batched launch of the last batched operation bound
+/// ([`LIST_MAX_TENSORS`](crate::buffer::LIST_MAX_TENSORS), or fewer where the device binds
+/// fewer buffers per kernel: 28 on wgpu over lavapipe, which allows 31), process-wide; 0
+/// before any, and always without a CubeCL backend.
+pub fn batched_tensors_per_launch() -> usize {
+    #[cfg(feature = "cube")]
+    return crate::cube::list_limit();
+    #[cfg(not(feature = "cube"))]
+    0
+}

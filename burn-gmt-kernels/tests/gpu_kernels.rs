@@ -731,3 +731,73 @@ fn one_pass_mask_survives_a_missed_bracket_on_gpu() {
         check::<bf16>(&device);
     }
 }
+
+/// The per-tensor selections of many gradients at once and their batched masks
+/// (`select_abs_each`, then `mask_below_each` against the shared thresholds): sizes with and
+/// without a vector tail, small tensors that would be selected alone, an empty one, and more
+/// gradients than one batched launch binds (`LIST_MAX_TENSORS`), each masked exactly as a
+/// sort of its own keys says.
+fn check_batched<E: TestFloat>(device: &Device) {
+    use burn_gmt_kernels::buffer::LIST_MAX_TENSORS;
+    use burn_gmt_kernels::mask::{mask_below_each, select_abs_each};
+    let sizes: Vec<usize> = (0..LIST_MAX_TENSORS + 5)
+        .map(|i| match i % 6 {
+            0 => 5_000 + i,
+            1 => 3 * 4099,
+            2 => 1 + i % 7,
+            3 => 576,
+            4 => 70_001,
+            _ => 4_096,
+        })
+        .collect();
+    let values: Vec<Vec<E>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| sample::<E>(n, 900 + i as u64))
+        .collect();
+    let grads: Vec<_> = values
+        .iter()
+        .map(|v| tensor(v, [v.len()], device).into_dispatch())
+        .collect();
+    let ranks: Vec<u64> = sizes.iter().map(|&n| (3 * n as u64) / 10).collect();
+    let selection = select_abs_each(&grads, &ranks, false);
+    let shared: Vec<_> = selection
+        .shared
+        .iter()
+        .map(|s| {
+            s.clone()
+                .expect("every gradient selected together on a device")
+        })
+        .collect();
+    assert!(
+        shared
+            .windows(2)
+            .all(|w| std::sync::Arc::ptr_eq(&w[0].thresholds, &w[1].thresholds)),
+        "one threshold tensor for the batch"
+    );
+    let slots = shared.iter().map(|s| s.slot).collect();
+    let masked = mask_below_each(grads, (*shared[0].thresholds).clone(), slots);
+    for (i, (got, vals)) in masked.into_iter().zip(&values).enumerate() {
+        let mut keys: Vec<u64> = vals.iter().map(|x| x.abs_key()).collect();
+        keys.sort_unstable();
+        let threshold = E::from_key(keys[ranks[i] as usize].min(E::INF_KEY));
+        let got = read::<E, 1>(Tensor::from_dispatch(got));
+        let context = format!("{:?} batched gradient {i} of {}", E::DTYPE, vals.len());
+        assert_bits(&got, &host_mask(vals, threshold), &context);
+    }
+}
+
+#[test]
+fn batched_selection_and_mask_match_host_sort_on_gpu() {
+    let test = "batched_selection_and_mask_match_host_sort_on_gpu";
+    let Some(device) = gpu_device(test) else {
+        return;
+    };
+    check_batched::<f32>(&device);
+    if has_dtype(&device, DType::F16, test) {
+        check_batched::<f16>(&device);
+    }
+    if has_dtype(&device, DType::BF16, test) {
+        check_batched::<bf16>(&device);
+    }
+}

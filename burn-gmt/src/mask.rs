@@ -2,12 +2,16 @@
 //! masked entries still. Shared by the optimizer wrapper and [`GradMask`](crate::GradMask);
 //! deciding the mask is [`crate::plan`]'s.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use burn::backend::DispatchTensor;
+use burn::module::ParamId;
 use burn::tensor::{DType, Device, Tensor};
 
 use crate::error::GradMaskError;
 use burn_gmt_kernels::mask::{
-    self as kernels, PendingStats, check_backend, key_bits, threshold_tensor,
+    self as kernels, PendingStats, SharedThreshold, check_backend, key_bits, threshold_tensor,
 };
 
 /// What the mask does to one parameter tensor at one step.
@@ -99,6 +103,40 @@ pub(crate) fn mask_measured<const D: usize>(
         stats,
         norms_sq,
     }
+}
+
+/// The gradients of `taken` masked below their shared thresholds, one call per batch (the
+/// gradients whose thresholds are entries of one tensor: [`kernels::mask_below_each`]), by
+/// parameter.
+pub(crate) fn mask_below_batched(
+    taken: Vec<(ParamId, DispatchTensor, SharedThreshold)>,
+) -> HashMap<ParamId, DispatchTensor> {
+    type Member = (ParamId, DispatchTensor, u32);
+    let mut batches: Vec<(Arc<DispatchTensor>, Vec<Member>)> = Vec::new();
+    for (id, grad, shared) in taken {
+        let member = (id, grad, shared.slot);
+        match batches
+            .iter_mut()
+            .find(|(thresholds, _)| Arc::ptr_eq(thresholds, &shared.thresholds))
+        {
+            Some((_, members)) => members.push(member),
+            None => batches.push((shared.thresholds, vec![member])),
+        }
+    }
+    let mut masked = HashMap::new();
+    for (thresholds, members) in batches {
+        let mut ids = Vec::with_capacity(members.len());
+        let mut grads = Vec::with_capacity(members.len());
+        let mut slots = Vec::with_capacity(members.len());
+        for (id, grad, slot) in members {
+            ids.push(id);
+            grads.push(grad);
+            slots.push(slot);
+        }
+        let done = kernels::mask_below_each(grads, (*thresholds).clone(), slots);
+        masked.extend(ids.into_iter().zip(done));
+    }
+    masked
 }
 
 /// The sum of the squares of the finite entries, in f32 (an f16 square overflows at 256).

@@ -12,7 +12,7 @@ use crate::config::{GradMaskConfig, MaskScope, MaskStrategy};
 use crate::error::GradMaskError;
 use crate::mask::TensorMask;
 use crate::select::masked_count;
-use burn_gmt_kernels::mask::{self as kernels, PendingStats};
+use burn_gmt_kernels::mask::{self as kernels, PendingStats, SharedThreshold};
 
 /// A decided mask with the statistics that came with deciding it.
 pub(crate) struct Plan {
@@ -21,6 +21,9 @@ pub(crate) struct Plan {
     /// [`TensorMask::Smallest`], none yet: they come when it is applied
     /// ([`Applied::stats`](crate::mask::Applied::stats)).
     pub stats: Option<PendingStats>,
+    /// For a [`TensorMask::Below`] selected with other gradients on a device: its threshold
+    /// as an entry of their threshold tensor, so the masks of the batch can be one call.
+    pub shared: Option<SharedThreshold>,
 }
 
 /// One parameter tensor to plan.
@@ -169,6 +172,7 @@ fn plan_global(
             .map(|i| Plan {
                 mask: TensorMask::Keep,
                 stats: stats.as_ref().map(|s| s[i].clone()),
+                shared: None,
             })
             .collect());
     }
@@ -179,6 +183,7 @@ fn plan_global(
                 threshold: selection.thresholds[i].clone(),
             },
             stats: selection.stats.as_ref().map(|s| s[i].clone()),
+            shared: selection.shared[i].clone(),
         })
         .collect())
 }
@@ -205,6 +210,7 @@ fn plan_magnitude(grads: &[DispatchTensor], ratio: f64, collect: bool) -> Vec<Pl
     let selection = kernels::select_abs_each(&selected, &selected_ranks, collect);
     let mut thresholds = selection.thresholds.into_iter();
     let mut stats = selection.stats.map(|s| s.into_iter());
+    let mut shared = selection.shared.into_iter();
     grads
         .iter()
         .zip(ranks)
@@ -214,6 +220,7 @@ fn plan_magnitude(grads: &[DispatchTensor], ratio: f64, collect: bool) -> Vec<Pl
             (rank, true) => Plan {
                 mask: TensorMask::Smallest { rank },
                 stats: None,
+                shared: None,
             },
             (_, false) => Plan {
                 mask: TensorMask::Below {
@@ -224,6 +231,9 @@ fn plan_magnitude(grads: &[DispatchTensor], ratio: f64, collect: bool) -> Vec<Pl
                 stats: stats
                     .as_mut()
                     .map(|s| s.next().expect("statistics per selected gradient")),
+                shared: shared
+                    .next()
+                    .expect("a shared threshold or none per gradient"),
             },
         })
         .collect()
@@ -254,7 +264,11 @@ fn plan_random(
     };
     // Counted on the device, read with the rest of the step's statistics.
     let stats = collect.then(|| kernels::count_random(grad, key, bound));
-    Plan { mask, stats }
+    Plan {
+        mask,
+        stats,
+        shared: None,
+    }
 }
 
 /// The module path a parameter or module path sits in (`""` at the root).
@@ -307,7 +321,11 @@ pub(crate) fn plan_reused(
         TensorMask::Below { threshold } => kernels::count_below(grad, threshold, value),
         _ => kernels::count_unselected(std::slice::from_ref(grad), false).remove(0),
     });
-    Plan { mask, stats }
+    Plan {
+        mask,
+        stats,
+        shared: None,
+    }
 }
 
 /// The plan of a tensor frozen (every finite entry counted as masked) or left whole.
@@ -318,10 +336,12 @@ fn plan_frozen(grad: &DispatchTensor, frozen: bool, collect: bool) -> Plan {
         true => Plan {
             mask: TensorMask::Frozen,
             stats: stats.map(|s| s.with_threshold(f64::INFINITY)),
+            shared: None,
         },
         false => Plan {
             mask: TensorMask::Keep,
             stats,
+            shared: None,
         },
     }
 }

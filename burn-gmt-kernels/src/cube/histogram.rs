@@ -26,7 +26,7 @@ use crate::buffer::{
 use burn_cubecl::tensor::CubeTensor;
 
 /// Entries sampled per cube to place its shared window.
-const SAMPLES: u32 = 16;
+pub const SAMPLES: u32 = 16;
 /// No sample: the sampled entry is out of range or outside the prefix.
 const NO_SAMPLE: u32 = 0xFFFF_FFFF;
 
@@ -78,8 +78,6 @@ impl<F: Float, N: Size> PartKernel<F, N> for Histogram {
             terminate!();
         }
         let window = comptime![args.window];
-        let shift = args.shift;
-        let high_shift = args.high_shift;
         // In a selection buffer the prefix is the one the previous digit step chose on the
         // device.
         let mut prefix = args.prefix;
@@ -88,123 +86,163 @@ impl<F: Float, N: Size> PartKernel<F, N> for Histogram {
             prefix = args.hist[args.segment_start + STATE_KEY].load();
             bins = args.segment_start + SELECTION_HISTOGRAM;
         }
-        let units = CUBE_DIM as usize;
-        let digit_mask = (DIGITS as u32) - 1u32;
-        // [0, window): the window; window: digit 0; window + 1: below the prefix.
         let local = Shared::<[Atomic<u32>]>::new_slice((window + 2u32) as usize);
         let mut samples = Shared::<[u32]>::new_slice(SAMPLES as usize);
-        // The first bin of the window: placed by the sampling units, read by all.
         let mut window_base = Shared::<[u32]>::new_slice(1usize);
+        count_cube::<F, N>(
+            &args.values,
+            &mut args.hist,
+            &local,
+            &mut samples,
+            &mut window_base,
+            CUBE_POS,
+            CUBE_COUNT,
+            start,
+            end,
+            args.shift,
+            args.high_shift,
+            prefix,
+            bins,
+            window,
+            kind,
+        );
+    }
+}
 
-        let mut bin = UNIT_POS;
-        while bin < window + 2u32 {
-            local[bin as usize].store(0u32);
-            bin += CUBE_DIM;
-        }
-        if UNIT_POS == 0u32 {
-            // No valid sample: the window starts at digit 0.
-            window_base[0usize] = 0u32;
-        }
-        if UNIT_POS < SAMPLES {
-            // Lane 0 of vectors spread over this cube's first slice (with fewer units than
-            // samples, some samples coincide).
-            let step = units / (SAMPLES as usize);
-            let pos = start + CUBE_POS * units + (UNIT_POS as usize) * step;
-            let mut sample = 0xFFFF_FFFFu32;
-            if pos < end {
-                let key = narrow_key(
-                    wide_key::<F, N>(args.values[pos], kind).extract(0usize),
-                    kind,
-                );
-                if key >> high_shift == prefix {
-                    sample = (key >> shift) & digit_mask;
-                }
+/// One cube's share of a histogram pass over `values`: it is cube `cube` of the `cubes` that
+/// cover the positions `start..end` (a grid-stride loop), counts the digit at `shift` of the
+/// keys whose bits from `high_shift` up equal `prefix` in the cube's shared window (`local`:
+/// `window + 2` counters, `samples`, `window_base`, which the kernel allocates once) and
+/// merges into the bins of `hist` from word `bins`. Every unit of the cube must call it (it
+/// synchronises the cube).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn count_cube<F: Float, N: Size>(
+    values: &[Vector<F, N>],
+    hist: &mut [Atomic<u32>],
+    local: &Shared<[Atomic<u32>]>,
+    samples: &mut Shared<[u32]>,
+    window_base: &mut Shared<[u32]>,
+    cube: usize,
+    cubes: usize,
+    start: usize,
+    end: usize,
+    shift: u32,
+    high_shift: u32,
+    prefix: u32,
+    bins: usize,
+    #[comptime] window: u32,
+    #[comptime] kind: KeyKind,
+) {
+    let units = CUBE_DIM as usize;
+    let digit_mask = (DIGITS as u32) - 1u32;
+
+    // [0, window): the window; window: digit 0; window + 1: below the prefix.
+    let mut bin = UNIT_POS;
+    while bin < window + 2u32 {
+        local[bin as usize].store(0u32);
+        bin += CUBE_DIM;
+    }
+    if UNIT_POS == 0u32 {
+        // No valid sample: the window starts at digit 0.
+        window_base[0usize] = 0u32;
+    }
+    if UNIT_POS < SAMPLES {
+        // Lane 0 of vectors spread over this cube's first slice (with fewer units than
+        // samples, some samples coincide).
+        let step = units / (SAMPLES as usize);
+        let pos = start + cube * units + (UNIT_POS as usize) * step;
+        let mut sample = 0xFFFF_FFFFu32;
+        if pos < end {
+            let key = narrow_key(wide_key::<F, N>(values[pos], kind).extract(0usize), kind);
+            if key >> high_shift == prefix {
+                sample = (key >> shift) & digit_mask;
             }
-            samples[UNIT_POS as usize] = sample;
         }
-        sync_cube();
+        samples[UNIT_POS as usize] = sample;
+    }
+    sync_cube();
 
-        // Each sampling unit ranks its own sample (ties broken by position, so ranks are
-        // distinct); the one at the median places the window around it.
-        if UNIT_POS < SAMPLES {
-            let own = samples[UNIT_POS as usize];
-            if own != NO_SAMPLE {
-                let mut valid = 0u32;
-                let mut rank = 0u32;
-                for k in 0..SAMPLES {
-                    let t = samples[k as usize];
-                    if t != NO_SAMPLE {
-                        valid += 1u32;
-                        if t < own || (t == own && k < UNIT_POS) {
-                            rank += 1u32;
-                        }
+    // Each sampling unit ranks its own sample (ties broken by position, so ranks are
+    // distinct); the one at the median places the window around it.
+    if UNIT_POS < SAMPLES {
+        let own = samples[UNIT_POS as usize];
+        if own != NO_SAMPLE {
+            let mut valid = 0u32;
+            let mut rank = 0u32;
+            for k in 0..SAMPLES {
+                let t = samples[k as usize];
+                if t != NO_SAMPLE {
+                    valid += 1u32;
+                    if t < own || (t == own && k < UNIT_POS) {
+                        rank += 1u32;
                     }
                 }
-                if rank == valid / 2u32 {
-                    let half = window / 2u32;
-                    let last_base = (DIGITS as u32) - window;
-                    let mut base = 0u32;
-                    if own > half {
-                        base = own - half;
-                        if base > last_base {
-                            base = last_base;
-                        }
+            }
+            if rank == valid / 2u32 {
+                let half = window / 2u32;
+                let last_base = (DIGITS as u32) - window;
+                let mut base = 0u32;
+                if own > half {
+                    base = own - half;
+                    if base > last_base {
+                        base = last_base;
                     }
-                    window_base[0usize] = base;
                 }
+                window_base[0usize] = base;
             }
         }
-        sync_cube();
-        let base = window_base[0usize];
+    }
+    sync_cube();
+    let base = window_base[0usize];
 
-        // Count: a grid-stride loop over whole vectors.
-        let mut below = 0u32;
-        let stride = CUBE_COUNT * units;
-        let mut pos = start + ABSOLUTE_POS;
-        while pos < end {
-            let keys = wide_key::<F, N>(args.values[pos], kind);
-            #[unroll]
-            for lane in 0..N::value() {
-                let key = narrow_key(keys.extract(lane), kind);
-                let high = key >> high_shift;
-                if high == prefix {
-                    let digit = (key >> shift) & digit_mask;
-                    if digit >= base && digit < base + window {
-                        local[(digit - base) as usize].fetch_add(1u32);
-                    } else if digit == 0u32 {
-                        local[window as usize].fetch_add(1u32);
-                    } else {
-                        args.hist[bins + digit as usize].fetch_add(1u32);
-                    }
-                } else if high < prefix {
-                    below += 1u32;
+    // Count: a grid-stride loop over whole vectors.
+    let mut below = 0u32;
+    let stride = cubes * units;
+    let mut pos = start + cube * units + UNIT_POS as usize;
+    while pos < end {
+        let keys = wide_key::<F, N>(values[pos], kind);
+        #[unroll]
+        for lane in 0..N::value() {
+            let key = narrow_key(keys.extract(lane), kind);
+            let high = key >> high_shift;
+            if high == prefix {
+                let digit = (key >> shift) & digit_mask;
+                if digit >= base && digit < base + window {
+                    local[(digit - base) as usize].fetch_add(1u32);
+                } else if digit == 0u32 {
+                    local[window as usize].fetch_add(1u32);
+                } else {
+                    hist[bins + digit as usize].fetch_add(1u32);
                 }
+            } else if high < prefix {
+                below += 1u32;
             }
-            pos += stride;
         }
+        pos += stride;
+    }
+    if below > 0u32 {
+        local[(window + 1u32) as usize].fetch_add(below);
+    }
+    sync_cube();
+
+    // Merge the non-zero shared bins into the global histogram.
+    let mut slot = UNIT_POS;
+    while slot < window {
+        let count = local[slot as usize].load();
+        if count > 0u32 {
+            hist[bins + (base + slot) as usize].fetch_add(count);
+        }
+        slot += CUBE_DIM;
+    }
+    if UNIT_POS == 0u32 {
+        let zeros = local[window as usize].load();
+        if zeros > 0u32 {
+            hist[bins].fetch_add(zeros);
+        }
+        let below = local[(window + 1u32) as usize].load();
         if below > 0u32 {
-            local[(window + 1u32) as usize].fetch_add(below);
-        }
-        sync_cube();
-
-        // Merge the non-zero shared bins into the global histogram.
-        let mut slot = UNIT_POS;
-        while slot < window {
-            let count = local[slot as usize].load();
-            if count > 0u32 {
-                args.hist[bins + (base + slot) as usize].fetch_add(count);
-            }
-            slot += CUBE_DIM;
-        }
-        if UNIT_POS == 0u32 {
-            let zeros = local[window as usize].load();
-            if zeros > 0u32 {
-                args.hist[bins].fetch_add(zeros);
-            }
-            let below = local[(window + 1u32) as usize].load();
-            if below > 0u32 {
-                args.hist[bins + BELOW_PREFIX_BIN].fetch_add(below);
-            }
+            hist[bins + BELOW_PREFIX_BIN].fetch_add(below);
         }
     }
 }
@@ -300,7 +338,7 @@ pub fn launch(
 /// that share the chosen prefix, usually few, but all of them when many entries tie: 512 bins
 /// around the median catch a tie. Fewer bins are fewer to clear and merge per cube.
 #[cfg(not(gmt_cuda_codegen))]
-fn window_bins(max_shared_bytes: usize, first_pass: bool) -> u32 {
+pub(crate) fn window_bins(max_shared_bytes: usize, first_pass: bool) -> u32 {
     let words = (max_shared_bytes / 4).saturating_sub(2 + SAMPLES as usize + 16);
     let mut bins = if first_pass { 2048usize } else { 512 };
     while bins > 64 && bins > words {

@@ -21,6 +21,7 @@
 //!   digit steps among those, a fix-up scatter), into a new tensor so that a missed bracket
 //!   falls back to the intact input.
 //! - [`mask`]: the fused mask, in place, the threshold read from device memory.
+//! - [`list`]: the histogram pass and the mask over every gradient of a step in one launch.
 //! - [`hold`]: the fused select of `MaskTarget::Update`, in place, same threshold.
 //! - [`count`]: masked and non-finite counts against a threshold (global-scope statistics).
 //! - [`random`]: the random-mask baseline and its counts, with the host's counter-based draws
@@ -75,14 +76,7 @@
 //! f16 and bf16 need one histogram pass (5 launches, 2 reads + 1 write). A tensor of at most
 //! 4,096 entries is selected by [`small`] in one launch: 3 launches in all. That is what the
 //! optimizer wrapper, which sees one tensor at a time, launches per tensor. `GradMask::apply`
-//! sees the whole step: the per-tensor selections of its tensors over 4,096 entries share one
-//! selection buffer (a segment each, up to 256 per buffer), so the start, each digit step and
-//! the threshold write are one launch for all of them, and a step of `T` such f32 tensors
-//! launches `3T + 4` kernels (`2T + 3` for f16/bf16) instead of `7T`: the launches that remain
-//! per tensor are its passes over the gradient. Those take the gradient as a kernel argument,
-//! and Burn 0.22's backend extensions take a fixed number of tensors per operation (no list of
-//! tensors reaches a Fusion custom operation), so one launch over all the gradients of a step
-//! would need a concatenated copy of them.
+//! sees the whole step and batches it (below).
 //!
 //! ## The one-pass mask
 //!
@@ -106,18 +100,35 @@
 //! histograms, the scatter) and written twice (fill, compaction). f16/bf16: one digit, 7
 //! launches. The launches do not depend on the size or the route (`tests/gpu_launches.rs`).
 //!
-//! ## Launches per step do grow with the tensors
+//! ## A step's launches do not grow with its tensors
 //!
-//! `GradMask`'s step cannot launch a fixed number of kernels for all its tensors today:
-//! every kernel takes the gradients it reads and writes as buffer arguments, and a Burn 0.22
-//! backend extension takes a fixed number of tensors per operation (`#[backend_extension]`
-//! accepts tensors, tuples of them and `#[extension_type]` structs of fixed fields, not a
-//! `Vec`; the Fusion adapter, `burn::backend::fusion::custom::FusionValueAdapter`, is
-//! implemented per field). A launch over all the gradients of a step therefore needs either a
-//! concatenated copy of them (a pass more than the masks it would save) or a hand-written
-//! `ExtensionType` for a list of tensors through the Dispatch, autodiff and Fusion layers
-//! (their hidden adapter traits), which is not done. What is shared today: the selection
-//! buffer and its start, digit and threshold launches (`3T + 4` for `T` f32 tensors).
+//! `GradMask`'s step selects every masked gradient of a device and dtype together and masks
+//! them together: [`list`] holds the batched histogram pass and the batched mask, each one
+//! launch over all the gradients ([`MaskOps::radix_select_count_each`],
+//! [`MaskOps::abs_threshold_mask_each`]). Each gradient is a buffer binding of its own (no
+//! concatenated copy): Burn 0.22's `#[backend_extension]` takes a fixed number of tensors per
+//! operation, so the list travels as a [`GradList`], whose Dispatch and Fusion adapters
+//! `crate::list` writes by hand. A gradient whose length is not a multiple of the vector
+//! width has its tail in one scalar launch with the step's other tails; the small tensors
+//! that one launch would select alone join the batch. An f32 step of any number of tensors:
+//!
+//! | step | launches |
+//! |---|---:|
+//! | start the selection buffer | 1 |
+//! | per 16-bit digit: histogram of every gradient, digit step | 2 × (1 (+1 tails) + 1) |
+//! | threshold write | 1 |
+//! | mask every gradient, in place | 1 (+1 tails) |
+//! | **total** | **7 (+3 tails)** |
+//!
+//! (f16/bf16: one digit, 5 (+2).) A launch binds at most
+//! [`LIST_MAX_TENSORS`](crate::buffer::LIST_MAX_TENSORS) gradients (fewer where the device
+//! binds fewer buffers, as Metal), and a selection buffer holds 256 segments, so a step of
+//! more tensors launches one more histogram and mask launch per 128 tensors (SmolLM2-135M's
+//! 272 tensors: 3). `tests/gpu_launches.rs` (here and in burn-gmt) checks that a step of 4
+//! and of 40 tensors launch the same kernels. What still launches per tensor: a tensor of
+//! 2^24 entries or more takes the one-pass mask (its own 10 launches, negligible beside its
+//! size), `MaskTarget::Update`'s select pass, statistics of a global threshold, and the
+//! random-mask and HFT baselines.
 //!
 //! Nothing is read back to the host; statistics, when collected, are the selection buffer's
 //! state words (one read-back per step for all tensors). With `MaskScope::Global` the start,
@@ -165,6 +176,7 @@ mod histogram;
 mod hold;
 mod key;
 mod launch;
+mod list;
 mod mask;
 mod onepass;
 mod radix;
@@ -185,11 +197,15 @@ use crate::buffer::{
 };
 use crate::element::inf_key;
 use crate::host_ops::{self, ViaData};
+use crate::list::GradList;
 use crate::ops::MaskOps;
 use histogram::Prefix;
 use launch::LaunchPlan;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use launch::launches;
+use list::ListPlan;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use list::list_limit;
 
 /// The plan of an on-device selection step, which has kernels for every dtype it accepts.
 fn selection_plan(tensors: &[&CubeTensor], len: usize) -> LaunchPlan {
@@ -219,6 +235,16 @@ fn host_counters(words: &[u64], like: &CubeTensor) -> CubeTensor {
         .collect();
     let len = words.len();
     CubeBackend::int_from_data(TensorData::new(words, [len]), &like.device)
+}
+
+/// Entry `at` of `tensor` as a one-entry tensor (a view).
+fn slice_one(tensor: &CubeTensor, at: usize) -> CubeTensor {
+    use burn::backend::ops::FloatTensorOps;
+    let at = at as isize;
+    CubeBackend::float_slice(
+        tensor.clone(),
+        &[burn::tensor::Slice::new(at, Some(at + 1), 1)],
+    )
 }
 
 /// A contiguous tensor this call may write to: the input itself when nothing else holds it,
@@ -370,6 +396,60 @@ impl MaskOps for CubeBackend {
             histogram::launch(&grad, &selection, &plan, shift, prefix, None);
         }
         selection
+    }
+
+    fn radix_select_count_each(
+        grads: GradList<Self>,
+        selection: IntTensor<Self>,
+        shift: u32,
+        segments: Vec<u32>,
+    ) -> IntTensor<Self> {
+        crate::ops::check_list(grads.tensors.len(), segments.len(), "segment");
+        let selection = writable(selection);
+        let grads: Vec<CubeTensor> = grads.tensors.into_iter().map(into_contiguous).collect();
+        if grads.is_empty() {
+            return selection;
+        }
+        let plan = ListPlan::new(&grads, &segments).unwrap_or_else(|| {
+            panic!(
+                "gradient mask: on-device selection takes f32, f16 or bf16, not {:?}",
+                grads[0].dtype
+            )
+        });
+        list::launch_histogram_each(&grads, &selection, &plan, shift);
+        selection
+    }
+
+    fn abs_threshold_mask_each(
+        grads: GradList<Self>,
+        thresholds: FloatTensor<Self>,
+        slots: Vec<u32>,
+    ) -> GradList<Self> {
+        crate::ops::check_list(grads.tensors.len(), slots.len(), "threshold slot");
+        assert!(
+            grads.tensors.iter().all(|g| g.dtype == thresholds.dtype),
+            "gradient mask: threshold dtype"
+        );
+        let grads: Vec<CubeTensor> = grads.tensors.into_iter().map(writable).collect();
+        let thresholds = into_contiguous(thresholds);
+        match ListPlan::new(&grads, &slots) {
+            Some(plan) => {
+                list::launch_mask_each(&grads, &thresholds, &plan);
+                GradList::new(grads)
+            }
+            // No gradient, or f64: one mask each (the host's, for f64).
+            None => GradList::new(
+                grads
+                    .into_iter()
+                    .zip(slots)
+                    .map(|(grad, slot)| {
+                        let slot = slot as usize;
+                        let threshold = crate::cube::slice_one(&thresholds, slot);
+                        Self::abs_threshold_mask(grad, threshold)
+                    })
+                    .collect(),
+            ),
+        }
     }
 
     fn radix_select_digit(selection: IntTensor<Self>, inf_digit: u32) -> IntTensor<Self> {

@@ -5,9 +5,9 @@
 use burn::backend::{Dispatch, DispatchTensor};
 use burn::tensor::{DType, Int, Tensor};
 
-use crate::MaskOps;
 use crate::buffer::{SELECTION_LEN, SELECTION_STATE_LEN, radix_passes};
 use crate::element::{inf_key, key_bits};
+use crate::{GradList, MaskOps};
 
 /// Runs the device steps of `members.len()` selections made together (at most
 /// [`SELECTION_MAX_SEGMENTS`](crate::buffer::SELECTION_MAX_SEGMENTS), all on one device):
@@ -21,18 +21,20 @@ pub(crate) fn device_steps(
 ) -> DispatchTensor {
     let bits = key_bits(dtype).expect("selection on a supported float dtype");
     let inf = inf_key(dtype).expect("selection on a supported float dtype");
+    let (grads, segments): (Vec<DispatchTensor>, Vec<u32>) = members
+        .iter()
+        .enumerate()
+        .flat_map(|(segment, grads)| grads.iter().map(move |&g| (g.clone(), segment as u32)))
+        .unzip();
     let mut selection = <Dispatch as MaskOps>::radix_select_start(members[0][0], ranks);
     for pass in radix_passes(bits, inf) {
-        for (segment, grads) in members.iter().enumerate() {
-            for grad in grads {
-                selection = <Dispatch as MaskOps>::radix_select_count(
-                    grad,
-                    selection,
-                    pass.shift,
-                    segment as u32,
-                );
-            }
-        }
+        // Every gradient of every selection in one batched operation (one launch on CubeCL).
+        selection = <Dispatch as MaskOps>::radix_select_count_each(
+            GradList::new(grads.clone()),
+            selection,
+            pass.shift,
+            segments.clone(),
+        );
         selection = <Dispatch as MaskOps>::radix_select_digit(selection, pass.inf_digit);
     }
     selection

@@ -42,7 +42,7 @@ use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
 use burn::tensor::{DType, Device, Tensor};
 
 use crate::buffer::SELECTION_MAX_SEGMENTS;
-use crate::element::{inf_key, key_to_f64};
+use crate::element::{inf_key, key_bits, key_to_f64};
 use crate::stats::{DeviceWords, PendingStats, TensorStats};
 use crate::{MaskOps, host};
 use device::{device_steps, segment_states};
@@ -60,6 +60,22 @@ pub struct Selection {
     pub thresholds: Vec<DispatchTensor>,
     /// Per gradient, in input order, when statistics are collected.
     pub stats: Option<Vec<PendingStats>>,
+    /// Per gradient, in input order: its threshold as an entry of a tensor of the thresholds
+    /// of gradients selected together on a device, when it is one. Their masks can then be
+    /// one batched operation ([`mask_below_each`](crate::mask::mask_below_each)).
+    pub shared: Vec<Option<SharedThreshold>>,
+}
+
+/// A gradient's threshold as entry `slot` of `thresholds`, the threshold tensor of gradients
+/// selected together on one device (one segment each of a selection buffer, or one threshold
+/// for all of them).
+#[derive(Debug, Clone)]
+pub struct SharedThreshold {
+    /// The thresholds, shared by every gradient of the batch (compare with
+    /// [`Arc::ptr_eq`]).
+    pub thresholds: Arc<DispatchTensor>,
+    /// The gradient's entry.
+    pub slot: u32,
 }
 
 /// Selects the `(rank + 1)`-th smallest `|g|` over `grads` (all of one supported float dtype,
@@ -115,6 +131,7 @@ fn select_one(grad: &DispatchTensor, rank: u64, collect: bool) -> Selection {
     Selection {
         thresholds: vec![threshold],
         stats,
+        shared: vec![None],
     }
 }
 
@@ -136,9 +153,14 @@ fn select_on_device(grads: &[DispatchTensor], dtype: DType, rank: u64, collect: 
             .map(|g| PendingStats::counted_selected(g, &threshold, state.clone(), dtype))
             .collect()
     });
+    let shared = SharedThreshold {
+        thresholds: Arc::new(threshold.clone()),
+        slot: 0,
+    };
     Selection {
         thresholds: vec![threshold; grads.len()],
         stats,
+        shared: vec![Some(shared); grads.len()],
     }
 }
 
@@ -164,7 +186,14 @@ fn select_on_host(
     Selection {
         thresholds: thresholds_on_devices(grads, value, dtype),
         stats: collect.then(|| stats.collect()),
+        shared: vec![None; grads.len()],
     }
+}
+
+/// Whether `grad`'s backend selects `dtype` in its own device memory (device steps).
+fn on_device(grad: &DispatchTensor, dtype: DType) -> bool {
+    let caps = <Dispatch as MaskOps>::selection_capabilities(grad);
+    !caps.host_memory && key_bits(dtype).is_some_and(|bits| bits <= caps.device_key_bits)
 }
 
 /// Selects, for each of `grads` on its own, the `(ranks[i] + 1)`-th smallest `|g|` of that
@@ -173,10 +202,12 @@ fn select_on_host(
 ///
 /// The gradients a device selects in its own memory are selected together, in one selection
 /// buffer per device and dtype (a segment each, at most [`SELECTION_MAX_SEGMENTS`] per
-/// buffer): the histogram passes read each gradient as before, but the start, every digit step
-/// and the threshold write are one call for all of them, so a step's launches other than its
-/// passes over the gradients do not grow with its number of tensors. The others (the CPU
-/// backends, tensors one launch selects, dtypes the device steps do not take) go their own
+/// buffer): the start, each histogram pass over all of them
+/// ([`MaskOps::radix_select_count_each`]), each digit step and the threshold write are one
+/// call for all of them, so a step's launches do not grow with its number of tensors; the
+/// small tensors one launch would select alone join them when there are several. Their
+/// thresholds are entries of one tensor ([`Selection::shared`]), so their masks can be one
+/// call too. The others (the CPU backends, dtypes the device steps do not take) go their own
 /// way, as in [`select_abs`].
 ///
 /// # Panics
@@ -190,6 +221,7 @@ pub fn select_abs_each(grads: &[DispatchTensor], ranks: &[u64], collect: bool) -
     );
     let mut thresholds: Vec<Option<DispatchTensor>> = vec![None; grads.len()];
     let mut stats: Vec<Option<PendingStats>> = vec![None; grads.len()];
+    let mut shared: Vec<Option<SharedThreshold>> = vec![None; grads.len()];
     // Gradients for the device steps, by device and dtype.
     let mut batches: Vec<((Device, DType), Vec<usize>)> = Vec::new();
     for (i, (grad, &rank)) in grads.iter().zip(ranks).enumerate() {
@@ -197,7 +229,11 @@ pub fn select_abs_each(grads: &[DispatchTensor], ranks: &[u64], collect: bool) -
         let alone = std::slice::from_ref(grad);
         check_rank(alone, rank);
         let route = route(alone, dtype);
-        if route == Route::DeviceSteps {
+        // On a device, a tensor small enough for one launch joins the others too: the batched
+        // launches cost the same with it, where alone it would add launches of its own.
+        let batched = route == Route::DeviceSteps
+            || (route == Route::OneStep && grads.len() > 1 && on_device(grad, dtype));
+        if batched {
             let key = (Device::from(grad.device()), dtype);
             match batches.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, members)) => members.push(i),
@@ -208,6 +244,7 @@ pub fn select_abs_each(grads: &[DispatchTensor], ranks: &[u64], collect: bool) -
         let mut selection = select_routed(alone, dtype, rank, collect, route);
         thresholds[i] = Some(selection.thresholds.remove(0));
         stats[i] = selection.stats.map(|mut s| s.remove(0));
+        shared[i] = selection.shared.remove(0);
     }
     for ((_, dtype), members) in batches {
         for batch in members.chunks(SELECTION_MAX_SEGMENTS) {
@@ -216,15 +253,18 @@ pub fn select_abs_each(grads: &[DispatchTensor], ranks: &[u64], collect: bool) -
             let batch_ranks = batch.iter().map(|&i| ranks[i]).collect();
             let selection = device_steps(&batch_grads, batch_ranks, dtype);
             let like = &grads[batch[0]];
-            let values = Tensor::<1>::from_dispatch(<Dispatch as MaskOps>::radix_select_threshold(
-                like,
-                selection.clone(),
-            ));
+            let all = <Dispatch as MaskOps>::radix_select_threshold(like, selection.clone());
+            let values = Tensor::<1>::from_dispatch(all.clone());
+            let all = Arc::new(all);
             // One table of state words for the batch, read once for all its gradients.
             let states = collect.then(|| Arc::new(segment_states(selection, batch.len())));
             for (segment, &i) in batch.iter().enumerate() {
                 let threshold = values.clone().slice(segment..segment + 1);
                 thresholds[i] = Some(threshold.into_dispatch());
+                shared[i] = Some(SharedThreshold {
+                    thresholds: all.clone(),
+                    slot: segment as u32,
+                });
                 stats[i] = states.as_ref().map(|states| {
                     PendingStats::selected(&grads[i], DeviceWords::state_of(states, segment))
                 });
@@ -242,6 +282,7 @@ pub fn select_abs_each(grads: &[DispatchTensor], ranks: &[u64], collect: bool) -
                 .map(|s| s.expect("statistics of every gradient"))
                 .collect()
         }),
+        shared,
     }
 }
 

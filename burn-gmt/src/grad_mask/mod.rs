@@ -15,10 +15,10 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{GradMaskConfig, MaskTarget};
 use crate::error::GradMaskError;
-use crate::mask::{TensorMask, check_gradient, mask_measured};
+use crate::mask::{TensorMask, check_gradient, mask_below_batched, mask_measured};
 use crate::plan::{PlanEntry, VisitWithPath, path_key, plan_reused, plan_step, visit_with_paths};
 use crate::stats::{MaskStats, MaskStatsHandle, resolve_named};
-use burn_gmt_kernels::mask::PendingStats;
+use burn_gmt_kernels::mask::{PendingStats, SharedThreshold};
 use hold::{collect_held, restore_held};
 use shard::Sharded;
 
@@ -412,8 +412,16 @@ impl GradMask {
         // from its masking.
         let mut pending = Vec::new();
         let ids: Vec<ParamId> = entries.iter().map(|e| e.id).collect();
+        // The masks of gradients selected together on a device go as one call per batch
+        // (their launches do not grow with the tensors); with norms, each is measured alone.
+        let mut batched = HashMap::new();
         for (entry, plan) in entries.iter().zip(plans) {
             pending.push((entry.id, entry.path.clone(), plan.stats));
+            if let Some(shared) = plan.shared
+                && !self.config.collect_norms
+            {
+                batched.insert(entry.id, shared);
+            }
             masks.insert(entry.id, plan.mask);
         }
         // The gradients are only borrowed now: drop the borrows so masking can be in place.
@@ -424,10 +432,19 @@ impl GradMask {
             collect,
             norms: self.config.collect_norms.then(HashMap::new),
             stats: HashMap::new(),
+            batched: &batched,
+            taken: Vec::new(),
         };
         module.visit(&mut masking);
         let mut norms = masking.norms.unwrap_or_default();
         let mut applied_stats = masking.stats;
+        let masked = mask_below_batched(masking.taken);
+        if !masked.is_empty() {
+            module.visit(&mut RegisterGrads {
+                grads: &mut grads,
+                masked,
+            });
+        }
 
         let named = pending
             .into_iter()
@@ -501,6 +518,10 @@ struct MaskGrads<'a> {
     norms: Option<HashMap<ParamId, Tensor<1>>>,
     /// The statistics one-pass masks counted as they were applied.
     stats: HashMap<ParamId, PendingStats>,
+    /// The parameters masked in batches, with their shared thresholds.
+    batched: &'a HashMap<ParamId, SharedThreshold>,
+    /// Their gradients, taken out for [`mask_below_batched`].
+    taken: Vec<(ParamId, DispatchTensor, SharedThreshold)>,
 }
 
 impl ModuleVisitor for MaskGrads<'_> {
@@ -513,6 +534,11 @@ impl ModuleVisitor for MaskGrads<'_> {
         };
         // A frozen tensor's gradient is withheld: the optimizer leaves the parameter and its
         // state alone (its norms still count: the mask keeps none of it).
+        if let Some(shared) = self.batched.get(&param.id) {
+            self.taken
+                .push((param.id, grad.into_dispatch(), shared.clone()));
+            return;
+        }
         let frozen = matches!(mask, TensorMask::Frozen);
         if frozen && self.norms.is_none() {
             return;
@@ -528,5 +554,20 @@ impl ModuleVisitor for MaskGrads<'_> {
             self.stats.insert(param.id, stats);
         }
         self.masks.insert(param.id, applied.mask);
+    }
+}
+
+/// Puts the gradients masked in batches back, each with its parameter's rank.
+struct RegisterGrads<'a> {
+    grads: &'a mut GradientsParams,
+    masked: HashMap<ParamId, DispatchTensor>,
+}
+
+impl ModuleVisitor for RegisterGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.masked.remove(&param.id) {
+            self.grads
+                .register::<D>(param.id, Tensor::from_dispatch(grad));
+        }
     }
 }

@@ -171,7 +171,11 @@ mod tests {
                 .map_or(full.len(), |i| i + 1);
             assert_eq!(got, &full[..end]);
         }
-        assert_eq!(batch[1].len(), 3);
+        // Row 1 stopped at the first `stop` it generated, at the latest its third token.
+        assert!(
+            batch[1].len() <= 3 && batch[1].last() == Some(&stop),
+            "{batch:?}"
+        );
     }
 
     #[test]

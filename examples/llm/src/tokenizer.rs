@@ -279,9 +279,14 @@ pub(crate) mod tests {
         assert_eq!(text_of(&t, &ids), ["hello", "Ġwo", "rl", "d"]);
         let ids = t.encode("hell").unwrap();
         assert_eq!(text_of(&t, &ids), ["hell"]);
-        // Digits are split one by one before merging; GPT-2's pattern splits the rest.
+        // Digits are split one by one before merging; GPT-2's pattern splits the rest (the
+        // contraction `'s` is a piece of its own, which no merge of the tiny vocabulary joins).
         let ids = t.encode("x12 he's").unwrap();
-        assert_eq!(text_of(&t, &ids), ["x", "1", "2", "Ġ", "he", "'s"]);
+        assert_eq!(text_of(&t, &ids), ["x", "1", "2", "Ġ", "he", "'", "s"]);
+        // Without the pre-tokenizer's split, `Ġ` and `he` would merge across the space and
+        // `e's` would not be split at the apostrophe: check that a piece never spans one.
+        let ids = t.encode("hello'hello").unwrap();
+        assert_eq!(text_of(&t, &ids), ["hello", "'", "hello"]);
         assert_eq!(t.vocab_size(), 3 + 256 + 7);
     }
 

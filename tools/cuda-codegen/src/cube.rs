@@ -11,6 +11,8 @@ pub mod hold;
 pub mod key;
 #[path = "../../../burn-gmt-kernels/src/cube/launch.rs"]
 pub mod launch;
+#[path = "../../../burn-gmt-kernels/src/cube/list.rs"]
+pub mod list;
 #[path = "../../../burn-gmt-kernels/src/cube/mask.rs"]
 pub mod mask;
 #[path = "../../../burn-gmt-kernels/src/cube/onepass.rs"]

@@ -235,6 +235,57 @@ fn single_cases(dtype: Dtype) -> Vec<Case> {
             }),
         },
     ];
+    // The batched kernels of a step, over three gradients, at the scalar width of the tails
+    // and the 128-bit width, with 32- and 64-bit addresses.
+    for vector_size in [1, 128 / dtype.bits] {
+        for address in [AddressType::U32, AddressType::U64] {
+            let list_tag = format!("{tag} x{vector_size} {address:?}");
+            for first_pass in [true, false] {
+                let window = if first_pass { 2048 } else { 512 };
+                cases.push(Case {
+                    name: format!("batched histogram (window {window}) {list_tag}"),
+                    define: Box::new(move |arch: &Arch| {
+                        cube::list::histogram_each_kernel::create_dummy_kernel(
+                            arch.properties(),
+                            arch.target(),
+                            CubeCount::new_1d(4),
+                            CubeDim::new_1d(256),
+                            address,
+                            vector_size,
+                            (0..3).map(|_| buffer(1024)).collect(),
+                            buffer(4 * cube::list::PIECE_WORDS),
+                            buffer(3 * SELECTION_LEN),
+                            16,
+                            31,
+                            window,
+                            kind,
+                            storage,
+                        )
+                        .define()
+                    }),
+                });
+            }
+            cases.push(Case {
+                name: format!("batched mask {list_tag}"),
+                define: Box::new(move |arch: &Arch| {
+                    cube::list::mask_each_kernel::create_dummy_kernel(
+                        arch.properties(),
+                        arch.target(),
+                        CubeCount::new_1d(4),
+                        CubeDim::new_1d(256),
+                        address,
+                        vector_size,
+                        (0..3).map(|_| buffer(1024)).collect(),
+                        buffer(4 * cube::list::PIECE_WORDS),
+                        buffer(3),
+                        kind,
+                        storage,
+                    )
+                    .define()
+                }),
+            });
+        }
+    }
     for mode in [SmallSelect::State, SmallSelect::Bracket] {
         cases.push(Case {
             name: format!("small select ({mode:?}) {tag}"),
