@@ -28,7 +28,7 @@ use burn_cubecl::tensor::CubeTensor;
 /// Entries sampled per cube to place its shared window.
 pub const SAMPLES: u32 = 16;
 /// No sample: the sampled entry is out of range or outside the prefix.
-const NO_SAMPLE: u32 = 0xFFFF_FFFF;
+pub const NO_SAMPLE: u32 = 0xFFFF_FFFF;
 
 /// The buffers, pass and window of the histogram kernel.
 #[derive(CubeLaunch, CubeType)]
@@ -114,7 +114,8 @@ impl<F: Float, N: Size> PartKernel<F, N> for Histogram {
 /// keys whose bits from `high_shift` up equal `prefix` in the cube's shared window (`local`:
 /// `window + 2` counters, `samples`, `window_base`, which the kernel allocates once) and
 /// merges into the bins of `hist` from word `bins`. Every unit of the cube must call it (it
-/// synchronises the cube).
+/// synchronises the cube). The batched kernel (`list.rs`) calls its parts itself, reading
+/// the gradient of its piece only in [`sample_digit`] and [`count_digits`].
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub fn count_cube<F: Float, N: Size>(
@@ -134,9 +135,57 @@ pub fn count_cube<F: Float, N: Size>(
     #[comptime] window: u32,
     #[comptime] kind: KeyKind,
 ) {
-    let units = CUBE_DIM as usize;
-    let digit_mask = (DIGITS as u32) - 1u32;
+    let mut sample = 0xFFFF_FFFFu32; // NO_SAMPLE, as a runtime value
+    if UNIT_POS < SAMPLES {
+        sample = sample_digit::<F, N>(values, cube, start, end, shift, high_shift, prefix, kind);
+    }
+    let base = place_window(local, samples, window_base, sample, window);
+    let below = count_digits::<F, N>(
+        values, hist, local, base, cube, cubes, start, end, shift, high_shift, prefix, bins,
+        window, kind,
+    );
+    merge_window(local, hist, base, below, bins, window);
+}
 
+/// The digit of this unit's sample (lane 0 of a vector spread over cube `cube`'s first
+/// slice; with fewer units than samples, some samples coincide), or [`NO_SAMPLE`] when the
+/// position is past `end` or the key is outside the prefix. For units below [`SAMPLES`].
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn sample_digit<F: Float, N: Size>(
+    values: &[Vector<F, N>],
+    cube: usize,
+    start: usize,
+    end: usize,
+    shift: u32,
+    high_shift: u32,
+    prefix: u32,
+    #[comptime] kind: KeyKind,
+) -> u32 {
+    let units = CUBE_DIM as usize;
+    let step = units / (SAMPLES as usize);
+    let pos = start + cube * units + (UNIT_POS as usize) * step;
+    let mut sample = 0xFFFF_FFFFu32; // NO_SAMPLE, as a runtime value
+    if pos < end {
+        let key = narrow_key(wide_key::<F, N>(values[pos], kind).extract(0usize), kind);
+        if key >> high_shift == prefix {
+            sample = (key >> shift) & ((DIGITS as u32) - 1u32);
+        }
+    }
+    sample
+}
+
+/// Clears the cube's window and places it around the median of the units' samples (`sample`,
+/// from the units below [`SAMPLES`]): the first bin of the window. Every unit of the cube must
+/// call it (it synchronises the cube).
+#[cube]
+pub fn place_window(
+    local: &Shared<[Atomic<u32>]>,
+    samples: &mut Shared<[u32]>,
+    window_base: &mut Shared<[u32]>,
+    sample: u32,
+    #[comptime] window: u32,
+) -> u32 {
     // [0, window): the window; window: digit 0; window + 1: below the prefix.
     let mut bin = UNIT_POS;
     while bin < window + 2u32 {
@@ -148,17 +197,6 @@ pub fn count_cube<F: Float, N: Size>(
         window_base[0usize] = 0u32;
     }
     if UNIT_POS < SAMPLES {
-        // Lane 0 of vectors spread over this cube's first slice (with fewer units than
-        // samples, some samples coincide).
-        let step = units / (SAMPLES as usize);
-        let pos = start + cube * units + (UNIT_POS as usize) * step;
-        let mut sample = 0xFFFF_FFFFu32;
-        if pos < end {
-            let key = narrow_key(wide_key::<F, N>(values[pos], kind).extract(0usize), kind);
-            if key >> high_shift == prefix {
-                sample = (key >> shift) & digit_mask;
-            }
-        }
         samples[UNIT_POS as usize] = sample;
     }
     sync_cube();
@@ -194,9 +232,32 @@ pub fn count_cube<F: Float, N: Size>(
         }
     }
     sync_cube();
-    let base = window_base[0usize];
+    window_base[0usize]
+}
 
-    // Count: a grid-stride loop over whole vectors.
+/// Counts this unit's positions of cube `cube` of `cubes` over `start..end` (a grid-stride
+/// loop over whole vectors): digits in the window at `base` in `local`, digit 0 in
+/// `local[window]`, other digits straight into `hist`; returns the entries below the prefix.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn count_digits<F: Float, N: Size>(
+    values: &[Vector<F, N>],
+    hist: &mut [Atomic<u32>],
+    local: &Shared<[Atomic<u32>]>,
+    base: u32,
+    cube: usize,
+    cubes: usize,
+    start: usize,
+    end: usize,
+    shift: u32,
+    high_shift: u32,
+    prefix: u32,
+    bins: usize,
+    #[comptime] window: u32,
+    #[comptime] kind: KeyKind,
+) -> u32 {
+    let units = CUBE_DIM as usize;
+    let digit_mask = (DIGITS as u32) - 1u32;
     let mut below = 0u32;
     let stride = cubes * units;
     let mut pos = start + cube * units + UNIT_POS as usize;
@@ -221,12 +282,25 @@ pub fn count_cube<F: Float, N: Size>(
         }
         pos += stride;
     }
+    below
+}
+
+/// Adds `below` (this unit's entries below the prefix) to the window, then merges the non-zero
+/// shared bins into the bins of `hist` from word `bins`. Every unit of the cube must call it
+/// (it synchronises the cube).
+#[cube]
+pub fn merge_window(
+    local: &Shared<[Atomic<u32>]>,
+    hist: &mut [Atomic<u32>],
+    base: u32,
+    below: u32,
+    bins: usize,
+    #[comptime] window: u32,
+) {
     if below > 0u32 {
         local[(window + 1u32) as usize].fetch_add(below);
     }
     sync_cube();
-
-    // Merge the non-zero shared bins into the global histogram.
     let mut slot = UNIT_POS;
     while slot < window {
         let count = local[slot as usize].load();

@@ -18,7 +18,7 @@
 
 use cubecl::prelude::*;
 
-use super::histogram::{SAMPLES, count_cube};
+use super::histogram::{SAMPLES, count_digits, merge_window, place_window, sample_digit};
 use super::key::{KeyKind, wide_key};
 #[cfg(not(gmt_cuda_codegen))]
 use crate::buffer::LIST_MAX_TENSORS;
@@ -59,15 +59,22 @@ pub fn piece_of_cube(table: &[u32], #[comptime] count: usize) -> PieceOfCube {
     if cube >= table[count * PIECE_WORDS + PIECE_CUBE] {
         terminate!();
     }
-    // The last piece that starts at or before this cube (pieces start in increasing order;
-    // a cube does this once, where its units then read thousands of entries).
-    let mut piece = 0u32;
-    for j in 1..count {
-        if table[j * PIECE_WORDS + PIECE_CUBE] <= cube {
-            piece = j as u32;
+    // The last piece that starts at or before this cube: a binary search, since pieces start
+    // in increasing order (every unit searches, as many table reads as it reads vectors
+    // otherwise: a linear scan measured slower on lavapipe).
+    let mut lo = 0usize;
+    // `count`, as a runtime value (the table has a row more).
+    let mut hi = table.len() / PIECE_WORDS - 1;
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if table[mid * PIECE_WORDS + PIECE_CUBE] <= cube {
+            lo = mid;
+        } else {
+            hi = mid;
         }
     }
-    let row = piece as usize * PIECE_WORDS;
+    let piece = lo as u32;
+    let row = lo * PIECE_WORDS;
     let first = table[row + PIECE_CUBE];
     PieceOfCube {
         piece,
@@ -81,7 +88,7 @@ pub fn piece_of_cube(table: &[u32], #[comptime] count: usize) -> PieceOfCube {
 
 /// One histogram pass over every piece: each adds the histogram of its digit to its segment
 /// (the slot) of `selection`, with the prefix that segment's state holds, exactly as the
-/// single-gradient histogram kernel does (the same [`count_cube`]).
+/// single-gradient histogram kernel does (the same parts of its `count_cube`).
 #[cube(launch_unchecked, create_dummy_kernel, address_type = "dynamic")]
 #[allow(clippy::too_many_arguments)]
 pub fn histogram_each_kernel<F: Float, N: Size>(
@@ -99,32 +106,34 @@ pub fn histogram_each_kernel<F: Float, N: Size>(
     let segment_start = at.slot * SELECTION_LEN;
     let prefix = selection[segment_start + STATE_KEY].load();
     let bins = segment_start + SELECTION_HISTOGRAM;
-    // Allocated once, whichever binding the cube reads.
+    // Allocated once, whichever binding the cube reads; only the reads of the gradient (the
+    // samples and the count) are unrolled per binding, the barriers stay outside them.
     let local = Shared::<[Atomic<u32>]>::new_slice((window + 2u32) as usize);
     let mut samples = Shared::<[u32]>::new_slice(SAMPLES as usize);
     let mut window_base = Shared::<[u32]>::new_slice(1usize);
+    let mut sample = 0xFFFF_FFFFu32; // NO_SAMPLE, as a runtime value
+    if UNIT_POS < SAMPLES {
+        #[unroll]
+        for j in 0..count {
+            if at.piece == j as u32 {
+                sample = sample_digit::<F, N>(
+                    &grads[j], at.cube, at.start, at.end, shift, high_shift, prefix, kind,
+                );
+            }
+        }
+    }
+    let base = place_window(&local, &mut samples, &mut window_base, sample, window);
+    let mut below = 0u32;
     #[unroll]
     for j in 0..count {
         if at.piece == j as u32 {
-            count_cube::<F, N>(
-                &grads[j],
-                selection,
-                &local,
-                &mut samples,
-                &mut window_base,
-                at.cube,
-                at.cubes,
-                at.start,
-                at.end,
-                shift,
-                high_shift,
-                prefix,
-                bins,
-                window,
-                kind,
+            below = count_digits::<F, N>(
+                &grads[j], selection, &local, base, at.cube, at.cubes, at.start, at.end, shift,
+                high_shift, prefix, bins, window, kind,
             );
         }
     }
+    merge_window(&local, selection, base, below, bins, window);
 }
 
 /// Masks every piece in place against its threshold (`thresholds[slot]`): entries whose `|x|`
@@ -186,8 +195,11 @@ mod host_side {
         LIST_LIMIT.load(Ordering::Relaxed)
     }
 
-    /// Vectors per unit below which a piece gets fewer cubes.
-    const VECTORS_PER_UNIT: usize = 8;
+    /// Vectors per unit below which a piece gets fewer cubes. Twice the single-gradient
+    /// histogram's: a batch runs many pieces at once, and each cube pays a fixed cost (its
+    /// shared window cleared and merged). On lavapipe 8 made the batched pass 2.7 times the
+    /// per-gradient launches' time, 32 1.5 times.
+    const VECTORS_PER_UNIT: usize = 32;
     /// Most cubes one piece gets; a grid-stride loop covers the rest.
     const MAX_PIECE_CUBES: usize = 1024;
     /// Units per cube.
@@ -490,13 +502,29 @@ mod host_side {
         fn the_table_gives_each_piece_its_cubes() {
             let list = ListLaunch {
                 vector_size: 4,
-                pieces: vec![piece(0, 0, 1, 3), piece(1, 0, 256 * 8 * 3 + 1, 4)],
+                pieces: vec![
+                    piece(0, 0, 1, 3),
+                    piece(1, 0, 256 * VECTORS_PER_UNIT * 3 + 1, 4),
+                ],
             };
             let (table, cubes) = piece_table(&list, 256);
             assert_eq!(cubes, 1 + 4);
             assert_eq!(
                 table,
-                vec![0, 0, 1, 3, 1, 0, 256 * 8 * 3 + 1, 4, 5, 0, 0, 0]
+                vec![
+                    0,
+                    0,
+                    1,
+                    3,
+                    1,
+                    0,
+                    (256 * VECTORS_PER_UNIT * 3 + 1) as u32,
+                    4,
+                    5,
+                    0,
+                    0,
+                    0
+                ]
             );
             assert_eq!(piece_cubes(usize::MAX / 2, 256), MAX_PIECE_CUBES);
             assert!(matches!(grid(70_000), CubeCount::Static(MAX_GRID_X, 2, 1)));
