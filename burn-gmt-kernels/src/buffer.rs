@@ -30,9 +30,11 @@ pub const SELECTION_MAX_SEGMENTS: usize = 256;
 /// ([`MaskOps::radix_select_count_each`](crate::MaskOps::radix_select_count_each) and
 /// [`MaskOps::abs_threshold_mask_each`](crate::MaskOps::abs_threshold_mask_each) on CubeCL):
 /// each is a buffer binding of its own, and the kernel is unrolled once per binding. Fewer on
-/// a device that binds fewer buffers per kernel (Metal: about 30); a longer list takes one
-/// launch more per this many.
-pub const LIST_MAX_TENSORS: usize = 128;
+/// a device that binds fewer buffers per kernel (wgpu over lavapipe and Metal: about 30); a
+/// longer list takes one launch more per this many. More would cost compile time: NVRTC
+/// compiles the 32-binding histogram in well under a second here, the 128-binding one in
+/// about 16 s (`tools/cuda-codegen`, 2 shared cores).
+pub const LIST_MAX_TENSORS: usize = 32;
 
 /// The selections held by `len` counters: a selection buffer's segments, or 1 for the state
 /// words alone (what a one-step selection returns).

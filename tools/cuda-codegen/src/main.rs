@@ -25,7 +25,7 @@ use cubecl_cpp::shared::{CompilationOptions, CppCompiler};
 use cubecl_cpp::target::Cuda;
 use cubecl_runtime::kernel::{CubeKernel, KernelDefinition};
 
-use buffer::{SELECTION_LEN, SELECTION_STATE_LEN, WORK_LEN};
+use buffer::{LIST_MAX_TENSORS, SELECTION_LEN, SELECTION_STATE_LEN, WORK_LEN};
 use cube::count::{CountArgsLaunch, ThresholdCount};
 use cube::histogram::{Histogram, HistogramArgsLaunch};
 use cube::hold::{Hold, HoldArgsLaunch};
@@ -236,10 +236,19 @@ fn single_cases(dtype: Dtype) -> Vec<Case> {
         },
     ];
     // The batched kernels of a step, over three gradients, at the scalar width of the tails
-    // and the 128-bit width, with 32- and 64-bit addresses.
+    // and the 128-bit width, with 32- and 64-bit addresses; and over as many gradients as one
+    // launch binds (`LIST_MAX_TENSORS`: the kernel unrolled that many times, its parameters
+    // that many pointers), at the 128-bit width.
+    let mut lists: Vec<(usize, AddressType, usize)> = Vec::new();
     for vector_size in [1, 128 / dtype.bits] {
         for address in [AddressType::U32, AddressType::U64] {
-            let list_tag = format!("{tag} x{vector_size} {address:?}");
+            lists.push((vector_size, address, 3));
+        }
+    }
+    lists.push((128 / dtype.bits, AddressType::U32, LIST_MAX_TENSORS));
+    for (vector_size, address, bindings) in lists {
+        {
+            let list_tag = format!("{tag} x{vector_size} {address:?}, {bindings} gradients");
             for first_pass in [true, false] {
                 let window = if first_pass { 2048 } else { 512 };
                 cases.push(Case {
@@ -252,9 +261,9 @@ fn single_cases(dtype: Dtype) -> Vec<Case> {
                             CubeDim::new_1d(256),
                             address,
                             vector_size,
-                            (0..3).map(|_| buffer(1024)).collect(),
-                            buffer(4 * cube::list::PIECE_WORDS),
-                            buffer(3 * SELECTION_LEN),
+                            (0..bindings).map(|_| buffer(1024)).collect(),
+                            buffer((bindings + 1) * cube::list::PIECE_WORDS),
+                            buffer(bindings * SELECTION_LEN),
                             16,
                             31,
                             window,
@@ -275,9 +284,9 @@ fn single_cases(dtype: Dtype) -> Vec<Case> {
                         CubeDim::new_1d(256),
                         address,
                         vector_size,
-                        (0..3).map(|_| buffer(1024)).collect(),
-                        buffer(4 * cube::list::PIECE_WORDS),
-                        buffer(3),
+                        (0..bindings).map(|_| buffer(1024)).collect(),
+                        buffer((bindings + 1) * cube::list::PIECE_WORDS),
+                        buffer(bindings),
                         kind,
                         storage,
                     )
