@@ -10,8 +10,8 @@
 #   scripts/gpu-check.sh --bundle OUTDIR/gmt-gpu-bundle.tar.xz
 #
 # Contents (built with `--features cuda-nvrtc,wgpu`, dev profile, stripped):
-# - bin/tests/: the GPU test binaries (burn-gmt's integration tests, the kernels' gpu_kernels
-#   and gpu_launches);
+# - bin/tests/: the GPU test binaries (burn-gmt's integration tests and grad_mask_launches,
+#   the kernels' gpu_kernels and gpu_launches);
 # - bin/benches/: the benchmarks mask (with its breakdown mode) and step;
 # - bin/examples/: gmt_study, and llm when the tree has examples/llm;
 # - lib/libllvmstub.so (+ its source and version script): see below; lib/libvulkan.so.1 from
@@ -67,14 +67,15 @@ done
 # package, `examples/llm/main.rs`, whose library crate burn-gmt-llm gets CUDA through the root
 # package's features).
 # The GPU tests live beside their crates: burn-gmt's integration binary (its `gpu` module with
-# the rest of burn-gmt's integration tests) and the kernels' gpu_kernels and gpu_launches (the
-# launch counts, a binary of its own: the counter is process-wide).
+# the rest of burn-gmt's integration tests), the kernels' gpu_kernels and gpu_launches, and
+# burn-gmt's grad_mask_launches (the launch counts, binaries of their own: the counter is
+# process-wide).
 gpu_tests=()
 for file in burn-gmt/tests/integration/main.rs burn-gmt-kernels/tests/gpu_kernels.rs \
-    burn-gmt-kernels/tests/gpu_launches.rs; do
+    burn-gmt-kernels/tests/gpu_launches.rs burn-gmt/tests/grad_mask_launches.rs; do
     [[ -e $file ]] || die "no $file"
 done
-gpu_tests=(--test integration --test gpu_kernels --test gpu_launches)
+gpu_tests=(--test integration --test gpu_kernels --test gpu_launches --test grad_mask_launches)
 targets=("${gpu_tests[@]}" --bench mask --bench step --example gmt_study)
 examples=1
 if [[ -f examples/llm/main.rs ]]; then

@@ -122,10 +122,12 @@
 //!
 //! (f16/bf16: one digit, 5 (+2).) A launch binds at most
 //! [`LIST_MAX_TENSORS`](crate::buffer::LIST_MAX_TENSORS) gradients (fewer where the device
-//! binds fewer buffers, as Metal), and a selection buffer holds 256 segments, so a step of
-//! more tensors launches one more histogram and mask launch per 32 tensors (SmolLM2-135M's
-//! 272 tensors: 9, where they were 816). `tests/gpu_launches.rs` (here and in burn-gmt) checks that a step of 4
-//! and of 40 tensors launch the same kernels. What still launches per tensor: a tensor of
+//! binds fewer buffers: 28 on wgpu over lavapipe, about as many on Metal), and a selection
+//! buffer holds 256 segments, so a step of more tensors launches one more histogram and mask
+//! launch per 32 tensors (SmolLM2-135M's 272 tensors: 9 per pass, where they were 272).
+//! `tests/gpu_launches.rs` here and `tests/grad_mask_launches.rs` in burn-gmt check that a
+//! step of 4 tensors and one of as many as a launch binds launch the same kernels, and a
+//! larger one three more per launch's worth. What still launches per tensor: a tensor of
 //! 2^24 entries or more takes the one-pass mask (its own 10 launches, negligible beside its
 //! size), `MaskTarget::Update`'s select pass, statistics of a global threshold, and the
 //! random-mask and HFT baselines.
