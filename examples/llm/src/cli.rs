@@ -13,7 +13,7 @@ use crate::generate::greedy;
 use crate::gguf::Gguf;
 use crate::model::{Llama, LlamaConfig};
 use crate::tokenizer::Tokenizer;
-use crate::train::{Schedule, parse_arms};
+use crate::train::{Schedule, finetune_arms};
 
 /// SmolLM2-135M-Instruct in Burn: greedy generation, and fine-tuning of the top of the whole
 /// pretrained model with SFT, GMT and the baselines. Fetch the model with
@@ -225,7 +225,7 @@ impl FinetuneCli {
             "train-items",
             self.train_items.unwrap_or(preset.train_items),
         )?;
-        let arms = parse_arms(&self.method, self.ratio)?;
+        let arms = finetune_arms(&self.method, self.ratio)?;
         let device = self.common.device()?;
         Ok(FinetuneArgs {
             model: self.common.model()?.clone(),

@@ -102,6 +102,16 @@ pub fn parse_arms(name: &str, ratio: f64) -> Result<Vec<Arm>, LlmError> {
     })
 }
 
+/// The arms of `finetune --method name`: SFT first, which every other arm is compared with,
+/// then the named arm (`sft` and `all` as [`parse_arms`] gives them).
+pub fn finetune_arms(name: &str, ratio: f64) -> Result<Vec<Arm>, LlmError> {
+    let mut arms = parse_arms(name, ratio)?;
+    if arms.first() != Some(&Arm::Method(Method::Sft)) {
+        arms.insert(0, Arm::Method(Method::Sft));
+    }
+    Ok(arms)
+}
+
 impl TrainStep for Top {
     type Input = CachedBatch;
     type Output = ClassificationOutput;
@@ -503,6 +513,19 @@ mod tests {
             [Arm::GmtUpdate(0.3)]
         );
         assert_eq!(parse_arms("all", 0.3).unwrap().len(), 5);
+        // `finetune --method gmt` runs SFT first, which GMT is compared with.
+        assert_eq!(
+            finetune_arms("gmt", 0.2).unwrap(),
+            [Arm::Method(Method::Sft), Arm::Method(Method::Gmt(0.2))]
+        );
+        assert_eq!(
+            finetune_arms("sft", 0.2).unwrap(),
+            [Arm::Method(Method::Sft)]
+        );
+        assert_eq!(
+            finetune_arms("all", 0.3).unwrap(),
+            parse_arms("all", 0.3).unwrap()
+        );
         assert!(parse_arms("lora", 0.3).is_err());
     }
 
