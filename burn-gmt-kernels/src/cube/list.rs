@@ -7,8 +7,9 @@
 //! table in device memory holds, per piece, its first cube, its range and its slot (the
 //! selection-buffer segment it counts into, or the threshold it is masked against). A cube
 //! finds its piece in the table, so the work of a cube is uniform, and runs the code of that
-//! piece's binding: the kernel body is unrolled once per binding, and the branch taken is the
-//! same for every unit of the cube (the histogram synchronises its cube inside it).
+//! piece's binding: the code that reads the gradient is unrolled once per binding, and the
+//! branch taken is the same for every unit of the cube (the histogram's barriers stay outside
+//! the unrolled code).
 //!
 //! A gradient whose length is not a multiple of the vector width is two pieces: its whole
 //! vectors in the vector launch, its tail in the scalar launch (every tail of the step in
@@ -20,6 +21,7 @@ use cubecl::prelude::*;
 
 use super::histogram::{SAMPLES, count_digits, merge_window, place_window, sample_digit};
 use super::key::{KeyKind, wide_key};
+use super::mask::mask_below_limit;
 #[cfg(not(gmt_cuda_codegen))]
 use crate::buffer::LIST_MAX_TENSORS;
 use crate::buffer::{SELECTION_HISTOGRAM, SELECTION_LEN, STATE_KEY};
@@ -60,8 +62,8 @@ pub fn piece_of_cube(table: &[u32], #[comptime] count: usize) -> PieceOfCube {
         terminate!();
     }
     // The last piece that starts at or before this cube: a binary search, since pieces start
-    // in increasing order (every unit searches, as many table reads as it reads vectors
-    // otherwise: a linear scan measured slower on lavapipe).
+    // in increasing order. Every unit searches; a linear scan read about as many table words
+    // as a unit reads vectors, and measured slower on lavapipe.
     let mut lo = 0usize;
     // `count`, as a runtime value (the table has a row more).
     let mut hi = table.len() / PIECE_WORDS - 1;
@@ -157,9 +159,7 @@ pub fn mask_each_kernel<F: Float, N: Size>(
             let grad = grads.index_mut(j);
             let mut pos = at.start + at.cube * units + UNIT_POS as usize;
             while pos < at.end {
-                let x = grad[pos];
-                let below = wide_key::<F, N>(x, kind).less_than(&limit);
-                grad[pos] = select_many(below, Vector::new(F::new(0.0)), x);
+                grad[pos] = mask_below_limit::<F, N>(grad[pos], &limit, kind);
                 pos += stride;
             }
         }

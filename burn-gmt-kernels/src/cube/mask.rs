@@ -33,11 +33,21 @@ impl<F: Float, N: Size> PartKernel<F, N> for Mask {
         let pos = start + ABSOLUTE_POS;
         if pos < end {
             let limit = wide_key::<F, N>(Vector::new(args.threshold[0]), kind);
-            let x = args.values[pos];
-            let below = wide_key::<F, N>(x, kind).less_than(&limit);
-            args.values[pos] = select_many(below, Vector::new(F::new(0.0)), x);
+            args.values[pos] = mask_below_limit::<F, N>(args.values[pos], &limit, kind);
         }
     }
+}
+
+/// `x` with the lanes whose `|x|` key is below `limit` (the threshold's key, from
+/// [`wide_key`]) zeroed: what every mask kernel writes.
+#[cube]
+pub fn mask_below_limit<F: Float, N: Size>(
+    x: Vector<F, N>,
+    limit: &Vector<u32, N>,
+    #[comptime] kind: KeyKind,
+) -> Vector<F, N> {
+    let below = wide_key::<F, N>(x, kind).less_than(limit);
+    select_many(below, Vector::new(F::new(0.0)), x)
 }
 
 // SAFETY: a unit touches `values` at its own position only, after checking it against `end`;
