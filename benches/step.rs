@@ -27,6 +27,7 @@
 //! methods take turns step by step on one model (each with its own AdamW state), so a slow
 //! phase of a shared machine hits them alike. Every timed region ends with `Device::sync`.
 
+use burn_gmt_kernels::testing::kernel_launches;
 use std::io::Write;
 use std::time::Duration;
 
@@ -283,6 +284,8 @@ impl Medians {
 struct Row {
     wall: Medians,
     cpu: Medians,
+    /// Kernel launches of the last timed `GradMask::apply` (0 on the CPU backends).
+    apply_launches: u64,
     /// Fraction of entries kept at the last step, through the wrapper and through `GradMask`.
     kept: (f64, f64),
 }
@@ -335,6 +338,7 @@ fn run(preset: &Preset, device: &Device, steps: usize) -> Row {
     let mut copies = Vec::new();
     let mut passes = Vec::new();
     let mut applies = Vec::new();
+    let mut apply_launches = 0;
     for step in 0..WARM_UP + steps {
         // What a copy of all the gradients, and one pass over them in place, cost.
         let copy = time_once(device, &mut || (), &mut |()| fresh_grads(&grads));
@@ -343,11 +347,14 @@ fn run(preset: &Preset, device: &Device, steps: usize) -> Row {
             &mut || fresh_grads(&grads),
             &mut |fresh: GradientsParams| pass_over(&grads, fresh),
         );
+        // The launches land inside the timed region, which ends with a device sync.
+        let launched = kernel_launches();
         let apply = time_once(
             device,
             &mut || fresh_grads(&grads),
             &mut |grads: GradientsParams| apply_mask.apply(model.as_ref().expect("model"), grads),
         );
+        apply_launches = kernel_launches() - launched;
         if step >= WARM_UP {
             copies.push(copy);
             passes.push(pass);
@@ -384,6 +391,7 @@ fn run(preset: &Preset, device: &Device, steps: usize) -> Row {
     Row {
         wall: Medians::of([&copies, &passes, &applies], &methods, |t| t.wall),
         cpu: Medians::of([&copies, &passes, &applies], &methods, |t| t.cpu),
+        apply_launches,
         kept,
     }
 }
@@ -424,17 +432,18 @@ fn main() {
          what the wrapper's mask adds to a step\n\
          - kept: fraction of gradient entries kept at the last step (wrapper / grad-mask)\n         - wrapper µs / tensor: (wrapper − SFT) / tensors, what the wrapper's mask costs a tensor \
          inside a real step (issue 8's GPU target: at most 60 µs); apply (ms) is a whole step's \
-         mask through `GradMask` (target: at most 2 ms for the 272 tensors on the H200)\n"
+         mask through `GradMask` (target: at most 2 ms for the 272 tensors on the H200); apply \
+         launches: the kernels one `GradMask::apply` launched (a GPU; 0 on the CPU backends)\n"
     );
     println!(
         "| backend | preset | tensors | parameters | copy (ms) | SFT (ms) | wrapper (ms) | grad-mask (ms) \
          | wrapper / SFT | grad-mask / SFT | reselect / SFT | CPU: wrapper / SFT \
          | CPU: grad-mask / SFT | CPU: reselect / SFT | pass (ms) | apply (ms) \
          | wrapper mask (ms) | apply / pass | CPU: apply / pass | apply / copy \
-         | wrapper µs / tensor | kept |"
+         | wrapper µs / tensor | kept | apply launches |"
     );
     println!(
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
     );
     std::io::stdout().flush().unwrap();
 
@@ -455,7 +464,7 @@ fn main() {
                     "{head} {:.1} | {:.1} | {:.1} | {:.1} | {wrapper:.3} | {grad_mask:.3} \
                      | {reselect:.3} | {cpu_wrapper:.3} | {cpu_grad_mask:.3} | {cpu_reselect:.3} \
                      | {:.1} | {:.1} | {:.1} | {apply_passes:.2} | {:.2} | {:.2} | {:.0} \
-                     | {:.3} / {:.3} |",
+                     | {:.3} / {:.3} | {} |",
                     ms(row.wall.copy),
                     ms(row.wall.sft),
                     ms(row.wall.wrapper),
@@ -469,11 +478,12 @@ fn main() {
                         / preset.tensors() as f64,
                     row.kept.0,
                     row.kept.1,
+                    row.apply_launches,
                 );
                 last = Some((wrapper, grad_mask, apply_passes));
             }
             Err(message) => println!(
-                "{head} failed: {} | | | | | | | | | | | | | | | | | |",
+                "{head} failed: {} | | | | | | | | | | | | | | | | | | |",
                 failure_cause(&message)
             ),
         }
