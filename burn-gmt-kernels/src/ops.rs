@@ -299,21 +299,7 @@ pub trait MaskOps: Backend {
         thresholds: FloatTensor<Self>,
         slots: Vec<u32>,
     ) -> GradList<Self> {
-        check_list(grads.tensors.len(), slots.len(), "threshold slot");
-        let count = thresholds.shape().num_elements();
-        let masked = grads.tensors.into_iter().zip(slots).map(|(grad, slot)| {
-            assert!(
-                (slot as usize) < count,
-                "gradient mask: threshold slot {slot} of {count} thresholds"
-            );
-            let slot = slot as isize;
-            let threshold = Self::float_slice(
-                thresholds.clone(),
-                &[burn::tensor::Slice::new(slot, Some(slot + 1), 1)],
-            );
-            Self::abs_threshold_mask(grad, threshold)
-        });
-        GradList::new(masked.collect())
+        mask_each_alone::<Self>(grads.tensors, thresholds, slots)
     }
 
     /// `updated`, except that entries whose gradient `|g|` is below `threshold` take their
@@ -341,6 +327,31 @@ pub trait MaskOps: Backend {
     fn random_mask_count(grad: &FloatTensor<Self>, key: u64, bound: u64) -> IntTensor<Self> {
         host_ops::random_mask_count::<Self, ViaData>(grad, key, bound)
     }
+}
+
+/// [`MaskOps::abs_threshold_mask_each`] one gradient at a time: each masked by
+/// [`MaskOps::abs_threshold_mask`] against its threshold, sliced out of `thresholds`. The
+/// default body, and CubeCL's way for the dtypes its batched kernel does not take (f64).
+pub(crate) fn mask_each_alone<B: MaskOps>(
+    grads: Vec<FloatTensor<B>>,
+    thresholds: FloatTensor<B>,
+    slots: Vec<u32>,
+) -> GradList<B> {
+    check_list(grads.len(), slots.len(), "threshold slot");
+    let count = thresholds.shape().num_elements();
+    let masked = grads.into_iter().zip(slots).map(|(grad, slot)| {
+        assert!(
+            (slot as usize) < count,
+            "gradient mask: threshold slot {slot} of {count} thresholds"
+        );
+        let slot = slot as isize;
+        let threshold = B::float_slice(
+            thresholds.clone(),
+            &[burn::tensor::Slice::new(slot, Some(slot + 1), 1)],
+        );
+        B::abs_threshold_mask(grad, threshold)
+    });
+    GradList::new(masked.collect())
 }
 
 /// Checks that a batched operation has one `what` per gradient.

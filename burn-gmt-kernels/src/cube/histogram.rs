@@ -24,6 +24,8 @@ use crate::buffer::{
 };
 #[cfg(not(gmt_cuda_codegen))]
 use burn_cubecl::tensor::CubeTensor;
+#[cfg(not(gmt_cuda_codegen))]
+use cubecl::client::Client;
 
 /// Entries sampled per cube to place its shared window.
 pub const SAMPLES: u32 = 16;
@@ -355,14 +357,7 @@ pub fn launch(
     prefix: Prefix,
     guard: Option<(usize, u32)>,
 ) {
-    let client = &grad.client;
-    let first_pass = shift + crate::buffer::DIGIT_BITS >= plan.kind.key_bits();
-    let window = window_bins(
-        client.properties().hardware.max_shared_memory_size,
-        first_pass,
-    );
-    // Bits above the digit: none left past bit 31 of the sign-free key.
-    let high_shift = (shift + crate::buffer::DIGIT_BITS).min(31);
+    let (window, high_shift) = pass_shape(&grad.client, plan.kind, shift);
     // High bits fit in 16 bits, so a prefix past u32 is above every entry, as on the host.
     let (prefix, segment_start, prefix_in_buffer) = match prefix {
         Prefix::Value(prefix) => {
@@ -405,6 +400,21 @@ pub fn launch(
     });
 }
 
+/// The shared window (bins per cube, [`window_bins`]) and the high-bit shift of a histogram
+/// pass over the digit at `shift` of `kind`'s keys on `client`'s device, for every histogram
+/// kernel.
+#[cfg(not(gmt_cuda_codegen))]
+pub(crate) fn pass_shape(client: &Client, kind: KeyKind, shift: u32) -> (u32, u32) {
+    let first_pass = shift + crate::buffer::DIGIT_BITS >= kind.key_bits();
+    let window = window_bins(
+        client.properties().hardware.max_shared_memory_size,
+        first_pass,
+    );
+    // Bits above the digit: none left past bit 31 of the sign-free key.
+    let high_shift = (shift + crate::buffer::DIGIT_BITS).min(31);
+    (window, high_shift)
+}
+
 /// Shared bins per cube, a power of two that fits the device's shared memory with the extra
 /// counters and the samples. A first pass counts every entry, and a gradient's leading
 /// digits (exponent and top mantissa bits) cluster within a few binades of the median: 2,048
@@ -412,7 +422,7 @@ pub fn launch(
 /// that share the chosen prefix, usually few, but all of them when many entries tie: 512 bins
 /// around the median catch a tie. Fewer bins are fewer to clear and merge per cube.
 #[cfg(not(gmt_cuda_codegen))]
-pub(crate) fn window_bins(max_shared_bytes: usize, first_pass: bool) -> u32 {
+fn window_bins(max_shared_bytes: usize, first_pass: bool) -> u32 {
     let words = (max_shared_bytes / 4).saturating_sub(2 + SAMPLES as usize + 16);
     let mut bins = if first_pass { 2048usize } else { 512 };
     while bins > 64 && bins > words {

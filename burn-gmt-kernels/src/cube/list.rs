@@ -181,7 +181,7 @@ mod host_side {
     use cubecl::client::Client;
     use cubecl::prelude::*;
 
-    use super::super::histogram::window_bins;
+    use super::super::histogram::pass_shape;
     use super::super::key::KeyKind;
     use super::super::launch::count_launch;
     use super::*;
@@ -347,6 +347,18 @@ mod host_side {
             })
         }
 
+        /// Checks that every piece's slot is below `count` (the segments or thresholds the
+        /// kernels index with it), failing with `what`.
+        fn assert_slots_below(&self, count: usize, what: &str) {
+            assert!(
+                self.launches
+                    .iter()
+                    .flat_map(|l| &l.pieces)
+                    .all(|p| (p.slot as usize) < count),
+                "gradient mask: {what}"
+            );
+        }
+
         /// The plan's launches: each one's gradient bindings, piece table (uploaded), grid and
         /// vector width.
         fn prepared(&self, grads: &[CubeTensor]) -> Vec<Prepared> {
@@ -388,20 +400,11 @@ mod host_side {
         plan: &ListPlan,
         shift: u32,
     ) {
-        let segments = selection.meta.num_elements() / SELECTION_LEN;
-        assert!(
-            plan.launches
-                .iter()
-                .flat_map(|l| &l.pieces)
-                .all(|p| (p.slot as usize) < segments),
-            "gradient mask: a segment past the selection buffer"
+        plan.assert_slots_below(
+            selection.meta.num_elements() / SELECTION_LEN,
+            "a segment past the selection buffer",
         );
-        let first_pass = shift + crate::buffer::DIGIT_BITS >= plan.kind.key_bits();
-        let window = window_bins(
-            plan.client.properties().hardware.max_shared_memory_size,
-            first_pass,
-        );
-        let high_shift = (shift + crate::buffer::DIGIT_BITS).min(31);
+        let (window, high_shift) = pass_shape(&plan.client, plan.kind, shift);
         for launch in plan.prepared(grads) {
             count_launch();
             // SAFETY: a cube works only on its own piece, whose range lies within its
@@ -431,13 +434,9 @@ mod host_side {
     /// Masks every gradient of `grads` (contiguous, writable, of the plan's dtype) in place
     /// against `thresholds[slot]` (the threshold tensor of its dtype).
     pub fn launch_mask_each(grads: &[CubeTensor], thresholds: &CubeTensor, plan: &ListPlan) {
-        let count = thresholds.meta.num_elements();
-        assert!(
-            plan.launches
-                .iter()
-                .flat_map(|l| &l.pieces)
-                .all(|p| (p.slot as usize) < count),
-            "gradient mask: a threshold slot past the thresholds"
+        plan.assert_slots_below(
+            thresholds.meta.num_elements(),
+            "a threshold slot past the thresholds",
         );
         for launch in plan.prepared(grads) {
             count_launch();

@@ -239,16 +239,6 @@ fn host_counters(words: &[u64], like: &CubeTensor) -> CubeTensor {
     CubeBackend::int_from_data(TensorData::new(words, [len]), &like.device)
 }
 
-/// Entry `at` of `tensor` as a one-entry tensor (a view).
-fn slice_one(tensor: &CubeTensor, at: usize) -> CubeTensor {
-    use burn::backend::ops::FloatTensorOps;
-    let at = at as isize;
-    CubeBackend::float_slice(
-        tensor.clone(),
-        &[burn::tensor::Slice::new(at, Some(at + 1), 1)],
-    )
-}
-
 /// A contiguous tensor this call may write to: the input itself when nothing else holds it,
 /// a copy otherwise.
 fn writable(tensor: CubeTensor) -> CubeTensor {
@@ -440,17 +430,7 @@ impl MaskOps for CubeBackend {
                 GradList::new(grads)
             }
             // No gradient, or f64: one mask each (the host's, for f64).
-            None => GradList::new(
-                grads
-                    .into_iter()
-                    .zip(slots)
-                    .map(|(grad, slot)| {
-                        let slot = slot as usize;
-                        let threshold = crate::cube::slice_one(&thresholds, slot);
-                        Self::abs_threshold_mask(grad, threshold)
-                    })
-                    .collect(),
-            ),
+            None => crate::ops::mask_each_alone::<Self>(grads, thresholds, slots),
         }
     }
 

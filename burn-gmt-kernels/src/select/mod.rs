@@ -42,11 +42,11 @@ use burn::backend::{Dispatch, DispatchTensor, TensorMetadata};
 use burn::tensor::{DType, Device, Tensor};
 
 use crate::buffer::SELECTION_MAX_SEGMENTS;
-use crate::element::{inf_key, key_bits, key_to_f64};
+use crate::element::{inf_key, key_to_f64};
 use crate::stats::{DeviceWords, PendingStats, TensorStats};
 use crate::{MaskOps, host};
 use device::{device_steps, segment_states};
-use route::{Route, route, total_entries};
+use route::{Route, host_memory, route, total_entries};
 
 pub use tensors::threshold_tensor;
 pub(crate) use tensors::thresholds_on_devices;
@@ -190,12 +190,6 @@ fn select_on_host(
     }
 }
 
-/// Whether `grad`'s backend selects `dtype` in its own device memory (device steps).
-fn on_device(grad: &DispatchTensor, dtype: DType) -> bool {
-    let caps = <Dispatch as MaskOps>::selection_capabilities(grad);
-    !caps.host_memory && key_bits(dtype).is_some_and(|bits| bits <= caps.device_key_bits)
-}
-
 /// Selects, for each of `grads` on its own, the `(ranks[i] + 1)`-th smallest `|g|` of that
 /// gradient (each rank below its gradient's entries): the per-tensor thresholds of a whole
 /// step, as [`select_abs`] of each gradient alone would give them, with the same statistics.
@@ -230,9 +224,10 @@ pub fn select_abs_each(grads: &[DispatchTensor], ranks: &[u64], collect: bool) -
         check_rank(alone, rank);
         let route = route(alone, dtype);
         // On a device, a tensor small enough for one launch joins the others too: the batched
-        // launches cost the same with it, where alone it would add launches of its own.
+        // launches cost the same with it, where alone it would add launches of its own (off
+        // the host, a one-step route is one the device steps take too).
         let batched = route == Route::DeviceSteps
-            || (route == Route::OneStep && grads.len() > 1 && on_device(grad, dtype));
+            || (route == Route::OneStep && grads.len() > 1 && !host_memory(grad));
         if batched {
             let key = (Device::from(grad.device()), dtype);
             match batches.iter_mut().find(|(k, _)| *k == key) {

@@ -94,8 +94,6 @@ fn forced() -> (bool, bool) {
 pub(crate) fn route(grads: &[DispatchTensor], dtype: DType) -> Route {
     let (device_steps, radix_only) = forced();
     let shortcut = !radix_only;
-    let host_memory =
-        |g: &DispatchTensor| <Dispatch as MaskOps>::selection_capabilities(g).host_memory;
     if several_devices(grads) {
         return match shortcut && grads.iter().all(host_memory) {
             true => Route::HostBracket,
@@ -130,6 +128,12 @@ pub(crate) fn route(grads: &[DispatchTensor], dtype: DType) -> Route {
 /// ([`SelectionCapabilities::one_pass_max_entries`](crate::SelectionCapabilities::one_pass_max_entries)).
 /// Tests may force the one pass (also by forcing a bracket miss), or a selection route,
 /// which takes the two passes.
+/// Whether `grad`'s backend keeps its tensors in host memory
+/// ([`SelectionCapabilities::host_memory`](crate::SelectionCapabilities::host_memory)).
+pub(crate) fn host_memory(grad: &DispatchTensor) -> bool {
+    <Dispatch as MaskOps>::selection_capabilities(grad).host_memory
+}
+
 pub(crate) fn one_pass(grad: &DispatchTensor) -> bool {
     let Some(bits) = key_bits(grad.dtype()) else {
         return false;
